@@ -1,0 +1,3 @@
+from clipdesk.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""The ``clipdesk`` command line: argument parsing, progress bars and output only.
+
+All work is done by :mod:`clipdesk.services`; this module draws and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from types import FrameType
+from typing import TextIO
+
+from clipdesk import __version__
+from clipdesk.errors import ClipdeskError
+from clipdesk.progress import CancelToken, Progress
+
+DEFAULT_K = 20
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipdesk",
+        description="Explore your photo folders by meaning: search by text, by image, "
+        "or find similar photos. Your photos are only ever read.",
+    )
+    parser.add_argument("--version", action="version", version=f"clipdesk {__version__}")
+    parser.add_argument(
+        "--library", metavar="DIR",
+        help="library folder (database, index, caches); default: $CLIPDESK_LIBRARY or the "
+        "user data folder",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library log messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    add = sub.add_parser("add", help="add photo folders to the library")
+    add.add_argument("folders", nargs="+", metavar="FOLDER")
+
+    remove = sub.add_parser("remove", help="remove a folder from the library (files untouched)")
+    remove.add_argument("folder", metavar="FOLDER")
+
+    index = sub.add_parser("index", help="scan the folders and embed new photos")
+    index.add_argument(
+        "--model", metavar="SPEC",
+        help="ARCH:PRETRAINED, e.g. ViT-B-32:laion2b_s34b_b79k (default), "
+        "ViT-B-32:/path/weights.safetensors, or ARCH:random (tests and benchmarks only)",
+    )
+    index.add_argument("--model-config", metavar="FILE.json",
+                       help="register a custom open_clip architecture from its JSON config")
+    index.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    index.add_argument("--batch-size", type=int, default=32, metavar="N")
+
+    for name, helptext, arg, argname in (
+        ("search", "find photos matching a text", "text", "TEXT"),
+        ("similar", "find photos similar to an image", "path", "PATH"),
+    ):
+        cmd = sub.add_parser(name, help=helptext)
+        cmd.add_argument(arg, metavar=argname)
+        cmd.add_argument("-k", type=int, default=DEFAULT_K, metavar="N",
+                         help=f"number of results (default {DEFAULT_K})")
+        cmd.add_argument("--json", action="store_true", help="print JSON (path, score, ...)")
+
+    status = sub.add_parser("status", help="photos, indexed, failures, model and device")
+    status.add_argument("--json", action="store_true")
+    return parser
+
+
+class ProgressBar:
+    """A one-line bar on a terminal; plain periodic lines otherwise (logs, pipes)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last_line = 0.0
+        self._phase = ""
+
+    def update(self, p: Progress) -> None:
+        if p.phase != self._phase and self._phase and self.tty:
+            self.stream.write("\n")
+        self._phase = p.phase
+        eta = f", ETA {_duration(p.eta_s)}" if p.eta_s is not None and p.done < p.total else ""
+        fails = f", {p.failed} failed" if p.failed else ""
+        unit = "files" if p.phase == "scan" else "photos"
+        if p.phase == "scan":
+            text = f"scanning: {p.done} {unit}"
+        elif p.phase == "index":
+            text = f"index: {p.done} photos searchable"
+        else:
+            width = 28
+            filled = int(width * p.fraction)
+            bar = "#" * filled + "-" * (width - filled)
+            text = f"embedding [{bar}] {p.done}/{p.total} {p.rate:.1f} {unit}/s{eta}{fails}"
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text)
+            self.stream.flush()
+        elif time.monotonic() - self._last_line > 5 or p.done == p.total:
+            self.stream.write(text + "\n")
+            self._last_line = time.monotonic()
+
+    def close(self) -> None:
+        if self.tty and self._phase:
+            self.stream.write("\n")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def _print_hits(hits: Sequence[object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([h.as_json() for h in hits], indent=1))  # type: ignore[attr-defined]
+        return
+    if not hits:
+        print("no results")
+    for hit in hits:
+        print(f"{hit.score:.4f}  {hit.path}")  # type: ignore[attr-defined]
+
+
+def _run_index(app: object, args: argparse.Namespace) -> int:
+    from clipdesk.encoder import ModelSpec
+    from clipdesk.scanning import ScanReport
+    from clipdesk.services import Clipdesk
+
+    assert isinstance(app, Clipdesk)
+    spec = None
+    if args.model or args.model_config:
+        if args.model_config and not args.model:
+            raise ClipdeskError("--model-config needs --model ARCH:PRETRAINED as well")
+        spec = ModelSpec.parse(args.model, args.model_config)
+    cancel = CancelToken()
+
+    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel()
+        sys.stderr.write("\nstopping after this batch (Ctrl+C again to abort)...\n")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = ProgressBar(sys.stderr)
+    report = ScanReport()
+    try:
+        for progress in app.index(spec, args.device, cancel, report, batch_size=args.batch_size):
+            bar.update(progress)
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    for folder, reason in report.problems:
+        print(f"warning: could not read {folder}: {reason}", file=sys.stderr)
+    status = app.status()
+    print(
+        f"{report.seen} files seen ({report.new} new, {report.changed} changed, "
+        f"{report.removed} removed); {status.indexed} of {status.photos} photos indexed, "
+        f"{len(status.failed)} failed" + (" (see `clipdesk status`)" if status.failed else "")
+    )
+    print(f"model: {status.model}; device: {status.device}")
+    if cancel.cancelled:
+        print("stopped early; run `clipdesk index` again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _print_status(status: object, as_json: bool) -> None:
+    from clipdesk.services import LibraryStatus
+
+    assert isinstance(status, LibraryStatus)
+    if as_json:
+        print(json.dumps(status.as_json(), indent=1))
+        return
+    print(f"library:  {status.library}")
+    print(f"photos:   {status.photos} ({status.indexed} indexed, {status.pending} pending, "
+          f"{len(status.failed)} failed)")
+    print(f"model:    {status.model or 'none yet (run `clipdesk index`)'}")
+    print(f"device:   {status.device}")
+    if status.folders:
+        print("folders:")
+        for folder in status.folders:
+            missing = "" if folder.available else "  [missing or not mounted]"
+            print(f"  {folder.path}  {folder.indexed}/{folder.photos} indexed{missing}")
+    if status.failed:
+        print("failed:")
+        for path, reason in status.failed:
+            print(f"  {path}: {reason}")
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args = _parser().parse_args(list(argv) if argv is not None else None)
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+    # Keep undecodable file names printable exactly as the OS gave them.
+    if isinstance(sys.stdout, __import__("io").TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
+    try:
+        from clipdesk.library import Library
+        from clipdesk.services import Clipdesk
+
+        app = Clipdesk(Library(args.library))
+        if args.command == "add":
+            for message in app.add_folders(args.folders):
+                print(message)
+            print("run `clipdesk index` to scan and embed the photos")
+        elif args.command == "remove":
+            removed = app.remove_folder(args.folder)
+            print(f"removed {args.folder} from the library ({removed} photos forgotten; "
+                  "no file was touched)")
+        elif args.command == "index":
+            return _run_index(app, args)
+        elif args.command == "search":
+            _print_hits(app.search_text(args.text, args.k), args.json)
+        elif args.command == "similar":
+            _print_hits(app.similar(args.path, args.k), args.json)
+        elif args.command == "status":
+            _print_status(app.status(), args.json)
+        return 0
+    except ClipdeskError as exc:
+        print(f"clipdesk: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clipdesk: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

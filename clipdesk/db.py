@@ -1,0 +1,220 @@
+"""SQLite storage: the single source of truth of a library, vectors included.
+
+Typed SQLAlchemy 2.x models over a schema that is created and upgraded by the numbered
+migrations below (``PRAGMA user_version`` holds the version). Paths are stored as the
+file system's own bytes so that names which are not valid UTF-8 survive a round trip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class FsPath(TypeDecorator[str]):
+    """A path kept as the OS's bytes (``os.fsencode``), seen from Python as ``str``.
+
+    Undecodable bytes travel as surrogate escapes, so any name the OS can give us can be
+    stored, compared and opened again. Byte order also makes prefix ranges ("everything
+    under this folder") a plain index range scan.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+        return None if value is None else os.fsencode(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
+        return None if value is None else os.fsdecode(value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Root(Base):
+    """A folder the user added. Its files are read, never written."""
+
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    added_at: Mapped[float] = mapped_column(Float)
+
+
+class Photo(Base):
+    """One image file. A changed file gets a new row, so an id always names one content."""
+
+    __tablename__ = "photos"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    taken_at: Mapped[float] = mapped_column(Float)
+    taken_from_exif: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Model(Base):
+    """A CLIP model that made vectors in this library."""
+
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String, unique=True)
+    spec: Mapped[str] = mapped_column(String)
+    dim: Mapped[int] = mapped_column(Integer)
+    config_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Embedding(Base):
+    """An L2-normalised float32 vector of one file content under one model.
+
+    Keyed by content fingerprint, not by photo, so a renamed or moved file (or an exact
+    copy) reuses the vector instead of being embedded again.
+    """
+
+    __tablename__ = "embeddings"
+    fingerprint: Mapped[str] = mapped_column(String, primary_key=True)
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Generation(Base):
+    """A counter bumped by triggers whenever the set of searchable vectors may change.
+
+    The HNSW file records the counter it was saved at; if they differ, the index is
+    brought up to date from SQLite before it is searched.
+    """
+
+    __tablename__ = "generation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
+_BUMP = "UPDATE generation SET value = value + 1 WHERE id = 1;"
+
+# Each migration moves the schema from version N to N+1, inside one transaction.
+_MIGRATION_1 = [
+    """CREATE TABLE roots (
+        id INTEGER PRIMARY KEY,
+        path BLOB NOT NULL UNIQUE,
+        added_at FLOAT NOT NULL
+    )""",
+    # AUTOINCREMENT: ids are never reused, because they double as HNSW labels.
+    """CREATE TABLE photos (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        root_id INTEGER NOT NULL REFERENCES roots(id) ON DELETE CASCADE,
+        path BLOB NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        fingerprint VARCHAR NOT NULL,
+        width INTEGER,
+        height INTEGER,
+        taken_at FLOAT NOT NULL,
+        taken_from_exif BOOLEAN NOT NULL,
+        error TEXT
+    )""",
+    "CREATE INDEX ix_photos_fingerprint ON photos (fingerprint)",
+    "CREATE INDEX ix_photos_root_id ON photos (root_id)",
+    """CREATE TABLE models (
+        id INTEGER PRIMARY KEY,
+        key VARCHAR NOT NULL UNIQUE,
+        spec VARCHAR NOT NULL,
+        dim INTEGER NOT NULL,
+        config_json TEXT,
+        created_at FLOAT NOT NULL
+    )""",
+    """CREATE TABLE embeddings (
+        fingerprint VARCHAR NOT NULL,
+        model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (fingerprint, model_id)
+    )""",
+    "CREATE TABLE settings (key VARCHAR PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE generation (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT INTO generation (id, value) VALUES (1, 0)",
+    f"CREATE TRIGGER photos_ins AFTER INSERT ON photos BEGIN {_BUMP} END",
+    f"CREATE TRIGGER photos_del AFTER DELETE ON photos BEGIN {_BUMP} END",
+    f"CREATE TRIGGER photos_upd AFTER UPDATE OF fingerprint, error ON photos BEGIN {_BUMP} END",
+    f"CREATE TRIGGER emb_ins AFTER INSERT ON embeddings BEGIN {_BUMP} END",
+    f"CREATE TRIGGER emb_del AFTER DELETE ON embeddings BEGIN {_BUMP} END",
+]
+
+MIGRATIONS: list[list[str]] = [_MIGRATION_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # NORMAL is durable across application crashes in WAL mode; only a power cut may
+    # lose the last commits, never corrupt the file.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def open_engine(db_path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{db_path}")
+    event.listen(engine, "connect", _on_connect)
+    return engine
+
+
+def schema_version(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("PRAGMA user_version").scalar_one())
+
+
+def migrate(engine: Engine, on_step: Callable[[int], None] | None = None) -> int:
+    """Bring the database to SCHEMA_VERSION; returns the version it had before."""
+    with engine.begin() as conn:
+        before = schema_version(conn)
+        if before > SCHEMA_VERSION:
+            from clipdesk.errors import LibraryError
+
+            raise LibraryError(
+                f"this library was written by a newer clipdesk (schema {before}, "
+                f"this version knows up to {SCHEMA_VERSION}); please upgrade clipdesk"
+            )
+        for version in range(before, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                conn.exec_driver_sql(statement)
+            conn.exec_driver_sql(f"PRAGMA user_version = {version + 1}")
+            if on_step:
+                on_step(version + 1)
+    return before
+
+
+def current_generation(conn: Connection) -> int:
+    return int(conn.execute(text("SELECT value FROM generation WHERE id = 1")).scalar_one())

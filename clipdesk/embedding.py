@@ -1,0 +1,169 @@
+"""The embedding pipeline: decode ahead in a thread pool while the model runs.
+
+A generator service: it yields a :class:`Progress` per batch, checks the cancel token
+between batches, and commits each batch, so a stopped or killed run resumes where it
+ended. Each distinct file content is embedded once, whatever the number of copies.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from clipdesk import db
+from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
+from clipdesk.library import Library
+from clipdesk.progress import CancelToken, Progress, RateMeter
+
+if TYPE_CHECKING:
+    import torch
+
+    from clipdesk.encoder import ClipEncoder
+    from clipdesk.vector_index import VectorIndex
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    fingerprint: str
+    path: str
+    photo_ids: tuple[int, ...]
+
+
+def pending_images(library: Library, model_id: int) -> list[PendingImage]:
+    """Distinct readable contents that have no vector under ``model_id`` yet."""
+    done = select(db.Embedding.fingerprint).where(db.Embedding.model_id == model_id)
+    with library.session() as s:
+        rows = s.execute(
+            select(db.Photo.fingerprint, db.Photo.path, db.Photo.id)
+            .where(db.Photo.error.is_(None), db.Photo.fingerprint.not_in(done))
+            .order_by(db.Photo.path)
+        ).all()
+    grouped: dict[str, PendingImage] = {}
+    for digest, path, photo_id in rows:
+        seen = grouped.get(digest)
+        grouped[digest] = (
+            PendingImage(digest, path, (photo_id,)) if seen is None
+            else PendingImage(digest, seen.path, (*seen.photo_ids, photo_id))
+        )
+    return list(grouped.values())
+
+
+Decoded = tuple[PendingImage, "torch.Tensor | None", str | None]
+
+
+def _decoder(encoder: ClipEncoder, max_pixels: int) -> Callable[[PendingImage], Decoded]:
+    def decode(item: PendingImage) -> Decoded:
+        try:
+            image = load_rgb(item.path, encoder.image_size, max_pixels)
+            return item, encoder.preprocess_image(image), None
+        except ImageRejected as exc:
+            return item, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
+            return item, None, f"unexpected {type(exc).__name__}: {exc}"
+
+    return decode
+
+
+def _commit_batch(
+    library: Library,
+    model_id: int,
+    done: list[PendingImage],
+    vectors: np.ndarray,
+    failed: list[tuple[PendingImage, str]],
+    index: VectorIndex | None,
+) -> None:
+    with library.session() as s:
+        before = db.current_generation(s.connection())
+        if done:
+            s.execute(
+                sqlite_insert(db.Embedding)
+                .values([
+                    {"fingerprint": item.fingerprint, "model_id": model_id,
+                     "vector": vector.tobytes()}
+                    for item, vector in zip(done, vectors)
+                ])
+                .on_conflict_do_nothing()
+            )
+        for item, reason in failed:
+            s.execute(update(db.Photo).where(db.Photo.id.in_(item.photo_ids)).values(error=reason))
+        after = db.current_generation(s.connection())
+        s.commit()
+    if index is not None:
+        ids = [pid for item in done for pid in item.photo_ids]
+        rows = [row for item, row in zip(done, vectors) for _ in item.photo_ids]
+        index.add(np.asarray(ids, dtype=np.int64),
+                  np.asarray(rows, dtype=np.float32).reshape(len(ids), -1), before, after)
+
+
+def embed_pending(
+    library: Library,
+    encoder: ClipEncoder,
+    model_id: int,
+    index: VectorIndex | None = None,
+    cancel: CancelToken | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Iterator[Progress]:
+    """Embed every photo that lacks a vector under ``model_id``; yields once per batch."""
+    import torch
+
+    cancel = cancel or CancelToken()
+    work = pending_images(library, model_id)
+    meter = RateMeter(total=len(work))
+    if not work:
+        yield meter.report("embed", 0, message="nothing new to embed")
+        return
+    workers = workers or max(2, os.cpu_count() or 2)
+    # Enough decoded images queued that the next batch is ready when the model is.
+    lookahead = 2 * batch_size + workers
+    decode = _decoder(encoder, max_pixels)
+    finished = failures = 0
+    queue = iter(work)
+    inflight: deque[Future[Decoded]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="clipdesk-decode") as pool:
+
+        def top_up() -> None:
+            while len(inflight) < lookahead:
+                item = next(queue, None)
+                if item is None:
+                    return
+                inflight.append(pool.submit(decode, item))
+
+        top_up()
+        done: list[PendingImage] = []
+        tensors: list[torch.Tensor] = []
+        failed: list[tuple[PendingImage, str]] = []
+        try:
+            while inflight:
+                item, tensor, reason = inflight.popleft().result()
+                top_up()
+                if tensor is None:
+                    failed.append((item, reason or "unknown error"))
+                else:
+                    done.append(item)
+                    tensors.append(tensor)
+                if len(tensors) < batch_size and inflight:
+                    continue
+                vectors = (encoder.encode_batch(torch.stack(tensors)) if tensors
+                           else np.zeros((0, 0), np.float32))
+                _commit_batch(library, model_id, done, vectors, failed, index)
+                finished += len(done) + len(failed)
+                failures += len(failed)
+                done, tensors, failed = [], [], []
+                yield meter.report("embed", finished, failures, "embedding photos")
+                if cancel.cancelled:
+                    break
+        finally:
+            for future in inflight:
+                future.cancel()

@@ -1,0 +1,294 @@
+"""CLIP models: parse a model spec, pick a device, load open_clip, encode images and text.
+
+torch and open_clip are imported inside functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clipdesk.errors import ModelUnavailableError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+RANDOM_TAG = "random"
+RANDOM_SEED = 0
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``ARCH:PRETRAINED`` where PRETRAINED is an open_clip tag, a weights file or ``random``.
+
+    ``config_json`` carries a custom architecture (open_clip's model-config schema), so a
+    library can load the same model again without the original file.
+    """
+
+    arch: str
+    pretrained: str
+    config_json: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str, config_file: str | Path | None = None) -> ModelSpec:
+        arch, sep, pretrained = spec.partition(":")
+        if not sep or not arch or not pretrained:
+            raise ModelUnavailableError(
+                f"model spec {spec!r} is not ARCH:PRETRAINED (for example {DEFAULT_MODEL}, "
+                "ViT-B-32:/path/to/weights.safetensors or ViT-B-32:random)"
+            )
+        config_json = None
+        if config_file is not None:
+            try:
+                config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ModelUnavailableError(f"cannot read model config {config_file}: {exc}") from exc
+            if not isinstance(config, dict) or "vision_cfg" not in config or "text_cfg" not in config:
+                raise ModelUnavailableError(
+                    f"{config_file} is not an open_clip model config "
+                    "(it needs embed_dim, vision_cfg and text_cfg)"
+                )
+            config_json = json.dumps(config, sort_keys=True)
+        if pretrained != RANDOM_TAG and _looks_like_file(pretrained):
+            pretrained = os.path.abspath(os.path.expanduser(pretrained))
+        return cls(arch, pretrained, config_json)
+
+    @property
+    def is_random(self) -> bool:
+        return self.pretrained == RANDOM_TAG
+
+    @property
+    def weights_file(self) -> Path | None:
+        return Path(self.pretrained) if _looks_like_file(self.pretrained) else None
+
+    @property
+    def spec(self) -> str:
+        return f"{self.arch}:{self.pretrained}"
+
+    @property
+    def key(self) -> str:
+        """A stable id of the weights: vectors from different keys are never mixed."""
+        arch = self.arch
+        if self.config_json is not None:
+            arch += "#" + hashlib.sha256(self.config_json.encode()).hexdigest()[:12]
+        weights = self.pretrained
+        if self.is_random:
+            weights = f"random-seed{RANDOM_SEED}"
+        elif (path := self.weights_file) is not None:
+            weights = "file-" + _file_digest(path)
+        return f"{arch}:{weights}"
+
+
+def _looks_like_file(pretrained: str) -> bool:
+    return pretrained.lower().endswith(WEIGHT_SUFFIXES) or os.sep in pretrained
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ModelUnavailableError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()[:16]
+
+
+def pick_device(preference: str = "auto") -> tuple[str, str]:
+    """The device to run on and why: CUDA, then Apple MPS, then the CPU."""
+    import torch
+
+    if preference not in ("auto", "cpu", "cuda", "mps"):
+        raise ModelUnavailableError(f"unknown device {preference!r}: use auto, cpu, cuda or mps")
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if preference == "cuda" and not cuda:
+        raise ModelUnavailableError("--device cuda was asked for, but no CUDA GPU is available")
+    if preference == "mps" and not mps:
+        raise ModelUnavailableError("--device mps was asked for, but Apple MPS is not available")
+    if preference in ("auto", "cuda") and cuda:
+        return "cuda", f"cuda: {torch.cuda.get_device_name(0)}, fp16"
+    if preference in ("auto", "mps") and mps:
+        return "mps", "mps: Apple GPU, fp32"
+    if preference == "cpu":
+        return "cpu", f"cpu: chosen by setting, fp32, {torch.get_num_threads()} threads"
+    return "cpu", f"cpu: no CUDA or MPS available, fp32, {torch.get_num_threads()} threads"
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers at all; avoids a minute of retries offline."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+_config_lock = threading.Lock()
+_config_dir: Path | None = None
+
+
+def _register_config(spec: ModelSpec) -> str:
+    """Make a custom architecture known to open_clip; returns the name to create it by."""
+    import open_clip
+
+    if spec.config_json is None:
+        return spec.arch
+    name = spec.key.split(":", 1)[0]
+    with _config_lock:
+        if name not in open_clip.list_models():
+            global _config_dir
+            if _config_dir is None:
+                _config_dir = Path(tempfile.mkdtemp(prefix="clipdesk-configs-"))
+            # open_clip names a config after its file, so the file carries the unique name.
+            path = _config_dir / f"{name}.json"
+            path.write_text(spec.config_json, encoding="utf-8")
+            open_clip.add_model_config(path)
+    return name
+
+
+class ClipEncoder:
+    """A loaded CLIP model on one device, encoding to L2-normalised float32 numpy rows."""
+
+    def __init__(self, spec: ModelSpec, device: str = "auto", cache_dir: Path | None = None):
+        import open_clip
+        import torch
+
+        self.spec = spec
+        self.device, self.device_reason = pick_device(device)
+        arch = _register_config(spec)
+        if arch not in open_clip.list_models():
+            raise ModelUnavailableError(
+                f"unknown model architecture {spec.arch!r}; pass --model-config FILE.json for a "
+                "custom one (open_clip lists: " + ", ".join(open_clip.list_models()[:8]) + ", ...)"
+            )
+        model = self._create(open_clip, torch, arch, cache_dir)
+        self.precision = "fp16" if self.device == "cuda" else "fp32"
+        model = model.to(self.device)
+        if self.precision == "fp16":
+            model = model.half()
+        model.eval()
+        self.model = model
+        self.tokenizer = open_clip.get_tokenizer(arch)
+        size = model.visual.image_size
+        self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
+        self.preprocess = open_clip.image_transform(
+            self.image_size,
+            is_train=False,
+            mean=getattr(model.visual, "image_mean", None),
+            std=getattr(model.visual, "image_std", None),
+        )
+        with torch.inference_mode():
+            probe = self.encode_texts(["a photo"])
+        self.dim = int(probe.shape[1])
+
+    def _create(self, open_clip: Any, torch: Any, arch: str, cache_dir: Path | None) -> Any:
+        spec = self.spec
+        if spec.is_random:
+            # Seeded, so every process builds identical weights (tests and benchmarks).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_SEED)
+                return open_clip.create_model(arch, pretrained=None)
+        weights = spec.weights_file
+        if weights is not None:
+            if not weights.is_file():
+                raise ModelUnavailableError(f"weights file not found: {weights}")
+            model = open_clip.create_model(arch, pretrained=None)
+            try:
+                open_clip.load_checkpoint(model, str(weights), weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any loader failure means "not usable"
+                raise ModelUnavailableError(
+                    f"cannot load weights {weights} into {spec.arch}: {type(exc).__name__}: "
+                    f"{str(exc)[:300]}"
+                ) from exc
+            return model
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        if spec.pretrained not in tags:
+            raise ModelUnavailableError(
+                f"{spec.arch} has no pretrained weights named {spec.pretrained!r} "
+                f"(known: {', '.join(tags) or 'none'}; or pass a weights file, or 'random')"
+            )
+        cache = str(cache_dir) if cache_dir else None
+        try:
+            with _hub_offline():  # already downloaded? then no network round trip at all
+                return open_clip.create_model(arch, pretrained=spec.pretrained, cache_dir=cache)
+        except Exception:  # noqa: BLE001 - not in the cache: try the network below
+            pass
+        if not _hub_reachable():
+            raise ModelUnavailableError(
+                f"could not download the pretrained weights {spec.spec}: no network. Pass a "
+                f"local weights file instead: --model {spec.arch}:/path/to/weights.safetensors"
+            )
+        try:
+            return open_clip.create_model(arch, pretrained=spec.pretrained, cache_dir=cache)
+        except Exception as exc:  # noqa: BLE001
+            first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
+            raise ModelUnavailableError(
+                f"could not download the pretrained weights {spec.spec}: {first_line}. Pass a "
+                f"local weights file instead: --model {spec.arch}:/path/to/weights.safetensors"
+            ) from exc
+
+    @property
+    def description(self) -> str:
+        label = self.spec.spec
+        if self.spec.is_random:
+            label += " (RANDOM WEIGHTS: for tests and benchmarks only, results mean nothing)"
+        return label
+
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        tensor: torch.Tensor = self.preprocess(image)
+        return tensor
+
+    def encode_batch(self, batch: torch.Tensor) -> np.ndarray:
+        import torch
+
+        dtype = torch.float16 if self.precision == "fp16" else torch.float32
+        with torch.inference_mode():
+            features = self.model.encode_image(batch.to(self.device, dtype, non_blocking=True))
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy().astype(np.float32, copy=False)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        return self.encode_batch(torch.stack([self.preprocess_image(im) for im in images]))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with torch.inference_mode():
+            features = self.model.encode_text(tokens)
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy().astype(np.float32, copy=False)

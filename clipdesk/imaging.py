@@ -1,0 +1,198 @@
+"""Reading the user's images, safely and only for reading.
+
+Every failure becomes :class:`ImageRejected` with a reason a person can act on, so one
+bad file is recorded and skipped instead of stopping a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+try:  # HEIC/HEIF (phone photos) through libheif
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:  # pragma: no cover - pillow-heif is a hard dependency
+    HEIF_SUPPORTED = False
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib",
+     ".tif", ".tiff", ".heic", ".heif", ".hif"}
+)
+
+# Above this many pixels an image is refused as a likely decompression bomb. Large
+# panoramas (100+ MP) still pass; a 40000x40000 trap (1600 MP) does not.
+DEFAULT_MAX_PIXELS = 250_000_000
+
+# We check the limit ourselves with a clear reason; Pillow's own check stays as a
+# backstop at twice the limit instead of warning about ordinary 100 MP panoramas.
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_EXIF_IFD = 0x8769
+_DATETIME_ORIGINAL = 36867
+_DATETIME_DIGITIZED = 36868
+_DATETIME = 306
+
+# Files up to this size are hashed whole; larger ones by size + head + tail, which tells
+# photos apart (their compressed data differs from the first bytes on) at a fixed cost.
+_FULL_HASH_LIMIT = 1 << 20
+_SAMPLE = 256 * 1024
+
+
+class ImageRejected(Exception):
+    """This file cannot be used; ``str(exc)`` says why in plain words."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    width: int
+    height: int
+    taken_at: float | None  # seconds since the epoch, from EXIF, or None
+
+
+def is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def fingerprint(path: str, size: int) -> str:
+    """A content fingerprint that survives renames and moves (not a security hash)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(size.to_bytes(8, "little"))
+    with open(path, "rb") as fh:
+        if size <= _FULL_HASH_LIMIT:
+            digest.update(fh.read())
+        else:
+            digest.update(fh.read(_SAMPLE))
+            fh.seek(size - _SAMPLE)
+            digest.update(fh.read(_SAMPLE))
+    return digest.hexdigest()
+
+
+def _parse_exif_time(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip().rstrip("\x00")
+    try:
+        # EXIF has no time zone; the camera's local time is what people expect to see.
+        return time.mktime(time.strptime(value[:19], "%Y:%m:%d %H:%M:%S"))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _reason(exc: BaseException, path: str) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "file vanished before it could be read"
+    if isinstance(exc, PermissionError):
+        return "permission denied: clipdesk cannot read this file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not an image"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"refused as a possible decompression bomb: {exc}"
+    if isinstance(exc, UnidentifiedImageError):
+        try:
+            empty = os.path.getsize(path) == 0
+        except OSError:
+            empty = False
+        if empty:
+            return "empty file (0 bytes)"
+        return "not an image that can be read (unknown format or corrupt header)"
+    if isinstance(exc, SyntaxError | ValueError | EOFError | OSError):
+        text = str(exc) or type(exc).__name__
+        if "truncated" in text:
+            return f"truncated image: {text}"
+        return f"corrupt image data: {text}"
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageRejected(
+            f"refused as a possible decompression bomb: {width}x{height} px "
+            f"({width * height / 1e6:.0f} MP) is above the {max_pixels / 1e6:.0f} MP limit"
+        )
+
+
+def _open(path: str) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def read_header(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
+    """Pixel size and EXIF date, reading only the file's header."""
+    try:
+        with _open(path) as img:
+            width, height = img.size
+            _check_pixels(width, height, max_pixels)
+            taken = None
+            exif = img.getexif()
+            if exif:
+                sub = exif.get_ifd(_EXIF_IFD)
+                for value in (sub.get(_DATETIME_ORIGINAL), sub.get(_DATETIME_DIGITIZED),
+                              exif.get(_DATETIME)):
+                    taken = _parse_exif_time(value)
+                    if taken is not None:
+                        break
+            orientation = exif.get(0x0112) if exif else None
+            if orientation in (5, 6, 7, 8):  # shown rotated by 90 degrees
+                width, height = height, width
+            return ImageHeader(width, height, taken)
+    except ImageRejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder error is a reason, not a crash
+        raise ImageRejected(_reason(exc, path)) from exc
+
+
+def load_rgb(path: str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``path`` upright, in RGB, at no less than ``min_side`` px on each side.
+
+    JPEGs use the decoder's draft mode (DCT scaling), so a 12 MP photo is decoded at 1/2,
+    1/4 or 1/8 size, never larger than needed for a ``min_side`` px model input.
+    """
+    try:
+        with _open(path) as img:
+            _check_pixels(img.size[0], img.size[1], max_pixels)
+            if img.format == "JPEG":
+                img.draft("RGB", (min_side, min_side))
+            img.load()
+            upright = ImageOps.exif_transpose(img)
+            return _to_rgb(upright)
+    except ImageRejected:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ImageRejected(_reason(exc, path)) from exc
+
+
+def load_rgb_full(path: str) -> Image.Image:
+    """Decode at full size (no draft): the reference the fast path is compared with."""
+    with Image.open(path) as img:
+        img.load()
+        return _to_rgb(ImageOps.exif_transpose(img))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        # Transparent parts shown on white, as a viewer shows them.
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        img = img.point(lambda value: value * (1 / 256)).convert("L")
+    return img.convert("RGB")
+
+
+def as_path_str(path: str | Path) -> str:
+    return os.fspath(path)

@@ -1,0 +1,228 @@
+"""The HNSW vector index: a cache of SQLite's vectors, rebuilt or caught up on demand.
+
+hnswlib must never add and search at the same time, so every access goes through one
+lock. The files are replaced atomically (write, fsync, rename), and record the database
+generation they match; a stale file is brought up to date from SQLite, a missing or
+foreign one is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from clipdesk import db
+from clipdesk.library import Library
+
+FORMAT = 1
+# Graph degree and build/search breadth; bench/bench_hnsw.py shows recall@10 >= 0.98
+# with these at 1M vectors of dimension 512.
+M = 16
+EF_CONSTRUCTION = 100
+EF_SEARCH = 128
+_LOAD_CHUNK = 20_000
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "nt":  # pragma: no cover - directories cannot be opened on Windows
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)``, fsync the result, then rename it over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def load_vectors(
+    library: Library, model_id: int, photo_ids: list[int] | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (photo ids, vectors) chunks for searchable photos under one model."""
+    query = (
+        select(db.Photo.id, db.Embedding.vector)
+        .join(db.Embedding, db.Embedding.fingerprint == db.Photo.fingerprint)
+        .where(db.Embedding.model_id == model_id, db.Photo.error.is_(None))
+        .order_by(db.Photo.id)
+    )
+    chunks = (
+        [photo_ids[i : i + 500] for i in range(0, len(photo_ids), 500)]
+        if photo_ids is not None
+        else [None]
+    )
+    with library.session() as s:
+        for chunk in chunks:
+            q = query if chunk is None else query.where(db.Photo.id.in_(chunk))
+            result = s.execute(q).yield_per(_LOAD_CHUNK)
+            for part in result.partitions():
+                ids = np.fromiter((row[0] for row in part), dtype=np.int64, count=len(part))
+                vectors = np.frombuffer(b"".join(row[1] for row in part), dtype=np.float32)
+                yield ids, vectors.reshape(len(part), -1)
+
+
+def searchable_ids(library: Library, model_id: int) -> set[int]:
+    with library.session() as s:
+        rows = s.execute(
+            select(db.Photo.id)
+            .join(db.Embedding, db.Embedding.fingerprint == db.Photo.fingerprint)
+            .where(db.Embedding.model_id == model_id, db.Photo.error.is_(None))
+        ).scalars()
+        return set(rows)
+
+
+class VectorIndex:
+    """HNSW over the photos of one model; labels are photo ids."""
+
+    def __init__(self, library: Library, model_key: str, model_id: int, dim: int) -> None:
+        self.library = library
+        self.model_key = model_key
+        self.model_id = model_id
+        self.dim = dim
+        stem = hashlib.sha256(model_key.encode()).hexdigest()[:16]
+        self.index_path = library.index_dir / f"{stem}.hnsw"
+        self.meta_path = library.index_dir / f"{stem}.json"
+        self._lock = threading.RLock()
+        self._index: Any = None
+        self._live = 0  # labels present and not deleted
+        self._generation = -1  # database generation the in-memory index matches
+        self.last_action = ""  # "loaded", "rebuilt", "caught up" (for status and tests)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _new_index(self, capacity: int) -> Any:
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=self.dim)
+        index.init_index(max_elements=max(capacity, 1024), ef_construction=EF_CONSTRUCTION, M=M)
+        index.set_ef(EF_SEARCH)
+        return index
+
+    def _try_load(self) -> tuple[Any, int, int] | None:
+        import hnswlib
+
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+            if (meta.get("format") != FORMAT or meta.get("model_key") != self.model_key
+                    or meta.get("dim") != self.dim):
+                return None
+            index = hnswlib.Index(space="ip", dim=self.dim)
+            index.load_index(str(self.index_path), max_elements=int(meta["capacity"]))
+            index.set_ef(EF_SEARCH)
+            return index, int(meta["generation"]), int(meta["live"])
+        except (OSError, ValueError, KeyError, RuntimeError):
+            return None
+
+    def ensure_current(self) -> None:
+        """Make the in-memory index match SQLite: load, catch up or rebuild."""
+        with self._lock, self.library.engine.connect() as conn:
+            generation = db.current_generation(conn)
+            if self._index is not None and self._generation == generation:
+                return
+            if self._index is None:
+                loaded = self._try_load()
+                if loaded is None:
+                    self._rebuild(generation)
+                    return
+                self._index, self._generation, self._live = loaded
+                self.last_action = "loaded"
+                if self._generation == generation:
+                    return
+            self._catch_up(generation)
+
+    def _rebuild(self, generation: int) -> None:
+        ids_total = len(searchable_ids(self.library, self.model_id))
+        index = self._new_index(ids_total + 1024)
+        for ids, vectors in load_vectors(self.library, self.model_id):
+            index.add_items(vectors, ids)
+        self._index, self._generation, self._live = index, generation, ids_total
+        self.last_action = "rebuilt"
+        self.save()
+
+    def _catch_up(self, generation: int) -> None:
+        wanted = searchable_ids(self.library, self.model_id)
+        present = set(self._index.get_ids_list())
+        for label in present - wanted:
+            with contextlib.suppress(RuntimeError):  # already marked deleted
+                self._index.mark_deleted(label)
+        # Photo ids are never reused and a deleted photo never comes back (a changed file
+        # gets a new row), so a label marked deleted never needs undeleting.
+        missing = sorted(wanted - present)
+        self._grow(len(missing))
+        for ids, vectors in load_vectors(self.library, self.model_id, missing):
+            self._index.add_items(vectors, ids)
+        self._live = len(wanted)
+        self._generation = generation
+        self.last_action = "caught up"
+        self.save()
+
+    def _grow(self, extra: int) -> None:
+        needed = self._index.element_count + extra
+        capacity = self._index.get_max_elements()
+        if needed > capacity:
+            self._index.resize_index(max(needed, capacity * 2))
+
+    def save(self) -> None:
+        with self._lock:
+            if self._index is None:
+                return
+            index = self._index
+            _atomic_write(self.index_path, lambda tmp: index.save_index(str(tmp)))
+            meta = {
+                "format": FORMAT,
+                "model_key": self.model_key,
+                "dim": self.dim,
+                "generation": self._generation,
+                "live": self._live,
+                "capacity": index.get_max_elements(),
+                "M": M,
+                "ef_construction": EF_CONSTRUCTION,
+            }
+            _atomic_write(self.meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+
+    # -- use ---------------------------------------------------------------------------
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, before: int, after: int) -> None:
+        """Add vectors that one transaction committed, moving the database generation
+        from ``before`` to ``after``. If the index was not at ``before``, something else
+        changed too, and the next search catches up from SQLite instead."""
+        with self._lock:
+            if self._index is None:
+                self.ensure_current()
+                return
+            if len(ids):
+                self._grow(len(ids))
+                self._index.add_items(vectors, ids)
+                self._live += len(ids)
+            self._generation = after if self._generation == before else -1
+
+    def __len__(self) -> int:
+        return self._live
+
+    def search(self, vector: np.ndarray, k: int, exclude: int | None = None) -> list[tuple[int, float]]:
+        """The ``k`` nearest photo ids by cosine similarity, best first."""
+        self.ensure_current()
+        with self._lock:
+            if self._live == 0:
+                return []
+            want = min(k + (1 if exclude is not None else 0), self._live)
+            self._index.set_ef(max(EF_SEARCH, want))
+            labels, distances = self._index.knn_query(vector.reshape(1, -1), k=want)
+        hits = [(int(label), float(1.0 - dist)) for label, dist in zip(labels[0], distances[0])]
+        return [hit for hit in hits if hit[0] != exclude][:k]
