@@ -95,7 +95,7 @@ def _reason(exc: BaseException, path: str) -> str:
         return "permission denied: clipdesk cannot read this file"
     if isinstance(exc, IsADirectoryError):
         return "is a folder, not an image"
-    if isinstance(exc, Image.DecompressionBombError):
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
         return f"refused as a possible decompression bomb: {exc}"
     if isinstance(exc, UnidentifiedImageError):
         try:
@@ -117,7 +117,7 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageRejected(
             f"refused as a possible decompression bomb: {width}x{height} px "
-            f"({width * height / 1e6:.0f} MP) is above the {max_pixels / 1e6:.0f} MP limit"
+            f"({width * height / 1e6:.0f} MP) is above the {max_pixels / 1e6:g} MP limit"
         )
 
 

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import FIXTURE_PHOTOS, TINY_CONFIG, TINY_SPEC
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    """A private copy of the 30 committed CC0 photos (3 per clothing class)."""
+    target = tmp_path / "photos"
+    shutil.copytree(FIXTURE_PHOTOS, target, ignore=shutil.ignore_patterns("LICENSE"))
+    return target
+
+
+@pytest.fixture()
+def library(tmp_path: Path) -> Iterator[object]:
+    from clipdesk.library import Library
+
+    lib = Library(tmp_path / "library")
+    yield lib
+    lib.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> object:
+    from clipdesk.encoder import ModelSpec
+
+    return ModelSpec.parse(TINY_SPEC, TINY_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_spec: object) -> object:
+    from clipdesk.encoder import ClipEncoder
+
+    return ClipEncoder(tiny_spec, "cpu")  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def app(library: object, tiny_encoder: object) -> object:
+    """A Clipdesk service on a fresh library, with the session's tiny model preloaded."""
+    from clipdesk.services import Clipdesk
+
+    service = Clipdesk(library)  # type: ignore[arg-type]
+    service._encoder = tiny_encoder  # type: ignore[assignment]  # load once per session
+    return service

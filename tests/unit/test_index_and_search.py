@@ -1,0 +1,195 @@
+"""The services end to end in-process, with the tiny open_clip model (random weights)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from clipdesk import db
+from clipdesk.errors import ClipdeskError, NotIndexedError
+from clipdesk.progress import CancelToken
+from clipdesk.scanning import ScanReport, scan_folders
+from clipdesk.services import Clipdesk
+from tests.helpers import make_bad_files, top_k
+
+
+def _index(app: Clipdesk, spec: object, **kwargs: object) -> list[object]:
+    return list(app.index(spec, "cpu", **kwargs))  # type: ignore[arg-type]
+
+
+def _stored_vectors(app: Clipdesk) -> tuple[list[str], np.ndarray]:
+    with app.library.session() as s:
+        rows = s.execute(
+            select(db.Photo.path, db.Embedding.vector)
+            .join(db.Embedding, db.Embedding.fingerprint == db.Photo.fingerprint)
+            .order_by(db.Photo.path)
+        ).all()
+    return [r[0] for r in rows], np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+
+
+def test_search_before_indexing_says_what_to_do(app: Clipdesk) -> None:
+    with pytest.raises(NotIndexedError, match="clipdesk index"):
+        app.search_text("a hat")
+
+
+def test_index_embeds_every_photo_with_unit_vectors(app: Clipdesk, photos: Path,
+                                                    tiny_spec: object) -> None:
+    app.add_folders([photos])
+    progress = _index(app, tiny_spec, batch_size=8)
+    embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
+    assert len(embeds) == 4  # 30 photos in batches of 8: progress per batch, not per photo
+    assert embeds[-1].done == embeds[-1].total == 30
+    assert embeds[-1].rate > 0
+    status = app.status()
+    assert (status.photos, status.indexed, status.pending, status.failed) == (30, 30, 0, [])
+    assert status.random_weights and "random" in (status.model or "")
+    assert status.device.startswith("cpu")
+    _, vectors = _stored_vectors(app)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_search_and_similar_match_brute_force(app: Clipdesk, photos: Path,
+                                              tiny_spec: object) -> None:
+    app.add_folders([photos])
+    _index(app, tiny_spec)
+    paths, vectors = _stored_vectors(app)
+    query = app.encoder().encode_texts(["a photo of a hat"])[0]
+    hits = app.search_text("a photo of a hat", k=10)
+    assert [h.path for h in hits] == [paths[i] for i in top_k(vectors, query, 10)]
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert np.allclose(scores, np.sort(vectors @ query)[::-1][:10], atol=1e-4)
+
+    similar = app.similar(paths[3], k=10)
+    assert paths[3] not in [h.path for h in similar]  # the photo itself is left out
+    assert [h.path for h in similar] == [paths[i] for i in top_k(vectors, vectors[3], 10, 3)]
+
+
+def test_search_by_an_outside_image(app: Clipdesk, photos: Path, tiny_spec: object,
+                                    tmp_path: Path) -> None:
+    app.add_folders([photos / "hat"])
+    _index(app, tiny_spec)
+    outside = tmp_path / "dropped.jpg"
+    shutil.copy(next((photos / "shoes").glob("*.jpg")), outside)
+    hits = app.search_image(outside, k=3)
+    assert len(hits) == 3 and all("/hat/" in h.path for h in hits)
+    (tmp_path / "bad.jpg").write_text("nope")
+    with pytest.raises(ClipdeskError, match="cannot use"):
+        app.search_image(tmp_path / "bad.jpg")
+
+
+def test_deleted_files_never_appear_in_results(app: Clipdesk, photos: Path,
+                                               tiny_spec: object) -> None:
+    app.add_folders([photos])
+    _index(app, tiny_spec)
+    first = app.search_text("shoes", k=5)
+    Path(first[0].path).unlink()  # deleted after indexing, before any rescan
+    again = app.search_text("shoes", k=5)
+    assert first[0].path not in [h.path for h in again]
+    assert len(again) == 5
+    _index(app, tiny_spec)  # the rescan sweeps it; the index catches up
+    assert app.status().photos == 29
+    assert first[0].path not in [h.path for h in app.search_text("shoes", k=29)]
+
+
+def test_renamed_file_reuses_its_vector(app: Clipdesk, photos: Path, tiny_spec: object) -> None:
+    app.add_folders([photos])
+    _index(app, tiny_spec)
+    src = next((photos / "hat").glob("*.jpg"))
+    dst = photos / "shoes" / "moved-hat.jpg"
+    src.rename(dst)
+    progress = _index(app, tiny_spec)
+    embed = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
+    assert embed[-1].total == 0  # nothing was embedded again
+    assert app.status().indexed == 30
+    assert dst.as_posix() in [h.path for h in app.search_text("hat", k=30)]
+
+
+def test_bad_files_are_recorded_and_do_not_stop_the_run(app: Clipdesk, photos: Path,
+                                                        tiny_spec: object) -> None:
+    expected = make_bad_files(photos / "bad", next(photos.rglob("*.jpg")))
+    app.add_folders([photos])
+    _index(app, tiny_spec)
+    status = app.status()
+    assert status.indexed == 30
+    reasons = {Path(p).name: r for p, r in status.failed}
+    assert set(reasons) == set(expected)
+    for name, part in expected.items():
+        assert part in reasons[name]
+
+
+def test_file_deleted_between_scan_and_decode(app: Clipdesk, library: object, photos: Path,
+                                              tiny_spec: object) -> None:
+    app.add_folders([photos])
+    for _ in scan_folders(app.library):
+        pass
+    victim = next(photos.rglob("*.jpg"))
+    victim.unlink()
+    # Index without rescanning: straight from the scan above to the embedding pipeline.
+    from clipdesk.embedding import embed_pending
+
+    encoder = app.encoder(tiny_spec)  # type: ignore[arg-type]
+    model = app._model_row(encoder.spec, encoder.dim)
+    progress = list(embed_pending(app.library, encoder, model.id))
+    assert progress[-1].failed == 1 and progress[-1].done == 30
+    with app.library.session() as s:
+        error = s.scalar(select(db.Photo.error).where(db.Photo.path == str(victim)))
+    assert error == "file vanished before it could be read"
+
+
+def test_cancel_stops_between_batches_and_the_next_run_resumes(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
+    app.add_folders([photos])
+    cancel = CancelToken()
+    seen = []
+    for p in app.index(tiny_spec, "cpu", cancel, batch_size=4):  # type: ignore[arg-type]
+        seen.append(p)
+        if p.phase == "embed":
+            cancel.cancel()
+    assert app.status().indexed == 4
+    progress = _index(app, tiny_spec, batch_size=4)
+    embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
+    assert embeds[-1].total == 26  # only the rest
+    assert app.status().indexed == 30
+    assert len(app.search_text("a dress", k=30)) == 30
+
+
+def test_k_zero_and_empty_query(app: Clipdesk, photos: Path, tiny_spec: object) -> None:
+    app.add_folders([photos])
+    _index(app, tiny_spec)
+    assert app.search_text("hat", k=0) == []
+    assert len(app.search_text("hat", k=100)) == 30
+    with pytest.raises(ClipdeskError, match="empty"):
+        app.search_text("   ")
+
+
+def test_read_only_photo_folder_is_never_written(app: Clipdesk, photos: Path,
+                                                 tiny_spec: object) -> None:
+    def snapshot() -> dict[str, tuple[int, int]]:
+        return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in photos.rglob("*")}
+
+    for folder in [photos, *[p for p in photos.rglob("*") if p.is_dir()]]:
+        folder.chmod(0o555)
+    try:
+        before = snapshot()
+        app.add_folders([photos])
+        _index(app, tiny_spec)
+        assert app.status().indexed == 30
+        assert snapshot() == before
+    finally:
+        for folder in [photos, *[p for p in photos.rglob("*") if p.is_dir()]]:
+            folder.chmod(0o755)
+
+
+def test_scan_report_counts(app: Clipdesk, photos: Path, tiny_spec: object) -> None:
+    app.add_folders([photos])
+    report = ScanReport()
+    _index(app, tiny_spec, report=report)
+    assert (report.seen, report.new) == (30, 30)
+    with app.library.session() as s:
+        assert s.scalar(select(func.count()).select_from(db.Embedding)) == 30
