@@ -127,6 +127,8 @@ class LoadMonitor:
             self.steal_frac = (_steal() - self._steal) / (total - self._total)
 
     def describe(self) -> str:
+        if not self.wall_s >= 0.5:
+            return "load: too short to tell"
         return (f"other processes used {self.foreign_cores:.2f} cores on average "
                 f"(steal {self.steal_frac:.1%})")
 

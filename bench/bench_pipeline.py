@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LoadMonitor, print_machine, require_data, warm_page_cache  # noqa: E402
+from _common import LoadMonitor, print_machine, require_data, warm_page_cache
 
 TARGET_RATIO = 0.85
 
@@ -51,6 +50,34 @@ def link_into(paths: list[Path], folder: Path) -> None:
         os.symlink(p, folder / f"{i:05d}_{p.parent.name}_{p.name}")
 
 
+def numpy_preprocess(encoder):
+    """The encoder's own transform with ToTensor + Normalize done in numpy (one thread).
+
+    Bit-identical output. torch's ToTensor/Normalize start an OpenMP team per calling
+    thread, so decode threads running them while the model runs oversubscribe the cores;
+    this variant shows what the pipeline gains without that.
+    """
+    import numpy as np
+    import torch
+
+    steps = list(encoder.preprocess.transforms)
+    norm = steps[-1]
+    names = [type(t).__name__ for t in steps[-2:]]
+    if names != ["MaybeToTensor", "Normalize"]:
+        raise SystemExit(f"unexpected open_clip transform {names}; update numpy_preprocess")
+    pil_steps = steps[:-2]
+    mean = np.asarray(norm.mean, np.float32).reshape(3, 1, 1)
+    std = np.asarray(norm.std, np.float32).reshape(3, 1, 1)
+
+    def preprocess(image):
+        for step in pil_steps:
+            image = step(image)
+        a = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32, order="C")
+        return torch.from_numpy((a / np.float32(255) - mean) / std)
+
+    return preprocess
+
+
 def raw_throughput(encoder, batch_size: int, batches: int) -> tuple[float, list[float]]:
     import torch
 
@@ -71,7 +98,8 @@ def decode_costs(encoder, paths: list[Path], verbose: bool = False) -> dict[str,
     from clipdesk.imaging import load_rgb, load_rgb_full
 
     size = encoder.image_size
-    draft = full = prep = 0.0
+    np_prep = numpy_preprocess(encoder)
+    draft = full = prep = prep_np = 0.0
     megapixels = 0.0
     progressive = 0
     rows = []
@@ -82,6 +110,9 @@ def decode_costs(encoder, paths: list[Path], verbose: bool = False) -> dict[str,
         t = time.perf_counter()
         encoder.preprocess_image(img)
         prep += time.perf_counter() - t
+        t = time.perf_counter()
+        np_prep(img)
+        prep_np += time.perf_counter() - t
         t = time.perf_counter()
         big = load_rgb_full(str(p))
         f = time.perf_counter() - t
@@ -99,7 +130,8 @@ def decode_costs(encoder, paths: list[Path], verbose: bool = False) -> dict[str,
                   f"{'progressive' if prog else 'baseline   '} {name}")
     n = len(paths)
     return {"draft_ms": 1e3 * draft / n, "full_ms": 1e3 * full / n,
-            "prep_ms": 1e3 * prep / n, "mean_mp": megapixels / n, "progressive": progressive}
+            "prep_ms": 1e3 * prep / n, "prep_np_ms": 1e3 * prep_np / n,
+            "mean_mp": megapixels / n, "progressive": progressive}
 
 
 def run_pipeline(encoder, paths: list[Path], batch_size: int, workers: int | None,
@@ -179,12 +211,19 @@ def main() -> int:
                         help="embed without a VectorIndex (index=None)")
     parser.add_argument("--datasets", default="large,clothing",
                         help="comma list of: large, clothing (default both)")
+    parser.add_argument("--variants", default="clipdesk,numpy-prep",
+                        help="pipeline variants: clipdesk (as shipped) and numpy-prep (the "
+                             "preprocess's ToTensor+Normalize done in numpy; default both)")
     parser.add_argument("--verbose", action="store_true", help="per-photo decode times")
     parser.add_argument("--quick", action="store_true",
                         help="small run: 64 clothing photos, 12 large, 2 raw batches, 1 round")
     args = parser.parse_args()
     if args.quick:
         args.subset, args.large, args.raw_batches, args.repeat = 64, 12, 2, 1
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(variants) - {"clipdesk", "numpy-prep"}
+    if unknown:
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
 
     data = require_data()
     if data is None:
@@ -200,8 +239,8 @@ def main() -> int:
           f"input {encoder.image_size}px, dim {encoder.dim}")
     workers = args.workers or max(2, os.cpu_count() or 2)
     print(f"pipeline  : batch {args.batch}, {workers} decode threads, "
-          f"index={'none' if args.no_index else 'VectorIndex (HNSW)'}, "
-          f"{args.repeat} round(s), best of each reported\n")
+          f"index={'none' if args.no_index else 'VectorIndex (HNSW)'}, variants "
+          f"{', '.join(variants)}, {args.repeat} round(s), best of each reported\n")
 
     datasets: list[tuple[str, list[Path]]] = []
     wanted = {d.strip() for d in args.datasets.split(",") if d.strip()}
@@ -219,7 +258,7 @@ def main() -> int:
         print("SKIPPED: no dataset selected or found")
         return 0
 
-    print("-- decode, one thread, mean ms per photo, warm page cache --")
+    print("-- decode and preprocess, one thread, mean ms per photo, warm page cache --")
     decode: dict[str, dict[str, float]] = {}
     for name, paths in datasets:
         warm_page_cache(paths)
@@ -227,59 +266,72 @@ def main() -> int:
         with LoadMonitor() as mon:
             d = decode_costs(encoder, paths, args.verbose)
         decode[name] = d
-        print(f"{name:22s} n={len(paths):4d} ({d['progressive']} progressive), mean "
-              f"{d['mean_mp']:5.2f} MP | draft load_rgb {d['draft_ms']:6.2f} ms | full "
-              f"load_rgb_full {d['full_ms']:6.2f} ms | full/draft {d['full_ms'] / d['draft_ms']:4.1f}x"
-              f" | preprocess {d['prep_ms']:5.2f} ms | {mon.describe()}")
+        print(f"{name:22s} n={len(paths)} ({d['progressive']} progressive JPEGs), mean "
+              f"{d['mean_mp']:.2f} MP")
+        print(f"    draft load_rgb {d['draft_ms']:6.2f} ms | full load_rgb_full "
+              f"{d['full_ms']:6.2f} ms | full/draft {d['full_ms'] / d['draft_ms']:4.1f}x | "
+              f"preprocess: open_clip {d['prep_ms']:5.2f} ms, numpy {d['prep_np_ms']:5.2f} ms"
+              f" | {mon.describe()}")
     print()
 
     raws: list[float] = []
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in datasets}
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    np_prep = numpy_preprocess(encoder)
 
     def measure_raw(label: str) -> None:
         with LoadMonitor() as mon:
             rate, times = raw_throughput(encoder, args.batch, args.raw_batches)
         raws.append(rate)
-        print(f"raw forward {label:14s}: {rate:7.2f} images/s (batch s: "
+        print(f"raw forward {label:27s}: {rate:7.2f} images/s (batch s: "
               f"{', '.join(f'{x:.2f}' for x in times)}) | {mon.describe()}", flush=True)
 
     print(f"-- raw model forward (batch {args.batch}) and whole pipeline, interleaved --")
     for rnd in range(1, args.repeat + 1):
         measure_raw(f"[round {rnd}]")
         for name, paths in datasets:
-            with LoadMonitor() as mon:
-                r = run_pipeline(encoder, paths, args.batch, args.workers, not args.no_index)
-            r["foreign"] = mon.foreign_cores
-            runs[name].append(r)
-            print(f"pipeline {name:17s}: {r['rate_total']:7.2f} images/s "
-                  f"({r['embedded']} embedded, {r['failed']} failed, {r['embed_s']:.2f} s, "
-                  f"{r['batches']} batches, steady {r['rate_steady']:.2f}/s; scan "
-                  f"{r['scan_s']:.2f} s, index save {r['save_s'] * 1e3:.0f} ms) | "
-                  f"{mon.describe()}", flush=True)
+            for variant in variants:
+                if variant == "numpy-prep":
+                    encoder.preprocess_image = np_prep  # shadows the method, this object only
+                try:
+                    with LoadMonitor() as mon:
+                        r = run_pipeline(encoder, paths, args.batch, args.workers,
+                                         not args.no_index)
+                finally:
+                    encoder.__dict__.pop("preprocess_image", None)
+                runs.setdefault((name, variant), []).append(r)
+                print(f"pipeline {name + ' ' + variant:30s}: {r['rate_total']:7.2f} images/s "
+                      f"({r['embedded']} embedded, {r['failed']} failed, {r['embed_s']:.2f} s,"
+                      f" {r['batches']} batches, steady {r['rate_steady']:.2f}/s; scan "
+                      f"{r['scan_s']:.2f} s, index save {r['save_s'] * 1e3:.0f} ms) | "
+                      f"{mon.describe()}", flush=True)
     measure_raw("[last]")
     raw = max(raws)
     print()
 
     print(f"-- summary: best raw {raw:.2f} images/s ({1e3 / raw:.1f} ms/image; all raw: "
           f"{', '.join(f'{x:.1f}' for x in raws)}); target ratio >= {TARGET_RATIO} --")
-    print(f"{'dataset':22s} {'pipeline/s':>10s} {'raw/s':>7s} {'ratio':>6s} {'steady':>6s} "
-          f"{'bound':>6s} {'draft ms':>8s} {'full ms':>8s} {'prep ms':>7s}  verdict")
+    print(f"{'dataset':22s} {'variant':11s} {'pipeline/s':>10s} {'raw/s':>7s} {'ratio':>6s} "
+          f"{'steady':>6s} {'bound':>6s} {'draft ms':>8s} {'full ms':>8s} {'prep ms':>7s}  "
+          "verdict")
     for name, _ in datasets:
-        best = max(runs[name], key=lambda r: r["rate_total"])
-        ratio = best["rate_total"] / raw
-        steady = best["rate_steady"] / raw
         d = decode[name]
-        # If decoding and the model share the same cores, this is the best ratio possible.
-        model_ms = 1e3 / raw
-        bound = model_ms / (model_ms + d["draft_ms"] + d["prep_ms"])
-        verdict = "meets target" if ratio >= TARGET_RATIO else "BELOW target"
-        print(f"{name:22s} {best['rate_total']:10.2f} {raw:7.2f} {ratio:6.2f} {steady:6.2f} "
-              f"{bound:6.2f} {d['draft_ms']:8.2f} {d['full_ms']:8.2f} {d['prep_ms']:7.2f}  "
-              f"{verdict}")
-    print("\nratio  = best pipeline images/s over the whole embed phase / best raw images/s")
-    print("steady = the same, first to last batch out (nan: fewer than 3 batches)")
-    print("bound  = model ms / (model ms + draft decode ms + preprocess ms): the ratio to "
+        for variant in variants:
+            best = max(runs[(name, variant)], key=lambda r: r["rate_total"])
+            ratio = best["rate_total"] / raw
+            steady = best["rate_steady"] / raw
+            prep = d["prep_np_ms"] if variant == "numpy-prep" else d["prep_ms"]
+            model_ms = 1e3 / raw
+            bound = model_ms / (model_ms + d["draft_ms"] + prep)
+            verdict = "meets target" if ratio >= TARGET_RATIO else "BELOW target"
+            print(f"{name:22s} {variant:11s} {best['rate_total']:10.2f} {raw:7.2f} {ratio:6.2f} "
+                  f"{steady:6.2f} {bound:6.2f} {d['draft_ms']:8.2f} {d['full_ms']:8.2f} "
+                  f"{prep:7.2f}  {verdict}")
+    print("\nratio   = best pipeline images/s over the whole embed phase / best raw images/s")
+    print("steady  = the same, first to last batch out (nan: fewer than 3 batches)")
+    print("bound   = model ms / (model ms + draft decode ms + preprocess ms): the ratio to "
           "expect when decoding competes with the model for the same cores")
+    print("variant = clipdesk: as shipped; numpy-prep: the same transform, ToTensor+Normalize in "
+          "numpy (bit-identical tensors), to show the cost of torch ops in decode threads")
     return 0
 
 

@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"clipdesk {__version__}")
     parser.add_argument(
-        "--library", metavar="DIR",
+        "--library",
+        metavar="DIR",
         help="library folder (database, index, caches); default: $CLIPDESK_LIBRARY or the "
         "user data folder",
     )
@@ -46,12 +47,16 @@ def _parser() -> argparse.ArgumentParser:
 
     index = sub.add_parser("index", help="scan the folders and embed new photos")
     index.add_argument(
-        "--model", metavar="SPEC",
+        "--model",
+        metavar="SPEC",
         help="ARCH:PRETRAINED, e.g. ViT-B-32:laion2b_s34b_b79k (default), "
         "ViT-B-32:/path/weights.safetensors, or ARCH:random (tests and benchmarks only)",
     )
-    index.add_argument("--model-config", metavar="FILE.json",
-                       help="register a custom open_clip architecture from its JSON config")
+    index.add_argument(
+        "--model-config",
+        metavar="FILE.json",
+        help="register a custom open_clip architecture from its JSON config",
+    )
     index.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     index.add_argument("--batch-size", type=int, default=32, metavar="N")
 
@@ -61,8 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=helptext)
         cmd.add_argument(arg, metavar=argname)
-        cmd.add_argument("-k", type=int, default=DEFAULT_K, metavar="N",
-                         help=f"number of results (default {DEFAULT_K})")
+        cmd.add_argument(
+            "-k",
+            type=int,
+            default=DEFAULT_K,
+            metavar="N",
+            help=f"number of results (default {DEFAULT_K})",
+        )
         cmd.add_argument("--json", action="store_true", help="print JSON (path, score, ...)")
 
     status = sub.add_parser("status", help="photos, indexed, failures, model and device")
@@ -177,8 +187,10 @@ def _print_status(status: object, as_json: bool) -> None:
         print(json.dumps(status.as_json(), indent=1))
         return
     print(f"library:  {status.library}")
-    print(f"photos:   {status.photos} ({status.indexed} indexed, {status.pending} pending, "
-          f"{len(status.failed)} failed)")
+    print(
+        f"photos:   {status.photos} ({status.indexed} indexed, {status.pending} pending, "
+        f"{len(status.failed)} failed)"
+    )
     print(f"model:    {status.model or 'none yet (run `clipdesk index`)'}")
     print(f"device:   {status.device}")
     if status.folders:
@@ -197,8 +209,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 0
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     # Keep undecodable file names printable exactly as the OS gave them.
     if isinstance(sys.stdout, __import__("io").TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")
@@ -213,8 +227,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             print("run `clipdesk index` to scan and embed the photos")
         elif args.command == "remove":
             removed = app.remove_folder(args.folder)
-            print(f"removed {args.folder} from the library ({removed} photos forgotten; "
-                  "no file was touched)")
+            print(
+                f"removed {args.folder} from the library ({removed} photos forgotten; "
+                "no file was touched)"
+            )
         elif args.command == "index":
             return _run_index(app, args)
         elif args.command == "search":

@@ -52,7 +52,8 @@ def pending_images(library: Library, model_id: int) -> list[PendingImage]:
     for digest, path, photo_id in rows:
         seen = grouped.get(digest)
         grouped[digest] = (
-            PendingImage(digest, path, (photo_id,)) if seen is None
+            PendingImage(digest, path, (photo_id,))
+            if seen is None
             else PendingImage(digest, seen.path, (*seen.photo_ids, photo_id))
         )
     return list(grouped.values())
@@ -68,7 +69,7 @@ def _decoder(encoder: ClipEncoder, max_pixels: int) -> Callable[[PendingImage], 
             return item, encoder.preprocess_image(image), None
         except ImageRejected as exc:
             return item, None, str(exc)
-        except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
+        except Exception as exc:
             return item, None, f"unexpected {type(exc).__name__}: {exc}"
 
     return decode
@@ -87,11 +88,16 @@ def _commit_batch(
         if done:
             s.execute(
                 sqlite_insert(db.Embedding)
-                .values([
-                    {"fingerprint": item.fingerprint, "model_id": model_id,
-                     "vector": vector.tobytes()}
-                    for item, vector in zip(done, vectors)
-                ])
+                .values(
+                    [
+                        {
+                            "fingerprint": item.fingerprint,
+                            "model_id": model_id,
+                            "vector": vector.tobytes(),
+                        }
+                        for item, vector in zip(done, vectors, strict=False)
+                    ]
+                )
                 .on_conflict_do_nothing()
             )
         for item, reason in failed:
@@ -100,9 +106,13 @@ def _commit_batch(
         s.commit()
     if index is not None:
         ids = [pid for item in done for pid in item.photo_ids]
-        rows = [row for item, row in zip(done, vectors) for _ in item.photo_ids]
-        index.add(np.asarray(ids, dtype=np.int64),
-                  np.asarray(rows, dtype=np.float32).reshape(len(ids), -1), before, after)
+        rows = [row for item, row in zip(done, vectors, strict=False) for _ in item.photo_ids]
+        index.add(
+            np.asarray(ids, dtype=np.int64),
+            np.asarray(rows, dtype=np.float32).reshape(len(ids), -1),
+            before,
+            after,
+        )
 
 
 def embed_pending(
@@ -155,8 +165,11 @@ def embed_pending(
                     tensors.append(tensor)
                 if len(tensors) < batch_size and inflight:
                     continue
-                vectors = (encoder.encode_batch(torch.stack(tensors)) if tensors
-                           else np.zeros((0, 0), np.float32))
+                vectors = (
+                    encoder.encode_batch(torch.stack(tensors))
+                    if tensors
+                    else np.zeros((0, 0), np.float32)
+                )
                 _commit_batch(library, model_id, done, vectors, failed, index)
                 finished += len(done) + len(failed)
                 failures += len(failed)

@@ -56,8 +56,14 @@ class ModelSpec:
             try:
                 config = json.loads(Path(config_file).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
-                raise ModelUnavailableError(f"cannot read model config {config_file}: {exc}") from exc
-            if not isinstance(config, dict) or "vision_cfg" not in config or "text_cfg" not in config:
+                raise ModelUnavailableError(
+                    f"cannot read model config {config_file}: {exc}"
+                ) from exc
+            if (
+                not isinstance(config, dict)
+                or "vision_cfg" not in config
+                or "text_cfg" not in config
+            ):
                 raise ModelUnavailableError(
                     f"{config_file} is not an open_clip model config "
                     "(it needs embed_dim, vision_cfg and text_cfg)"
@@ -104,7 +110,9 @@ def _file_digest(path: Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     except OSError as exc:
-        raise ModelUnavailableError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+        raise ModelUnavailableError(
+            f"cannot read weights file {path}: {exc.strerror or exc}"
+        ) from exc
     return digest.hexdigest()[:16]
 
 
@@ -227,7 +235,7 @@ class ClipEncoder:
             model = open_clip.create_model(arch, pretrained=None)
             try:
                 open_clip.load_checkpoint(model, str(weights), weights_only=True)
-            except Exception as exc:  # noqa: BLE001 - any loader failure means "not usable"
+            except Exception as exc:
                 raise ModelUnavailableError(
                     f"cannot load weights {weights} into {spec.arch}: {type(exc).__name__}: "
                     f"{str(exc)[:300]}"
@@ -243,7 +251,7 @@ class ClipEncoder:
         try:
             with _hub_offline():  # already downloaded? then no network round trip at all
                 return open_clip.create_model(arch, pretrained=spec.pretrained, cache_dir=cache)
-        except Exception:  # noqa: BLE001 - not in the cache: try the network below
+        except Exception:
             pass
         if not _hub_reachable():
             raise ModelUnavailableError(
@@ -252,7 +260,7 @@ class ClipEncoder:
             )
         try:
             return open_clip.create_model(arch, pretrained=spec.pretrained, cache_dir=cache)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
             raise ModelUnavailableError(
                 f"could not download the pretrained weights {spec.spec}: {first_line}. Pass a "

@@ -24,8 +24,22 @@ except ImportError:  # pragma: no cover - pillow-heif is a hard dependency
     HEIF_SUPPORTED = False
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib",
-     ".tif", ".tiff", ".heic", ".heif", ".hif"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".heic",
+        ".heif",
+        ".hif",
+    }
 )
 
 # Above this many pixels an image is refused as a likely decompression bomb. Large
@@ -137,8 +151,11 @@ def read_header(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
             exif = img.getexif()
             if exif:
                 sub = exif.get_ifd(_EXIF_IFD)
-                for value in (sub.get(_DATETIME_ORIGINAL), sub.get(_DATETIME_DIGITIZED),
-                              exif.get(_DATETIME)):
+                for value in (
+                    sub.get(_DATETIME_ORIGINAL),
+                    sub.get(_DATETIME_DIGITIZED),
+                    exif.get(_DATETIME),
+                ):
                     taken = _parse_exif_time(value)
                     if taken is not None:
                         break
@@ -148,7 +165,7 @@ def read_header(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
             return ImageHeader(width, height, taken)
     except ImageRejected:
         raise
-    except Exception as exc:  # noqa: BLE001 - any decoder error is a reason, not a crash
+    except Exception as exc:
         raise ImageRejected(_reason(exc, path)) from exc
 
 
@@ -168,7 +185,7 @@ def load_rgb(path: str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             return _to_rgb(upright)
     except ImageRejected:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ImageRejected(_reason(exc, path)) from exc
 
 

@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session
 
 from clipdesk import db
 from clipdesk.errors import ClipdeskError
-from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, fingerprint, is_image_name, read_header
+from clipdesk.imaging import (
+    DEFAULT_MAX_PIXELS,
+    ImageRejected,
+    fingerprint,
+    is_image_name,
+    read_header,
+)
 from clipdesk.library import Library
 from clipdesk.progress import CancelToken, Progress, RateMeter
 
@@ -134,9 +140,7 @@ def walk_images(
         stack.extend(sorted(subfolders, reverse=True))
 
 
-def _describe_new_file(
-    root_id: int, path: str, st: os.stat_result, max_pixels: int
-) -> db.Photo:
+def _describe_new_file(root_id: int, path: str, st: os.stat_result, max_pixels: int) -> db.Photo:
     error = None
     width = height = None
     taken = None
@@ -199,8 +203,14 @@ def scan_folders(
     with library.session() as s:
         roots = list(s.scalars(select(db.Root)))
         rows = s.execute(
-            select(db.Photo.path, db.Photo.id, db.Photo.root_id, db.Photo.size,
-                   db.Photo.mtime_ns, db.Photo.error)
+            select(
+                db.Photo.path,
+                db.Photo.id,
+                db.Photo.root_id,
+                db.Photo.size,
+                db.Photo.mtime_ns,
+                db.Photo.error,
+            )
         ).all()
     known = {row[0]: row for row in rows}
     keep: set[int] = set()
@@ -224,8 +234,12 @@ def scan_folders(
         for path, st in walk_images(root.path, report.problems, exclude):
             report.seen += 1
             row = known.get(path)
-            if (row is not None and row[3] == st.st_size and row[4] == st.st_mtime_ns
-                    and row[5] is None):
+            if (
+                row is not None
+                and row[3] == st.st_size
+                and row[4] == st.st_mtime_ns
+                and row[5] is None
+            ):
                 keep.add(row[1])
             else:
                 if row is None:
@@ -246,7 +260,8 @@ def scan_folders(
 
     unavailable = [p for p, _ in report.problems]
     gone = [
-        row[1] for path, row in known.items()
+        row[1]
+        for path, row in known.items()
         if row[1] not in keep and not any(_is_under(path, bad) for bad in unavailable)
     ]
     with library.session() as s:

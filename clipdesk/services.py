@@ -122,8 +122,13 @@ class Clipdesk:
         with self.library.session() as s:
             row = s.scalar(select(db.Model).where(db.Model.key == spec.key))
             if row is None:
-                row = db.Model(key=spec.key, spec=spec.spec, dim=dim,
-                               config_json=spec.config_json, created_at=time.time())
+                row = db.Model(
+                    key=spec.key,
+                    spec=spec.spec,
+                    dim=dim,
+                    config_json=spec.config_json,
+                    created_at=time.time(),
+                )
                 s.add(row)
                 s.commit()
             return row
@@ -135,8 +140,10 @@ class Clipdesk:
             spec = spec or self.current_spec() or ModelSpec.parse(DEFAULT_MODEL)
             device = device or self.library.get_setting(DEVICE_SETTING, "auto") or "auto"
             loaded = self._encoder
-            if loaded is None or loaded.spec.key != spec.key or (
-                device != "auto" and loaded.device != device
+            if (
+                loaded is None
+                or loaded.spec.key != spec.key
+                or (device != "auto" and loaded.device != device)
             ):
                 self._encoder = None
                 self._index = None
@@ -150,10 +157,22 @@ class Clipdesk:
             self._encoder = None
 
     def vector_index(self) -> VectorIndex:
+        """The index of the library's current model. Needs no model loaded: a similar-photo
+        search runs on stored vectors alone."""
         with self._lock:
-            encoder = self.encoder()
-            if self._index is None or self._index.model_key != encoder.spec.key:
-                row = self._model_row(encoder.spec, encoder.dim)
+            key = self.library.get_setting(MODEL_SETTING)
+            if key is None:
+                raise NotIndexedError(
+                    "nothing is indexed yet: add a folder, then run `clipdesk index`"
+                )
+            if self._index is None or self._index.model_key != key:
+                with self.library.session() as s:
+                    row = s.scalar(select(db.Model).where(db.Model.key == key))
+                if row is None:
+                    raise NotIndexedError(
+                        f"the library's model {key} is not recorded; "
+                        "run `clipdesk index --model ...` again"
+                    )
                 self._index = VectorIndex(self.library, row.key, row.id, row.dim)
             return self._index
 
@@ -182,21 +201,24 @@ class Clipdesk:
             index = self.vector_index()
             index.ensure_current()
             try:
-                yield from embed_pending(self.library, encoder, row.id, index, cancel,
-                                         batch_size=batch_size, max_pixels=max_pixels)
+                yield from embed_pending(
+                    self.library,
+                    encoder,
+                    row.id,
+                    index,
+                    cancel,
+                    batch_size=batch_size,
+                    max_pixels=max_pixels,
+                )
             finally:
                 index.save()
             yield Progress("index", len(index), len(index), message="index saved")
 
     # -- search ------------------------------------------------------------------------
 
-    def _require_index(self) -> VectorIndex:
-        if self.current_spec() is None:
-            raise NotIndexedError("nothing is indexed yet: add a folder, then run `clipdesk index`")
-        return self.vector_index()
-
-    def _hits(self, index: VectorIndex, vector: np.ndarray, k: int,
-              exclude: int | None = None) -> list[SearchHit]:
+    def _hits(
+        self, index: VectorIndex, vector: np.ndarray, k: int, exclude: int | None = None
+    ) -> list[SearchHit]:
         """Nearest photos that still exist, best first (deleted files never show)."""
         if k <= 0:
             return []
@@ -209,8 +231,9 @@ class Clipdesk:
                 photo = rows.get(pid)
                 if photo is None or photo.error is not None or not os.path.exists(photo.path):
                     continue
-                hits.append(SearchHit(pid, photo.path, score, photo.width, photo.height,
-                                      photo.taken_at))
+                hits.append(
+                    SearchHit(pid, photo.path, score, photo.width, photo.height, photo.taken_at)
+                )
             if len(hits) >= k or len(raw) < ask + 8 or ask >= len(index):
                 return hits[:k]
             ask *= 4
@@ -222,7 +245,7 @@ class Clipdesk:
     def search_text(self, query: str, k: int = 20) -> list[SearchHit]:
         if not query.strip():
             raise ClipdeskError("the search text is empty")
-        index = self._require_index()
+        index = self.vector_index()
         vector = self.encoder().encode_texts([query])[0]
         return self._hits(index, vector, k)
 
@@ -246,7 +269,7 @@ class Clipdesk:
 
     def search_image(self, image: str | Path | db.Photo, k: int = 20) -> list[SearchHit]:
         """Photos that look like ``image``: a library photo, or any image file."""
-        index = self._require_index()
+        index = self.vector_index()
         if isinstance(image, db.Photo):
             return self.similar(image, k)
         path = os.fspath(image)
@@ -270,7 +293,7 @@ class Clipdesk:
             if found.error:
                 raise ClipdeskError(f"{found.path} could not be indexed: {found.error}")
             return self.search_image(found.path, k)
-        return self._hits(self._require_index(), vector, k, exclude=found.id)
+        return self._hits(self.vector_index(), vector, k, exclude=found.id)
 
     # -- status ------------------------------------------------------------------------
 
@@ -285,17 +308,20 @@ class Clipdesk:
             indexed = s.scalar(select(func.count()).where(is_indexed)) or 0
             failed = s.execute(
                 select(db.Photo.path, db.Photo.error)
-                .where(db.Photo.error.is_not(None)).order_by(db.Photo.path)
+                .where(db.Photo.error.is_not(None))
+                .order_by(db.Photo.path)
             ).all()
             folders = []
             for root in s.scalars(select(db.Root).order_by(db.Root.path)):
                 in_root = db.Photo.root_id == root.id
-                folders.append(FolderStatus(
-                    root.path,
-                    s.scalar(select(func.count()).where(in_root)) or 0,
-                    s.scalar(select(func.count()).where(in_root, is_indexed)) or 0,
-                    os.path.isdir(root.path),
-                ))
+                folders.append(
+                    FolderStatus(
+                        root.path,
+                        s.scalar(select(func.count()).where(in_root)) or 0,
+                        s.scalar(select(func.count()).where(in_root, is_indexed)) or 0,
+                        os.path.isdir(root.path),
+                    )
+                )
         device_pref = self.library.get_setting(DEVICE_SETTING, "auto") or "auto"
         used = self.library.get_setting(DEVICE_USED_SETTING)
         device = used if used else f"{device_pref} (no model run yet)"
@@ -306,8 +332,11 @@ class Clipdesk:
             pending=photos - indexed - len(failed),
             failed=[(p, e or "") for p, e in failed],
             folders=folders,
-            model=(spec.spec + (" (random weights: tests/benchmarks only)" if spec.is_random
-                                else "")) if spec else None,
+            model=(
+                spec.spec + (" (random weights: tests/benchmarks only)" if spec.is_random else "")
+            )
+            if spec
+            else None,
             model_key=key,
             random_weights=bool(spec and spec.is_random),
             device=device,

@@ -119,8 +119,11 @@ class VectorIndex:
 
         try:
             meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-            if (meta.get("format") != FORMAT or meta.get("model_key") != self.model_key
-                    or meta.get("dim") != self.dim):
+            if (
+                meta.get("format") != FORMAT
+                or meta.get("model_key") != self.model_key
+                or meta.get("dim") != self.dim
+            ):
                 return None
             index = hnswlib.Index(space="ip", dim=self.dim)
             index.load_index(str(self.index_path), max_elements=int(meta["capacity"]))
@@ -215,7 +218,9 @@ class VectorIndex:
     def __len__(self) -> int:
         return self._live
 
-    def search(self, vector: np.ndarray, k: int, exclude: int | None = None) -> list[tuple[int, float]]:
+    def search(
+        self, vector: np.ndarray, k: int, exclude: int | None = None
+    ) -> list[tuple[int, float]]:
         """The ``k`` nearest photo ids by cosine similarity, best first."""
         self.ensure_current()
         with self._lock:
@@ -224,5 +229,8 @@ class VectorIndex:
             want = min(k + (1 if exclude is not None else 0), self._live)
             self._index.set_ef(max(EF_SEARCH, want))
             labels, distances = self._index.knn_query(vector.reshape(1, -1), k=want)
-        hits = [(int(label), float(1.0 - dist)) for label, dist in zip(labels[0], distances[0])]
+        hits = [
+            (int(label), float(1.0 - dist))
+            for label, dist in zip(labels[0], distances[0], strict=False)
+        ]
         return [hit for hit in hits if hit[0] != exclude][:k]

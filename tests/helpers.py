@@ -27,13 +27,21 @@ def fixture_photo_paths() -> list[Path]:
     return sorted(FIXTURE_PHOTOS.rglob("*.jpg"))
 
 
-def run_cli(*args: str, library: Path, check: bool = True, timeout: float = 600,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    library: Path,
+    check: bool = True,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m clipdesk`` as a separate process, as a user would."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "clipdesk", "--library", str(library), *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
         errors="surrogateescape",
     )
     if check and proc.returncode != 0:

@@ -141,16 +141,15 @@ def test_errors_are_clear_and_exit_2(tmp_path: Path, args: list[str], message: s
 
 
 def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) -> None:
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     weights = tmp_path / "wrong.safetensors"
     save_file({"foo": torch.zeros(3)}, str(weights))
     folder = tmp_path / "photos"
     folder.mkdir()
     run_cli("add", str(folder), library=tmp_path / "lib")
-    proc = run_cli("index", "--model", f"ViT-B-32:{weights}", library=tmp_path / "lib",
-                   check=False)
+    proc = run_cli("index", "--model", f"ViT-B-32:{weights}", library=tmp_path / "lib", check=False)
     assert proc.returncode == 2 and "cannot load weights" in proc.stderr
 
 

@@ -66,14 +66,25 @@ def test_generation_counter_moves_on_changes(tmp_path: Path) -> None:
         g0 = db.current_generation(s.connection())
         s.add(db.Root(path="/nowhere", added_at=0.0))
         s.flush()
-        s.add(db.Photo(root_id=1, path="/nowhere/a.jpg", size=1, mtime_ns=1, fingerprint="f",
-                       taken_at=0.0, taken_from_exif=False))
+        s.add(
+            db.Photo(
+                root_id=1,
+                path="/nowhere/a.jpg",
+                size=1,
+                mtime_ns=1,
+                fingerprint="f",
+                taken_at=0.0,
+                taken_from_exif=False,
+            )
+        )
         s.commit()
         assert db.current_generation(s.connection()) > g0
     lib.close()
 
 
-def test_library_env_variable_sets_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_library_env_variable_sets_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CLIPDESK_LIBRARY", str(tmp_path / "from-env"))
     lib = Library()
     assert lib.directory == tmp_path / "from-env"
@@ -86,8 +97,11 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
 
     lib = Library(tmp_path / "lib")
     other = Library(tmp_path / "lib")
-    with lib.exclusive("indexing"), pytest.raises(ClipdeskError, match="already indexing"):
-        with other.exclusive("indexing"):
-            pass
+    with (
+        lib.exclusive("indexing"),
+        pytest.raises(ClipdeskError, match="already indexing"),
+        other.exclusive("indexing"),
+    ):
+        pass
     lib.close()
     other.close()

@@ -17,8 +17,9 @@ from clipdesk.imaging import (
 from tests.helpers import fixture_photo_paths, make_bad_files
 
 
-def _photo_with_exif(path: Path, size: tuple[int, int], orientation: int | None = None,
-                     taken: str | None = None) -> None:
+def _photo_with_exif(
+    path: Path, size: tuple[int, int], orientation: int | None = None, taken: str | None = None
+) -> None:
     img = Image.new("RGB", size, (200, 30, 30))
     # A marker in the top-left corner shows which way the image was turned.
     img.paste((0, 0, 255), (0, 0, size[0] // 4, size[1] // 4))
@@ -45,7 +46,7 @@ def test_missing_file_is_reported_as_vanished(tmp_path: Path) -> None:
 def test_pixel_limit_is_configurable(tmp_path: Path) -> None:
     path = tmp_path / "big.png"
     Image.new("RGB", (300, 300)).save(path)
-    with pytest.raises(ImageRejected, match="above the 0.08 MP limit"):
+    with pytest.raises(ImageRejected, match=r"above the 0\.08 MP limit"):
         read_header(str(path), max_pixels=80_000)
     assert read_header(str(path)).width == 300
 
@@ -70,7 +71,7 @@ def test_load_applies_exif_orientation(tmp_path: Path) -> None:
     img = load_rgb(str(path), 64)
     assert img.width < img.height  # turned upright
     # Orientation 6 turns the image 90 degrees clockwise: top-left goes to top-right.
-    r, g, b = img.getpixel((img.width - 5, 5))
+    r, _g, b = img.getpixel((img.width - 5, 5))
     assert b > 150 and r < 100
 
 
@@ -96,8 +97,10 @@ def test_transparent_and_grey_images_become_rgb(tmp_path: Path) -> None:
     assert load_rgb(str(rgba), 16).getpixel((1, 1)) == (255, 255, 255)  # shown on white
 
 
-@pytest.mark.parametrize("fmt,suffix", [("WEBP", ".webp"), ("BMP", ".bmp"), ("TIFF", ".tif"),
-                                        ("GIF", ".gif"), ("HEIF", ".heic")])
+@pytest.mark.parametrize(
+    "fmt,suffix",
+    [("WEBP", ".webp"), ("BMP", ".bmp"), ("TIFF", ".tif"), ("GIF", ".gif"), ("HEIF", ".heic")],
+)
 def test_other_formats_load(tmp_path: Path, fmt: str, suffix: str) -> None:
     path = tmp_path / f"x{suffix}"
     Image.new("RGB", (64, 48), (1, 2, 3)).save(path, format=fmt)

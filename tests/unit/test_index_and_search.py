@@ -36,8 +36,9 @@ def test_search_before_indexing_says_what_to_do(app: Clipdesk) -> None:
         app.search_text("a hat")
 
 
-def test_index_embeds_every_photo_with_unit_vectors(app: Clipdesk, photos: Path,
-                                                    tiny_spec: object) -> None:
+def test_index_embeds_every_photo_with_unit_vectors(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
     app.add_folders([photos])
     progress = _index(app, tiny_spec, batch_size=8)
     embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
@@ -52,8 +53,9 @@ def test_index_embeds_every_photo_with_unit_vectors(app: Clipdesk, photos: Path,
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_search_and_similar_match_brute_force(app: Clipdesk, photos: Path,
-                                              tiny_spec: object) -> None:
+def test_search_and_similar_match_brute_force(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
     app.add_folders([photos])
     _index(app, tiny_spec)
     paths, vectors = _stored_vectors(app)
@@ -69,8 +71,9 @@ def test_search_and_similar_match_brute_force(app: Clipdesk, photos: Path,
     assert [h.path for h in similar] == [paths[i] for i in top_k(vectors, vectors[3], 10, 3)]
 
 
-def test_search_by_an_outside_image(app: Clipdesk, photos: Path, tiny_spec: object,
-                                    tmp_path: Path) -> None:
+def test_search_by_an_outside_image(
+    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path
+) -> None:
     app.add_folders([photos / "hat"])
     _index(app, tiny_spec)
     outside = tmp_path / "dropped.jpg"
@@ -82,8 +85,9 @@ def test_search_by_an_outside_image(app: Clipdesk, photos: Path, tiny_spec: obje
         app.search_image(tmp_path / "bad.jpg")
 
 
-def test_deleted_files_never_appear_in_results(app: Clipdesk, photos: Path,
-                                               tiny_spec: object) -> None:
+def test_deleted_files_never_appear_in_results(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
     app.add_folders([photos])
     _index(app, tiny_spec)
     first = app.search_text("shoes", k=5)
@@ -109,8 +113,9 @@ def test_renamed_file_reuses_its_vector(app: Clipdesk, photos: Path, tiny_spec: 
     assert dst.as_posix() in [h.path for h in app.search_text("hat", k=30)]
 
 
-def test_bad_files_are_recorded_and_do_not_stop_the_run(app: Clipdesk, photos: Path,
-                                                        tiny_spec: object) -> None:
+def test_bad_files_are_recorded_and_do_not_stop_the_run(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
     expected = make_bad_files(photos / "bad", next(photos.rglob("*.jpg")))
     app.add_folders([photos])
     _index(app, tiny_spec)
@@ -122,8 +127,9 @@ def test_bad_files_are_recorded_and_do_not_stop_the_run(app: Clipdesk, photos: P
         assert part in reasons[name]
 
 
-def test_file_deleted_between_scan_and_decode(app: Clipdesk, library: object, photos: Path,
-                                              tiny_spec: object) -> None:
+def test_file_deleted_between_scan_and_decode(
+    app: Clipdesk, library: object, photos: Path, tiny_spec: object
+) -> None:
     app.add_folders([photos])
     for _ in scan_folders(app.library):
         pass
@@ -168,8 +174,9 @@ def test_k_zero_and_empty_query(app: Clipdesk, photos: Path, tiny_spec: object) 
         app.search_text("   ")
 
 
-def test_read_only_photo_folder_is_never_written(app: Clipdesk, photos: Path,
-                                                 tiny_spec: object) -> None:
+def test_read_only_photo_folder_is_never_written(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
     def snapshot() -> dict[str, tuple[int, int]]:
         return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in photos.rglob("*")}
 

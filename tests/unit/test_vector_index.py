@@ -36,8 +36,9 @@ def test_saved_index_is_loaded_not_rebuilt(app: Clipdesk, photos: Path, tiny_spe
     assert other.last_action == "loaded"
 
 
-def test_missing_or_corrupt_index_is_rebuilt_from_sqlite(app: Clipdesk, photos: Path,
-                                                         tiny_spec: object) -> None:
+def test_missing_or_corrupt_index_is_rebuilt_from_sqlite(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
     index = _indexed_app(app, photos, tiny_spec)
     expected = index.search(_query(app), 10)
     index.index_path.unlink()
@@ -50,8 +51,9 @@ def test_missing_or_corrupt_index_is_rebuilt_from_sqlite(app: Clipdesk, photos: 
     assert again.last_action == "rebuilt"
 
 
-def test_stale_index_catches_up_with_deletions(app: Clipdesk, photos: Path,
-                                               tiny_spec: object) -> None:
+def test_stale_index_catches_up_with_deletions(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
     index = _indexed_app(app, photos, tiny_spec)
     top = index.search(_query(app), 3)
     with app.library.session() as s:
@@ -65,8 +67,9 @@ def test_stale_index_catches_up_with_deletions(app: Clipdesk, photos: Path,
     assert top[0][0] not in ids and len(ids) == 29
 
 
-def test_index_from_another_model_is_not_used(app: Clipdesk, photos: Path,
-                                              tiny_spec: object) -> None:
+def test_index_from_another_model_is_not_used(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
     index = _indexed_app(app, photos, tiny_spec)
     meta = json.loads(index.meta_path.read_text())
     meta["model_key"] = "ViT-B-32:someone-else"
@@ -77,8 +80,9 @@ def test_index_from_another_model_is_not_used(app: Clipdesk, photos: Path,
     assert json.loads(index.meta_path.read_text())["model_key"] == index.model_key
 
 
-def test_index_grows_past_its_initial_capacity(app: Clipdesk, photos: Path,
-                                               tiny_spec: object) -> None:
+def test_index_grows_past_its_initial_capacity(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
     index = _indexed_app(app, photos, tiny_spec)
     with app.library.engine.connect() as conn:
         generation = db.current_generation(conn)

@@ -1,0 +1,32 @@
+"""Import contracts: the core never pulls in Qt, and the CLI starts without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CORE = [
+    "clipdesk.cli",
+    "clipdesk.services",
+    "clipdesk.scanning",
+    "clipdesk.embedding",
+    "clipdesk.vector_index",
+    "clipdesk.encoder",
+    "clipdesk.imaging",
+    "clipdesk.library",
+    "clipdesk.db",
+]
+
+
+def _loaded_after_import(modules: list[str]) -> set[str]:
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + (
+        "print('\\n'.join(sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_core_imports_no_qt_and_no_heavy_libraries() -> None:
+    loaded = _loaded_after_import(CORE)
+    for heavy in ("PySide6", "PyQt6", "torch", "open_clip", "hnswlib"):
+        assert heavy not in loaded, f"importing the core pulled in {heavy}"
