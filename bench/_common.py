@@ -147,3 +147,25 @@ def warm_page_cache(paths: object) -> int:
             while chunk := fh.read(1 << 20):
                 total += len(chunk)
     return total
+
+
+def wait_for_quiet(max_wait_s: float, threshold: float = 0.15, window_s: float = 2.0) -> float:
+    """Wait until other processes use under ``threshold`` cores over ``window_s``.
+
+    Returns the seconds waited (gives up after ``max_wait_s``; 0 disables the wait).
+    A shared machine only ever makes a measurement slower, never faster.
+    """
+    import time
+
+    if max_wait_s <= 0:
+        return 0.0
+    start = time.perf_counter()
+    while True:
+        with LoadMonitor() as mon:
+            time.sleep(window_s)
+        if not mon.foreign_cores >= threshold:  # quiet, or /proc/stat unreadable
+            return time.perf_counter() - start
+        if time.perf_counter() - start > max_wait_s:
+            print(f"  (machine still busy after {max_wait_s:.0f} s: {mon.describe()}; "
+                  "measuring anyway)", flush=True)
+            return time.perf_counter() - start

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LoadMonitor, print_machine, require_data
+from _common import LoadMonitor, print_machine, require_data, wait_for_quiet
 
 K = 10
 
@@ -146,6 +146,7 @@ def bench_size(n: int, kind: str, args, params) -> dict[str, float]:
     index.init_index(max_elements=n, ef_construction=ef_c, M=m)
     index.set_num_threads(args.threads if args.threads > 0 else (os.cpu_count() or 1))
     chunk = max(10_000, n // 20)
+    wait_for_quiet(args.wait_quiet)
     with LoadMonitor() as mon:
         t0 = time.perf_counter()
         for start in range(0, n, chunk):
@@ -160,6 +161,7 @@ def bench_size(n: int, kind: str, args, params) -> dict[str, float]:
 
     result: dict[str, float] = {"n": n, "kind": kind, "build_s": build_s, "exact_s": exact_s}
     index.set_num_threads(1)
+    wait_for_quiet(args.wait_quiet)
     with LoadMonitor() as mon:
         for ef in sorted(set(args.ef) | {ef_s}):
             index.set_ef(ef)
@@ -252,6 +254,7 @@ def bench_clipdesk(n: int, args) -> None:
             print(f"load_vectors alone (SQLite -> numpy): {time.perf_counter() - t:.2f} s "
                   f"for {loaded_rows:,} rows", flush=True)
             index = VectorIndex(library, "bench:random", 1, args.dim)
+            wait_for_quiet(args.wait_quiet)
             with LoadMonitor() as mon:
                 t = time.perf_counter()
                 index.ensure_current()
@@ -306,6 +309,9 @@ def main() -> int:
     parser.add_argument("--clipdesk", type=int, default=100_000,
                         help="photos for the clipdesk VectorIndex path (0 = skip; "
                              "default 100000)")
+    parser.add_argument("--wait-quiet", type=float, default=60, metavar="S",
+                        help="before each timed part, wait up to S seconds for other "
+                             "processes to leave the CPU idle (default 60; 0 = never wait)")
     parser.add_argument("--tmp", default=None, help="folder for the index files")
     parser.add_argument("--quick", action="store_true",
                         help="20000 vectors, 100 queries, clipdesk path at 20000")

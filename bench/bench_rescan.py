@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LoadMonitor, print_machine, require_data
+from _common import LoadMonitor, print_machine, require_data, wait_for_quiet
 
 TARGET_S = 2.0
 
@@ -48,10 +48,11 @@ def make_tree(folder: Path, files: int, folders: int, fmt: str) -> int:
     return total
 
 
-def timed_scan(library, label: str):
+def timed_scan(library, label: str, wait_s: float):
     from clipdesk.scanning import ScanReport, scan_folders
 
     report = ScanReport()
+    wait_for_quiet(wait_s)
     with LoadMonitor() as mon:
         t = time.perf_counter()
         for _ in scan_folders(library, report=report):
@@ -91,6 +92,9 @@ def main() -> int:
                         help="image format of the files (default png)")
     parser.add_argument("--rescans", type=int, default=3,
                         help="unchanged rescans timed in each state (default 3)")
+    parser.add_argument("--wait-quiet", type=float, default=60, metavar="S",
+                        help="before each scan, wait up to S seconds for other processes to "
+                             "leave the CPU idle (default 60; 0 = never wait)")
     parser.add_argument("--quick", action="store_true", help="1000 files in 10 folders")
     args = parser.parse_args()
     if args.quick:
@@ -121,13 +125,14 @@ def main() -> int:
         library = Library(Path(tmp) / "library")
         try:
             add_folders(library, [photos])
-            first, _ = timed_scan(library, "first scan (all new)")
-            rescans = [timed_scan(library, f"rescan {i + 1}, unchanged")[0]
+            first, _ = timed_scan(library, "first scan (all new)", args.wait_quiet)
+            rescans = [timed_scan(library, f"rescan {i + 1}, unchanged", args.wait_quiet)[0]
                        for i in range(args.rescans)]
             t = time.perf_counter()
             n = add_fake_embeddings(library)
             print(f"(added {n} fake 512-d embeddings in {time.perf_counter() - t:.2f} s)")
-            rescans_emb = [timed_scan(library, f"rescan {i + 1}, unchanged, with vectors")[0]
+            rescans_emb = [timed_scan(library, f"rescan {i + 1}, unchanged, with vectors",
+                                      args.wait_quiet)[0]
                            for i in range(args.rescans)]
             db_mb = os.path.getsize(library.db_path) / 1e6
         finally:

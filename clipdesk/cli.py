@@ -147,6 +147,8 @@ def _run_index(app: object, args: argparse.Namespace) -> int:
         if args.model_config and not args.model:
             raise ClipdeskError("--model-config needs --model ARCH:PRETRAINED as well")
         spec = ModelSpec.parse(args.model, args.model_config)
+    if not app.library.roots():
+        raise ClipdeskError("the library has no folders yet: add one with `clipdesk add FOLDER`")
     cancel = CancelToken()
 
     def on_sigint(_signum: int, _frame: FrameType | None) -> None:

@@ -160,3 +160,8 @@ def test_no_arguments_prints_help(tmp_path: Path) -> None:
 
 def test_fixture_photos_are_present() -> None:
     assert len(fixture_photo_paths()) == 30
+
+
+def test_index_without_folders_says_how_to_add_one(tmp_path: Path) -> None:
+    proc = run_cli("index", library=tmp_path / "lib", check=False)
+    assert proc.returncode == 2 and "clipdesk add FOLDER" in proc.stderr
