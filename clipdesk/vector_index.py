@@ -1,9 +1,11 @@
 """The HNSW vector index: a cache of SQLite's vectors, rebuilt or caught up on demand.
 
 hnswlib must never add and search at the same time, so every access goes through one
-lock. The files are replaced atomically (write, fsync, rename), and record the database
-generation they match; a stale file is brought up to date from SQLite, a missing or
-foreign one is rebuilt.
+lock. Each save writes a new, uniquely named graph file, fsyncs it, then atomically renames a
+small JSON pointer over the old one (write, fsync, rename). The pointer records the
+database generation the graph matches, so two processes saving at once (an indexer and a
+search that caught up) each leave a consistent pair; a stale graph is caught up from
+SQLite, a missing or foreign one is rebuilt.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hashlib
 import json
 import os
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,14 +46,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, fsync the result, then rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as fh:
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+
+
+# A graph file younger than this may belong to another process's save in progress.
+_IN_FLIGHT_S = 30.0
 
 
 def load_vectors(
@@ -95,9 +98,8 @@ class VectorIndex:
         self.model_key = model_key
         self.model_id = model_id
         self.dim = dim
-        stem = hashlib.sha256(model_key.encode()).hexdigest()[:16]
-        self.index_path = library.index_dir / f"{stem}.hnsw"
-        self.meta_path = library.index_dir / f"{stem}.json"
+        self._stem = hashlib.sha256(model_key.encode()).hexdigest()[:16]
+        self.meta_path = library.index_dir / f"{self._stem}.json"
         self._lock = threading.RLock()
         self._index: Any = None
         self._live = 0  # labels present and not deleted
@@ -114,23 +116,37 @@ class VectorIndex:
         index.set_ef(EF_SEARCH)
         return index
 
+    @property
+    def index_path(self) -> Path | None:
+        """The graph file the pointer names now (None if there is no valid pointer)."""
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+            return self.meta_path.parent / os.path.basename(str(meta["file"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def _try_load(self) -> tuple[Any, int, int] | None:
         import hnswlib
 
-        try:
-            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-            if (
-                meta.get("format") != FORMAT
-                or meta.get("model_key") != self.model_key
-                or meta.get("dim") != self.dim
-            ):
+        for _attempt in range(2):  # a concurrent save may have just replaced the file
+            try:
+                meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+                if (
+                    meta.get("format") != FORMAT
+                    or meta.get("model_key") != self.model_key
+                    or meta.get("dim") != self.dim
+                ):
+                    return None
+                path = self.meta_path.parent / os.path.basename(str(meta["file"]))
+                if not path.is_file():  # hnswlib reports this as a plain RuntimeError
+                    continue
+                index = hnswlib.Index(space="ip", dim=self.dim)
+                index.load_index(str(path), max_elements=int(meta["capacity"]))
+                index.set_ef(EF_SEARCH)
+                return index, int(meta["generation"]), int(meta["live"])
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError):
                 return None
-            index = hnswlib.Index(space="ip", dim=self.dim)
-            index.load_index(str(self.index_path), max_elements=int(meta["capacity"]))
-            index.set_ef(EF_SEARCH)
-            return index, int(meta["generation"]), int(meta["live"])
-        except (OSError, ValueError, KeyError, RuntimeError):
-            return None
+        return None
 
     def ensure_current(self) -> None:
         """Make the in-memory index match SQLite: load, catch up or rebuild."""
@@ -185,19 +201,36 @@ class VectorIndex:
         with self._lock:
             if self._index is None:
                 return
-            index = self._index
-            _atomic_write(self.index_path, lambda tmp: index.save_index(str(tmp)))
+            folder = self.meta_path.parent
+            name = f"{self._stem}-{uuid.uuid4().hex[:12]}.hnsw"
+            self._index.save_index(str(folder / name))
+            _fsync_file(folder / name)
             meta = {
                 "format": FORMAT,
+                "file": name,
                 "model_key": self.model_key,
                 "dim": self.dim,
                 "generation": self._generation,
                 "live": self._live,
-                "capacity": index.get_max_elements(),
+                "capacity": self._index.get_max_elements(),
                 "M": M,
                 "ef_construction": EF_CONSTRUCTION,
             }
-            _atomic_write(self.meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+            tmp = folder / f"{self._stem}-{uuid.uuid4().hex[:12]}.json.tmp"
+            tmp.write_text(json.dumps(meta), encoding="utf-8")
+            _fsync_file(tmp)
+            os.replace(tmp, self.meta_path)
+            _fsync_dir(folder)
+            self._remove_old_files(keep=name)
+
+    def _remove_old_files(self, keep: str) -> None:
+        """Delete superseded graphs and leftovers of crashed saves. Files written in the
+        last moments may be another process's save in flight, so they stay for now."""
+        now = time.time()
+        for path in self.meta_path.parent.glob(f"{self._stem}-*"):
+            with contextlib.suppress(OSError):  # gone already, or open on Windows
+                if path.name != keep and now - path.stat().st_mtime > _IN_FLIGHT_S:
+                    path.unlink()
 
     # -- use ---------------------------------------------------------------------------
 

@@ -29,8 +29,8 @@ def _query(app: Clipdesk) -> np.ndarray:
 
 def test_saved_index_is_loaded_not_rebuilt(app: Clipdesk, photos: Path, tiny_spec: object) -> None:
     index = _indexed_app(app, photos, tiny_spec)
-    assert index.index_path.exists() and index.meta_path.exists()
-    assert not list(index.index_path.parent.glob("*.tmp"))
+    assert index.index_path is not None and index.index_path.exists()
+    assert not list(index.meta_path.parent.glob("*.tmp"))
     other = _fresh(app)
     assert other.search(_query(app), 5) == index.search(_query(app), 5)
     assert other.last_action == "loaded"
@@ -41,10 +41,12 @@ def test_missing_or_corrupt_index_is_rebuilt_from_sqlite(
 ) -> None:
     index = _indexed_app(app, photos, tiny_spec)
     expected = index.search(_query(app), 10)
+    assert index.index_path is not None
     index.index_path.unlink()
     rebuilt = _fresh(app)
     assert rebuilt.search(_query(app), 10) == expected
     assert rebuilt.last_action == "rebuilt"
+    assert index.index_path is not None
     index.index_path.write_bytes(b"garbage" * 10)
     again = _fresh(app)
     assert again.search(_query(app), 10) == expected
@@ -93,3 +95,26 @@ def test_index_grows_past_its_initial_capacity(
     assert len(index) == 3030
     assert index.search(extra[42], 1)[0][0] == 10_042
     assert index.last_action != "caught up"  # searched as added, no reload from SQLite
+
+
+def test_concurrent_saves_leave_a_consistent_loadable_pair(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
+    """An indexer and a searcher in other processes may save at the same moment."""
+    import threading
+
+    index = _indexed_app(app, photos, tiny_spec)
+    expected = index.search(_query(app), 10)
+    others = [_fresh(app) for _ in range(4)]
+    for other in others:
+        other.ensure_current()
+    threads = [threading.Thread(target=o.save) for o in others for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reopened = _fresh(app)
+    assert reopened.search(_query(app), 10) == expected
+    assert reopened.last_action == "loaded"
+    graphs = list(index.meta_path.parent.glob("*.hnsw"))
+    assert reopened.index_path in graphs
