@@ -122,6 +122,39 @@ class Generation(Base):
     value: Mapped[int] = mapped_column(Integer)
 
 
+class LabelSet(Base):
+    """A named list of labels the user tags photos with ("birthday, hiking, receipts")."""
+
+    __tablename__ = "label_sets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Label(Base):
+    __tablename__ = "labels"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label_set_id: Mapped[int] = mapped_column(ForeignKey("label_sets.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String)
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class PhotoTag(Base):
+    """A label given to a photo by zero-shot tagging, with its confidence and model."""
+
+    __tablename__ = "photo_tags"
+    photo_id: Mapped[int] = mapped_column(
+        ForeignKey("photos.id", ondelete="CASCADE"), primary_key=True
+    )
+    label_id: Mapped[int] = mapped_column(
+        ForeignKey("labels.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[int] = mapped_column(
+        ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
+    )
+    score: Mapped[float] = mapped_column(Float)
+
+
 _BUMP = "UPDATE generation SET value = value + 1 WHERE id = 1;"
 
 # Each migration moves the schema from version N to N+1, inside one transaction.
@@ -171,7 +204,30 @@ _MIGRATION_1 = [
     f"CREATE TRIGGER emb_del AFTER DELETE ON embeddings BEGIN {_BUMP} END",
 ]
 
-MIGRATIONS: list[list[str]] = [_MIGRATION_1]
+_MIGRATION_2 = [
+    """CREATE TABLE label_sets (
+        id INTEGER PRIMARY KEY,
+        name VARCHAR NOT NULL UNIQUE,
+        created_at FLOAT NOT NULL
+    )""",
+    """CREATE TABLE labels (
+        id INTEGER PRIMARY KEY,
+        label_set_id INTEGER NOT NULL REFERENCES label_sets(id) ON DELETE CASCADE,
+        name VARCHAR NOT NULL,
+        position INTEGER NOT NULL,
+        UNIQUE (label_set_id, name)
+    )""",
+    """CREATE TABLE photo_tags (
+        photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
+        label_id INTEGER NOT NULL REFERENCES labels(id) ON DELETE CASCADE,
+        model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+        score FLOAT NOT NULL,
+        PRIMARY KEY (photo_id, label_id, model_id)
+    )""",
+    "CREATE INDEX ix_photo_tags_label ON photo_tags (label_id, model_id)",
+]
+
+MIGRATIONS: list[list[str]] = [_MIGRATION_1, _MIGRATION_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -6,6 +6,7 @@ torch and open_clip are imported inside functions: importing this module is chea
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -36,12 +37,15 @@ class ModelSpec:
     """``ARCH:PRETRAINED`` where PRETRAINED is an open_clip tag, a weights file or ``random``.
 
     ``config_json`` carries a custom architecture (open_clip's model-config schema), so a
-    library can load the same model again without the original file.
+    library can load the same model again without the original file. ``known_key`` is the
+    key when it is already known (stored in a library, or a verified catalog download),
+    which spares hashing a large weights file again.
     """
 
     arch: str
     pretrained: str
     config_json: str | None = None
+    known_key: str | None = None
 
     @classmethod
     def parse(cls, spec: str, config_file: str | Path | None = None) -> ModelSpec:
@@ -85,9 +89,11 @@ class ModelSpec:
     def spec(self) -> str:
         return f"{self.arch}:{self.pretrained}"
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """A stable id of the weights: vectors from different keys are never mixed."""
+        if self.known_key is not None:
+            return self.known_key
         arch = self.arch
         if self.config_json is not None:
             arch += "#" + hashlib.sha256(self.config_json.encode()).hexdigest()[:12]
@@ -273,6 +279,11 @@ class ClipEncoder:
         if self.spec.is_random:
             label += " (RANDOM WEIGHTS: for tests and benchmarks only, results mean nothing)"
         return label
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned temperature (CLIP's ``logit_scale.exp()``)."""
+        return float(self.model.logit_scale.exp().item())
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         tensor: torch.Tensor = self.preprocess(image)

@@ -16,16 +16,27 @@ import numpy as np
 from sqlalchemy import func, select
 
 from clipdesk import db
-from clipdesk.embedding import DEFAULT_BATCH_SIZE, embed_pending
+from clipdesk.embedding import DEFAULT_BATCH_SIZE, embed_pending, pending_images
 from clipdesk.encoder import DEFAULT_MODEL, ClipEncoder, ModelSpec
 from clipdesk.errors import ClipdeskError, NotIndexedError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.library import Library
 from clipdesk.progress import CancelToken, Progress
 from clipdesk.scanning import ScanReport, add_folders, normalise_folder, remove_folder, scan_folders
+from clipdesk.tagging import (
+    PhotoTags,
+    create_label_set,
+    delete_label_set,
+    label_sets,
+    photos_with_tag,
+    tag_counts,
+    tag_photos,
+    tags_of_photos,
+)
 from clipdesk.vector_index import VectorIndex
 
 MODEL_SETTING = "model_key"
+TARGET_SETTING = "target_model_key"
 DEVICE_SETTING = "device"
 DEVICE_USED_SETTING = "device_used"
 
@@ -70,8 +81,9 @@ class LibraryStatus:
     model_key: str | None
     random_weights: bool
     device: str
-    index_size: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, int] = field(default_factory=dict)
+    switching_to: str | None = None  # a model being embedded, not yet serving
+    switching_done: int = 0
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -85,6 +97,9 @@ class LibraryStatus:
             "model_key": self.model_key,
             "random_weights": self.random_weights,
             "device": self.device,
+            "tags": self.tags,
+            "switching_to": self.switching_to,
+            "switching_done": self.switching_done,
         }
 
 
@@ -93,8 +108,8 @@ class Clipdesk:
 
     def __init__(self, library: Library) -> None:
         self.library = library
-        self._encoder: ClipEncoder | None = None
-        self._index: VectorIndex | None = None
+        self._encoders: dict[str, ClipEncoder] = {}
+        self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.RLock()  # guards model and index loading
 
     # -- folders -----------------------------------------------------------------------
@@ -106,9 +121,13 @@ class Clipdesk:
         return remove_folder(self.library, folder)
 
     # -- model -------------------------------------------------------------------------
+    #
+    # The *serving* model answers searches. `use_model` names a *target*; indexing embeds
+    # the library with the target while searches keep using the serving model's vectors,
+    # and the target starts serving once every photo has a vector from it.
 
-    def current_spec(self) -> ModelSpec | None:
-        key = self.library.get_setting(MODEL_SETTING)
+    def _spec_from_setting(self, setting: str) -> ModelSpec | None:
+        key = self.library.get_setting(setting)
         if key is None:
             return None
         with self.library.session() as s:
@@ -116,7 +135,15 @@ class Clipdesk:
         if row is None:
             return None
         arch, _, pretrained = row.spec.partition(":")
-        return ModelSpec(arch, pretrained, row.config_json)
+        return ModelSpec(arch, pretrained, row.config_json, known_key=row.key)
+
+    def current_spec(self) -> ModelSpec | None:
+        """The model that answers searches now."""
+        return self._spec_from_setting(MODEL_SETTING)
+
+    def target_spec(self) -> ModelSpec | None:
+        """The model being switched to, until its vectors are complete."""
+        return self._spec_from_setting(TARGET_SETTING)
 
     def _model_row(self, spec: ModelSpec, dim: int) -> db.Model:
         with self.library.session() as s:
@@ -134,38 +161,42 @@ class Clipdesk:
             return row
 
     def encoder(self, spec: ModelSpec | None = None, device: str | None = None) -> ClipEncoder:
-        """The loaded model (loading it once, under a lock); ``spec`` defaults to the
-        library's current model, then to clipdesk's default model."""
+        """A loaded model (each loaded once, under a lock); ``spec`` defaults to the
+        serving model, then to clipdesk's default model."""
         with self._lock:
             spec = spec or self.current_spec() or ModelSpec.parse(DEFAULT_MODEL)
             device = device or self.library.get_setting(DEVICE_SETTING, "auto") or "auto"
-            loaded = self._encoder
-            if (
-                loaded is None
-                or loaded.spec.key != spec.key
-                or (device != "auto" and loaded.device != device)
-            ):
-                self._encoder = None
-                self._index = None
+            loaded = self._encoders.get(spec.key)
+            if loaded is None or (device != "auto" and loaded.device != device):
                 loaded = ClipEncoder(spec, device, cache_dir=self.library.models_dir)
-                self._encoder = loaded
+                self._encoders[spec.key] = loaded
                 self.library.set_setting(DEVICE_USED_SETTING, loaded.device_reason)
             return loaded
 
-    def unload_model(self) -> None:
+    def unload_models(self) -> None:
+        """Free the loaded models (an idle app calls this); they load again on demand."""
         with self._lock:
-            self._encoder = None
+            self._encoders.clear()
 
-    def vector_index(self) -> VectorIndex:
-        """The index of the library's current model. Needs no model loaded: a similar-photo
-        search runs on stored vectors alone."""
+    def use_model(self, spec: ModelSpec, device: str | None = None) -> str:
+        """Make ``spec`` the target model; returns a sentence saying what happens next."""
+        encoder = self.encoder(spec, device)
+        row = self._model_row(encoder.spec, encoder.dim)
+        serving = self.library.get_setting(MODEL_SETTING)
+        if serving is None or serving == row.key:
+            self.library.set_setting(MODEL_SETTING, row.key)
+            self.library.set_setting(TARGET_SETTING, None)
+            return f"{spec.spec} is the library's model"
+        self.library.set_setting(TARGET_SETTING, row.key)
+        return (
+            f"switching to {spec.spec}: searches keep using {serving} until every photo "
+            "has been embedded with the new model"
+        )
+
+    def _index_for(self, key: str) -> VectorIndex:
         with self._lock:
-            key = self.library.get_setting(MODEL_SETTING)
-            if key is None:
-                raise NotIndexedError(
-                    "nothing is indexed yet: add a folder, then run `clipdesk index`"
-                )
-            if self._index is None or self._index.model_key != key:
+            index = self._indexes.get(key)
+            if index is None:
                 with self.library.session() as s:
                     row = s.scalar(select(db.Model).where(db.Model.key == key))
                 if row is None:
@@ -173,8 +204,17 @@ class Clipdesk:
                         f"the library's model {key} is not recorded; "
                         "run `clipdesk index --model ...` again"
                     )
-                self._index = VectorIndex(self.library, row.key, row.id, row.dim)
-            return self._index
+                index = VectorIndex(self.library, row.key, row.id, row.dim)
+                self._indexes[key] = index
+            return index
+
+    def vector_index(self) -> VectorIndex:
+        """The serving model's index. Needs no model loaded: a similar-photo search runs on
+        stored vectors alone."""
+        key = self.library.get_setting(MODEL_SETTING)
+        if key is None:
+            raise NotIndexedError("nothing is indexed yet: add a folder, then run `clipdesk index`")
+        return self._index_for(key)
 
     # -- indexing ----------------------------------------------------------------------
 
@@ -187,7 +227,10 @@ class Clipdesk:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> Iterator[Progress]:
-        """Rescan every folder, embed what is new, and bring the vector index up to date."""
+        """Rescan every folder, embed what is new, and bring the vector index up to date.
+
+        ``spec`` (if given) becomes the target model first, as with :meth:`use_model`.
+        """
         cancel = cancel or CancelToken()
         with self.library.exclusive("indexing"):
             yield from scan_folders(self.library, cancel, report, max_pixels)
@@ -195,10 +238,14 @@ class Clipdesk:
                 return
             if device:
                 self.library.set_setting(DEVICE_SETTING, device)
-            encoder = self.encoder(spec, device)
+            if spec is not None:
+                self.use_model(spec, device)
+            building = self.target_spec() or self.current_spec() or ModelSpec.parse(DEFAULT_MODEL)
+            encoder = self.encoder(building, device)
             row = self._model_row(encoder.spec, encoder.dim)
-            self.library.set_setting(MODEL_SETTING, row.key)
-            index = self.vector_index()
+            if self.library.get_setting(MODEL_SETTING) is None:
+                self.library.set_setting(MODEL_SETTING, row.key)
+            index = self._index_for(row.key)
             index.ensure_current()
             try:
                 yield from embed_pending(
@@ -212,19 +259,34 @@ class Clipdesk:
                 )
             finally:
                 index.save()
+            finished = not cancel.cancelled and not pending_images(self.library, row.id)
+            if finished and self.library.get_setting(TARGET_SETTING) == row.key:
+                self.library.set_setting(MODEL_SETTING, row.key)  # the switch completes
+                self.library.set_setting(TARGET_SETTING, None)
             yield Progress("index", len(index), len(index), message="index saved")
 
     # -- search ------------------------------------------------------------------------
 
+    def _allowed(self, index: VectorIndex, tag: str | None) -> set[int] | None:
+        return None if tag is None else photos_with_tag(self.library, index.model_id, tag)
+
     def _hits(
-        self, index: VectorIndex, vector: np.ndarray, k: int, exclude: int | None = None
+        self,
+        index: VectorIndex,
+        vector: np.ndarray,
+        k: int,
+        exclude: int | None = None,
+        tag: str | None = None,
     ) -> list[SearchHit]:
         """Nearest photos that still exist, best first (deleted files never show)."""
         if k <= 0:
             return []
+        allowed = self._allowed(index, tag)
+        if allowed is not None and not allowed:
+            return []
         ask = k
         while True:
-            raw = index.search(vector, ask + 8, exclude)
+            raw = index.search(vector, ask + 8, exclude, allowed)
             rows = self._photo_rows([pid for pid, _ in raw])
             hits = []
             for pid, score in raw:
@@ -242,12 +304,12 @@ class Clipdesk:
         with self.library.session() as s:
             return {p.id: p for p in s.scalars(select(db.Photo).where(db.Photo.id.in_(ids)))}
 
-    def search_text(self, query: str, k: int = 20) -> list[SearchHit]:
+    def search_text(self, query: str, k: int = 20, tag: str | None = None) -> list[SearchHit]:
         if not query.strip():
             raise ClipdeskError("the search text is empty")
         index = self.vector_index()
         vector = self.encoder().encode_texts([query])[0]
-        return self._hits(index, vector, k)
+        return self._hits(index, vector, k, tag=tag)
 
     def find_photo(self, path: str | Path) -> db.Photo | None:
         raw = os.path.abspath(os.path.expanduser(os.fspath(path)))
@@ -267,33 +329,76 @@ class Clipdesk:
             )
         return None if blob is None else np.frombuffer(blob, dtype=np.float32)
 
-    def search_image(self, image: str | Path | db.Photo, k: int = 20) -> list[SearchHit]:
+    def search_image(
+        self, image: str | Path | db.Photo, k: int = 20, tag: str | None = None
+    ) -> list[SearchHit]:
         """Photos that look like ``image``: a library photo, or any image file."""
         index = self.vector_index()
         if isinstance(image, db.Photo):
-            return self.similar(image, k)
+            return self.similar(image, k, tag)
         path = os.fspath(image)
         try:
             rgb = load_rgb(path, self.encoder().image_size)
         except ImageRejected as exc:
             raise ClipdeskError(f"cannot use {path} as a query image: {exc}") from exc
         vector = self.encoder().encode_images([rgb])[0]
-        return self._hits(index, vector, k)
+        return self._hits(index, vector, k, tag=tag)
 
-    def similar(self, photo: db.Photo | str | Path, k: int = 20) -> list[SearchHit]:
+    def similar(
+        self, photo: db.Photo | str | Path, k: int = 20, tag: str | None = None
+    ) -> list[SearchHit]:
         """Nearest neighbours of a photo (itself left out); uses its stored vector when
         it has one, so no model is needed."""
         found = photo if isinstance(photo, db.Photo) else self.find_photo(photo)
         if found is None:
             if not os.path.isfile(os.fspath(photo)):  # type: ignore[arg-type]
                 raise ClipdeskError(f"no such photo: {photo}")
-            return self.search_image(os.fspath(photo), k)  # type: ignore[arg-type]
+            return self.search_image(os.fspath(photo), k, tag)  # type: ignore[arg-type]
         vector = self.photo_vector(found)
         if vector is None:
             if found.error:
                 raise ClipdeskError(f"{found.path} could not be indexed: {found.error}")
-            return self.search_image(found.path, k)
-        return self._hits(self.vector_index(), vector, k, exclude=found.id)
+            return self.search_image(found.path, k, tag)
+        return self._hits(self.vector_index(), vector, k, exclude=found.id, tag=tag)
+
+    # -- tagging -----------------------------------------------------------------------
+
+    def create_label_set(self, name: str, labels: list[str]) -> int:
+        return create_label_set(self.library, name, labels)
+
+    def label_sets(self) -> dict[str, list[str]]:
+        return label_sets(self.library)
+
+    def delete_label_set(self, name: str) -> None:
+        delete_label_set(self.library, name)
+
+    def tag(
+        self,
+        label_set: str,
+        folder: str | Path | None = None,
+        multi: bool = False,
+        prompts: str = "ensemble",
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Progress]:
+        """Tag the indexed photos (under ``folder``) from their stored vectors."""
+        index = self.vector_index()
+        target = None if folder is None else normalise_folder(folder)
+        if target is not None and not any(
+            target == r.path
+            or target.startswith(r.path.rstrip(os.sep) + os.sep)
+            or r.path.startswith(target.rstrip(os.sep) + os.sep)
+            for r in self.library.roots()
+        ):
+            raise ClipdeskError(f"{folder} is not inside a library folder")
+        encoder = self.encoder()
+        yield from tag_photos(
+            self.library, encoder, index.model_id, label_set, target, multi, prompts, cancel
+        )
+
+    def photo_tags(self, label_set: str, folder: str | Path | None = None) -> list[PhotoTags]:
+        index = self.vector_index()
+        target = None if folder is None else normalise_folder(folder)
+        return tags_of_photos(self.library, index.model_id, label_set, target)
 
     # -- status ------------------------------------------------------------------------
 
@@ -322,6 +427,21 @@ class Clipdesk:
                         os.path.isdir(root.path),
                     )
                 )
+            target = self.target_spec()
+            switching_done = 0
+            if target is not None:
+                target_id = s.scalar(select(db.Model.id).where(db.Model.key == target.key))
+                by_target = select(db.Embedding.fingerprint).where(
+                    db.Embedding.model_id == target_id
+                )
+                switching_done = (
+                    s.scalar(
+                        select(func.count()).where(
+                            db.Photo.fingerprint.in_(by_target), db.Photo.error.is_(None)
+                        )
+                    )
+                    or 0
+                )
         device_pref = self.library.get_setting(DEVICE_SETTING, "auto") or "auto"
         used = self.library.get_setting(DEVICE_USED_SETTING)
         device = used if used else f"{device_pref} (no model run yet)"
@@ -340,4 +460,7 @@ class Clipdesk:
             model_key=key,
             random_weights=bool(spec and spec.is_random),
             device=device,
+            tags=tag_counts(self.library, model_id) if model_id is not None else {},
+            switching_to=target.spec if target else None,
+            switching_done=switching_done,
         )

@@ -34,6 +34,8 @@ M = 16
 EF_CONSTRUCTION = 100
 EF_SEARCH = 128
 _LOAD_CHUNK = 20_000
+# A tag filter with at most this many photos is searched exactly, without the graph.
+_EXACT_FILTER_LIMIT = 20_000
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -252,18 +254,54 @@ class VectorIndex:
         return self._live
 
     def search(
-        self, vector: np.ndarray, k: int, exclude: int | None = None
+        self,
+        vector: np.ndarray,
+        k: int,
+        exclude: int | None = None,
+        allowed: set[int] | None = None,
     ) -> list[tuple[int, float]]:
-        """The ``k`` nearest photo ids by cosine similarity, best first."""
+        """The ``k`` nearest photo ids by cosine similarity, best first, optionally only
+        among ``allowed`` ids (a tag filter)."""
         self.ensure_current()
         with self._lock:
             if self._live == 0:
                 return []
+            if allowed is not None and len(allowed) <= _EXACT_FILTER_LIMIT:
+                return self._exact_among(vector, k, exclude, allowed)
             want = min(k + (1 if exclude is not None else 0), self._live)
+            if allowed is not None:
+                want = min(want, len(allowed))
             self._index.set_ef(max(EF_SEARCH, want))
-            labels, distances = self._index.knn_query(vector.reshape(1, -1), k=want)
+            try:
+                labels, distances = self._index.knn_query(
+                    vector.reshape(1, -1),
+                    k=want,
+                    filter=None if allowed is None else allowed.__contains__,
+                )
+            except RuntimeError:  # fewer matches than asked for under the filter
+                return self._exact_among(vector, k, exclude, allowed or set())
         hits = [
             (int(label), float(1.0 - dist))
-            for label, dist in zip(labels[0], distances[0], strict=False)
+            for label, dist in zip(labels[0], distances[0], strict=True)
         ]
         return [hit for hit in hits if hit[0] != exclude][:k]
+
+    def _exact_among(
+        self, vector: np.ndarray, k: int, exclude: int | None, allowed: set[int]
+    ) -> list[tuple[int, float]]:
+        present = set(self._index.get_ids_list())
+        ids = [i for i in allowed if i in present and i != exclude]
+        if not ids:
+            return []
+        try:
+            vectors = np.asarray(self._index.get_items(ids), dtype=np.float32)
+        except RuntimeError:  # some were marked deleted: take them one by one
+            kept, rows = [], []
+            for i in ids:
+                with contextlib.suppress(RuntimeError):
+                    rows.append(self._index.get_items([i])[0])
+                    kept.append(i)
+            ids, vectors = kept, np.asarray(rows, dtype=np.float32).reshape(len(kept), -1)
+        scores = vectors @ vector
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(ids[i], float(scores[i])) for i in order]

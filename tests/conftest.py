@@ -49,5 +49,5 @@ def app(library: object, tiny_encoder: object) -> object:
     from clipdesk.services import Clipdesk
 
     service = Clipdesk(library)  # type: ignore[arg-type]
-    service._encoder = tiny_encoder  # type: ignore[assignment]  # load once per session
+    service._encoders[tiny_encoder.spec.key] = tiny_encoder  # type: ignore[attr-defined]  # once per session
     return service

@@ -105,3 +105,24 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
         pass
     lib.close()
     other.close()
+
+
+def test_a_version_1_library_is_upgraded_keeping_its_data(tmp_path: Path) -> None:
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    raw = sqlite3.connect(folder / "library.sqlite3")
+    for statement in db.MIGRATIONS[0]:
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute("INSERT INTO settings (key, value) VALUES ('model_key', 'm')")
+    raw.commit()
+    raw.close()
+    lib = Library(folder)
+    with lib.engine.connect() as conn:
+        assert db.schema_version(conn) == db.SCHEMA_VERSION
+    assert lib.get_setting("model_key") == "m"
+    raw = sqlite3.connect(folder / "library.sqlite3")
+    tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    raw.close()
+    assert {"label_sets", "labels", "photo_tags"} <= tables
+    lib.close()

@@ -200,3 +200,52 @@ def test_scan_report_counts(app: Clipdesk, photos: Path, tiny_spec: object) -> N
     assert (report.seen, report.new) == (30, 30)
     with app.library.session() as s:
         assert s.scalar(select(func.count()).select_from(db.Embedding)) == 30
+
+
+def test_switching_models_keeps_serving_the_old_vectors_until_complete(
+    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path
+) -> None:
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from clipdesk.encoder import ModelSpec
+    from tests.helpers import TINY_CONFIG
+
+    first = tiny_spec
+    app.add_folders([photos])
+    _index(app, first)
+    # A second model: the same tiny architecture with other weights, from a file.
+    config = tmp_path / "tiny-b.json"
+    config.write_text(TINY_CONFIG.read_text())
+    open_clip.add_model_config(config)
+    torch.manual_seed(1)
+    weights = tmp_path / "b.safetensors"
+    save_file(open_clip.create_model("tiny-b", pretrained=None).state_dict(), str(weights))
+    second = ModelSpec.parse(f"tiny-b:{weights}", config)
+
+    message = app.use_model(second, "cpu")
+    assert "keep using" in message
+    status = app.status()
+    assert status.switching_to == second.spec and status.switching_done == 0
+    assert status.model_key == first.key  # type: ignore[attr-defined]
+
+    cancel = CancelToken()
+    for p in app.index(None, "cpu", cancel, batch_size=8):
+        if p.phase == "embed":
+            cancel.cancel()
+    assert app.current_spec().key == first.key  # type: ignore[union-attr, attr-defined]
+    assert len(app.search_text("a hat", k=30)) == 30  # old vectors still answer
+    assert app.status().switching_done == 8
+
+    _index(app, None)
+    status = app.status()
+    assert status.model_key == second.key and status.switching_to is None
+    assert status.indexed == 30
+    with app.library.session() as s:
+        per_model = dict(
+            s.execute(
+                select(db.Embedding.model_id, func.count()).group_by(db.Embedding.model_id)
+            ).all()
+        )
+    assert sorted(per_model.values()) == [30, 30]  # every vector carries its model id

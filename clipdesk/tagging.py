@@ -1,0 +1,385 @@
+"""Zero-shot tagging: the user's own labels, matched against stored photo vectors.
+
+Text side, as in the CLIP paper: every label is put into several prompt templates, each
+prompt's embedding is normalised, the prompts are averaged and the mean re-normalised.
+Photos are never embedded again: their stored vectors are used.
+
+Deciding (no hand-set constants):
+
+- A *neutral background* class is built the same way from prompts that name nothing
+  ("a photo.", "an image." ...). A label must beat it to be given at all.
+- Single-label mode: softmax over the labels and the background, with the model's own
+  learned temperature (``logit_scale``); the best class wins, and if that is the
+  background the photo gets no tag ("none"). The score is that softmax probability.
+- Multi-label mode: each label is judged on its own, against the background (a two-way
+  softmax, i.e. a sigmoid of the logit margin). Its threshold is derived from how that
+  label scores over the photos being tagged: Otsu's split of the distribution of its
+  probabilities, never below 0.5 (the point where the label stops beating the
+  background). A label that suits everything ("photo") thus needs more to be given than
+  a rare, sharply separated one. With fewer than two distinct scores there is no
+  distribution to split, and 0.5 alone is used.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+from sqlalchemy import delete, func, select
+
+from clipdesk import db
+from clipdesk.errors import ClipdeskError
+from clipdesk.library import Library
+from clipdesk.progress import CancelToken, Progress, RateMeter
+
+if TYPE_CHECKING:
+    from clipdesk.encoder import ClipEncoder
+
+# Made for personal photo collections: the ImageNet templates speak of "itap of" and
+# "a plastic {}", which fit web images more than someone's own pictures.
+PERSONAL_TEMPLATES = (
+    "a photo of {}.",
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a photo of my {}.",
+    "a picture of {}.",
+    "a snapshot of {}.",
+    "a close-up photo of {}.",
+    "a photo showing {}.",
+    "a phone photo of {}.",
+    "{}",
+)
+SINGLE_TEMPLATE = ("a photo of a {}.",)
+BACKGROUND_PROMPTS = (
+    "a photo.",
+    "a picture.",
+    "an image.",
+    "a photo of something.",
+    "a snapshot.",
+    "a phone photo.",
+)
+_CHUNK = 8192  # photos per scoring step and transaction
+
+
+def prompt_templates(kind: str) -> tuple[str, ...]:
+    """``ensemble`` (80 ImageNet templates of the CLIP paper + personal ones) or ``single``."""
+    if kind == "single":
+        return SINGLE_TEMPLATE
+    if kind != "ensemble":
+        raise ClipdeskError(f"unknown prompt set {kind!r}: use ensemble or single")
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    imagenet = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
+    return imagenet + tuple(t for t in PERSONAL_TEMPLATES if t not in imagenet)
+
+
+def _mean_direction(vectors: np.ndarray) -> np.ndarray:
+    mean = vectors.mean(axis=0)
+    return np.asarray(mean / np.linalg.norm(mean), dtype=np.float32)
+
+
+def label_embeddings(
+    encoder: ClipEncoder, labels: Sequence[str], templates: Sequence[str]
+) -> np.ndarray:
+    """One unit vector per label: normalised prompt embeddings, averaged, re-normalised."""
+    rows = []
+    for label in labels:
+        prompts = [template.format(label) for template in templates]
+        rows.append(_mean_direction(encoder.encode_texts(prompts)))
+    return np.stack(rows).astype(np.float32)
+
+
+def background_embedding(encoder: ClipEncoder) -> np.ndarray:
+    return _mean_direction(encoder.encode_texts(list(BACKGROUND_PROMPTS))).astype(np.float32)
+
+
+def otsu_threshold(values: np.ndarray) -> float | None:
+    """The split of ``values`` into two groups with the largest between-group variance."""
+    ordered = np.sort(values.astype(np.float64))
+    if len(ordered) < 2 or ordered[0] == ordered[-1]:
+        return None
+    n = len(ordered)
+    cumsum = np.cumsum(ordered)
+    left_n = np.arange(1, n)
+    left_mean = cumsum[:-1] / left_n
+    right_mean = (cumsum[-1] - cumsum[:-1]) / (n - left_n)
+    between = left_n * (n - left_n) * (left_mean - right_mean) ** 2
+    best = int(np.argmax(between))
+    return float((ordered[best] + ordered[best + 1]) / 2)
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """Label vectors, the background vector and the model's temperature."""
+
+    labels: tuple[str, ...]
+    label_vectors: np.ndarray  # (L, D)
+    background: np.ndarray  # (D,)
+    logit_scale: float
+
+    def logits(self, photos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            self.logit_scale * (photos @ self.label_vectors.T),
+            self.logit_scale * (photos @ self.background),
+        )
+
+    def single(self, photos: np.ndarray) -> list[list[tuple[int, float]]]:
+        label_logits, bg_logits = self.logits(photos)
+        logits = np.concatenate([label_logits, bg_logits[:, None]], axis=1)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        best = probs.argmax(axis=1)
+        none = len(self.labels)
+        return [
+            [] if b == none else [(int(b), float(p[b]))] for b, p in zip(best, probs, strict=True)
+        ]
+
+    def label_probabilities(self, photos: np.ndarray) -> np.ndarray:
+        """(N, L): each label against the background alone (two-way softmax)."""
+        label_logits, bg_logits = self.logits(photos)
+        margin = label_logits - bg_logits[:, None]
+        return np.asarray(1.0 / (1.0 + np.exp(-margin)), dtype=np.float64)
+
+    def thresholds(self, probabilities: np.ndarray) -> np.ndarray:
+        floors = []
+        for column in probabilities.T:
+            split = otsu_threshold(column)
+            floors.append(0.5 if split is None else max(0.5, split))
+        return np.array(floors, dtype=np.float64)
+
+    def multi(
+        self, probabilities: np.ndarray, thresholds: np.ndarray
+    ) -> list[list[tuple[int, float]]]:
+        decided = []
+        for row in probabilities:
+            chosen = [(int(j), float(row[j])) for j in np.nonzero(row >= thresholds)[0]]
+            decided.append(sorted(chosen, key=lambda item: -item[1]))
+        return decided
+
+
+# -- label sets -------------------------------------------------------------------------
+
+
+def create_label_set(library: Library, name: str, labels: Sequence[str]) -> int:
+    """Create or replace a label set; returns the number of labels."""
+    cleaned = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
+    if not name.strip():
+        raise ClipdeskError("a label set needs a name")
+    if not cleaned:
+        raise ClipdeskError("a label set needs at least one label")
+    with library.session() as s:
+        existing = s.scalar(select(db.LabelSet).where(db.LabelSet.name == name))
+        if existing is not None:
+            s.delete(existing)  # its labels and tags go with it
+            s.flush()
+        label_set = db.LabelSet(name=name, created_at=time.time())
+        s.add(label_set)
+        s.flush()
+        s.add_all(
+            db.Label(label_set_id=label_set.id, name=label, position=i)
+            for i, label in enumerate(cleaned)
+        )
+        s.commit()
+    return len(cleaned)
+
+
+def label_sets(library: Library) -> dict[str, list[str]]:
+    with library.session() as s:
+        rows = s.execute(
+            select(db.LabelSet.name, db.Label.name)
+            .join(db.Label, db.Label.label_set_id == db.LabelSet.id)
+            .order_by(db.LabelSet.name, db.Label.position)
+        ).all()
+    result: dict[str, list[str]] = {}
+    for set_name, label in rows:
+        result.setdefault(set_name, []).append(label)
+    return result
+
+
+def delete_label_set(library: Library, name: str) -> None:
+    with library.session() as s:
+        existing = s.scalar(select(db.LabelSet).where(db.LabelSet.name == name))
+        if existing is None:
+            raise ClipdeskError(f"no label set named {name!r}")
+        s.delete(existing)
+        s.commit()
+
+
+def _labels_of(library: Library, name: str) -> list[db.Label]:
+    with library.session() as s:
+        labels = list(
+            s.scalars(
+                select(db.Label)
+                .join(db.LabelSet, db.LabelSet.id == db.Label.label_set_id)
+                .where(db.LabelSet.name == name)
+                .order_by(db.Label.position)
+            )
+        )
+    if not labels:
+        known = ", ".join(label_sets(library)) or "none yet"
+        raise ClipdeskError(
+            f"no label set named {name!r} (known: {known}); create one with "
+            "`clipdesk labels create NAME LABEL...`"
+        )
+    return labels
+
+
+def under_folder(folder: str) -> object:
+    """A SQL condition: the photo's path lies inside ``folder`` (a byte-range scan)."""
+    base = folder.rstrip(os.sep) + os.sep
+    upper = base[:-1] + chr(ord(os.sep) + 1)
+    return (db.Photo.path >= base) & (db.Photo.path < upper)
+
+
+# -- tagging ----------------------------------------------------------------------------
+
+
+def _indexed_photos(
+    library: Library, model_id: int, folder: str | None, *columns: object
+) -> list[tuple[object, ...]]:
+    """Rows of ``columns`` for the photos with a vector under ``model_id``, by path."""
+    query = (
+        select(*columns)  # type: ignore[call-overload]
+        .join(db.Embedding, db.Embedding.fingerprint == db.Photo.fingerprint)
+        .where(db.Embedding.model_id == model_id, db.Photo.error.is_(None))
+        .order_by(db.Photo.path)
+    )
+    if folder is not None:
+        query = query.where(under_folder(folder))
+    with library.session() as s:
+        return [tuple(row) for row in s.execute(query).all()]
+
+
+def _photo_vectors(
+    library: Library, model_id: int, folder: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    rows = _indexed_photos(library, model_id, folder, db.Photo.id, db.Embedding.vector)
+    ids = np.asarray([row[0] for row in rows], dtype=np.int64)
+    if not rows:
+        return ids, np.zeros((0, 0), np.float32)
+    blob = b"".join(row[1] for row in rows)  # type: ignore[misc]
+    return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), -1)
+
+
+def tag_photos(
+    library: Library,
+    encoder: ClipEncoder,
+    model_id: int,
+    label_set: str,
+    folder: str | None = None,
+    multi: bool = False,
+    prompts: str = "ensemble",
+    cancel: CancelToken | None = None,
+) -> Iterator[Progress]:
+    """Tag every indexed photo (under ``folder``) with labels of ``label_set``.
+
+    Earlier tags from the same label set and model on those photos are replaced.
+    """
+    cancel = cancel or CancelToken()
+    labels = _labels_of(library, label_set)
+    ids, vectors = _photo_vectors(library, model_id, folder)
+    meter = RateMeter(total=len(ids))
+    if not len(ids):
+        yield meter.report("tag", 0, message="no indexed photos to tag")
+        return
+    classifier = Classifier(
+        tuple(label.name for label in labels),
+        label_embeddings(encoder, [label.name for label in labels], prompt_templates(prompts)),
+        background_embedding(encoder),
+        encoder.logit_scale,
+    )
+    thresholds = None
+    if multi:
+        thresholds = classifier.thresholds(classifier.label_probabilities(vectors))
+    label_ids = [label.id for label in labels]
+    for start in range(0, len(ids), _CHUNK):
+        chunk_ids = ids[start : start + _CHUNK]
+        chunk = vectors[start : start + _CHUNK]
+        if thresholds is not None:
+            decisions = classifier.multi(classifier.label_probabilities(chunk), thresholds)
+        else:
+            decisions = classifier.single(chunk)
+        with library.session() as s:
+            s.execute(
+                delete(db.PhotoTag).where(
+                    db.PhotoTag.photo_id.in_(chunk_ids.tolist()),
+                    db.PhotoTag.label_id.in_(label_ids),
+                    db.PhotoTag.model_id == model_id,
+                )
+            )
+            s.add_all(
+                db.PhotoTag(
+                    photo_id=int(photo_id),
+                    label_id=label_ids[j],
+                    model_id=model_id,
+                    score=score,
+                )
+                for photo_id, chosen in zip(chunk_ids, decisions, strict=True)
+                for j, score in chosen
+            )
+            s.commit()
+        yield meter.report("tag", min(start + _CHUNK, len(ids)), message="tagging photos")
+        if cancel.cancelled:
+            return
+
+
+@dataclass(frozen=True)
+class PhotoTags:
+    photo_id: int
+    path: str
+    tags: list[tuple[str, float]]  # best first
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "tags": [{"label": label, "score": round(score, 6)} for label, score in self.tags],
+        }
+
+
+def tags_of_photos(
+    library: Library, model_id: int, label_set: str, folder: str | None = None
+) -> list[PhotoTags]:
+    """Every indexed photo (under ``folder``) with its tags from one label set."""
+    labels = {label.id: label.name for label in _labels_of(library, label_set)}
+    photos = _indexed_photos(library, model_id, folder, db.Photo.id, db.Photo.path)
+    with library.session() as s:
+        rows = s.execute(
+            select(db.PhotoTag.photo_id, db.PhotoTag.label_id, db.PhotoTag.score).where(
+                db.PhotoTag.label_id.in_(list(labels)), db.PhotoTag.model_id == model_id
+            )
+        ).all()
+    tags: dict[int, list[tuple[str, float]]] = {}
+    for photo_id, label_id, score in rows:
+        tags.setdefault(photo_id, []).append((labels[label_id], score))
+    return [
+        PhotoTags(pid, path, sorted(tags.get(pid, []), key=lambda t: -t[1]))
+        for pid, path in cast(list[tuple[int, str]], photos)
+    ]
+
+
+def photos_with_tag(library: Library, model_id: int, label: str) -> set[int]:
+    with library.session() as s:
+        return set(
+            s.scalars(
+                select(db.PhotoTag.photo_id)
+                .join(db.Label, db.Label.id == db.PhotoTag.label_id)
+                .where(db.Label.name == label, db.PhotoTag.model_id == model_id)
+            )
+        )
+
+
+def tag_counts(library: Library, model_id: int) -> dict[str, int]:
+    with library.session() as s:
+        rows = s.execute(
+            select(db.Label.name, func.count(func.distinct(db.PhotoTag.photo_id)))
+            .join(db.PhotoTag, db.PhotoTag.label_id == db.Label.id)
+            .where(db.PhotoTag.model_id == model_id)
+            .group_by(db.Label.name)
+            .order_by(db.Label.name)
+        ).all()
+    return {name: int(count) for name, count in rows}
