@@ -14,8 +14,18 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = (REPO.parent / "shared" / "data").resolve()
 
 _FLAGS_OF_INTEREST = (
-    "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-    "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "avx_vnni",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "avx_vnni",
 )
 
 
@@ -64,8 +74,10 @@ def print_machine(title: str, torch_threads: bool = True) -> None:
     if torch_threads:
         import torch
 
-        print(f"torch     : {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
-              f"{torch.get_num_interop_threads()} inter-op threads")
+        print(
+            f"torch     : {torch.__version__}, {torch.get_num_threads()} intra-op threads, "
+            f"{torch.get_num_interop_threads()} inter-op threads"
+        )
     print(flush=True)
 
 
@@ -73,8 +85,10 @@ def require_data(*parts: str) -> Path | None:
     """The data folder (or a folder under it), or None after printing why it is skipped."""
     path = DATA.joinpath(*parts)
     if not path.is_dir():
-        print(f"SKIPPED: benchmark data not found at {path} "
-              "(expected ../shared/data next to the repository)")
+        print(
+            f"SKIPPED: benchmark data not found at {path} "
+            "(expected ../shared/data next to the repository)"
+        )
         return None
     return path
 
@@ -129,8 +143,10 @@ class LoadMonitor:
     def describe(self) -> str:
         if not self.wall_s >= 0.5:
             return "load: too short to tell"
-        return (f"other processes used {self.foreign_cores:.2f} cores on average "
-                f"(steal {self.steal_frac:.1%})")
+        return (
+            f"other processes used {self.foreign_cores:.2f} cores on average "
+            f"(steal {self.steal_frac:.1%})"
+        )
 
 
 def _steal() -> int:
@@ -166,6 +182,9 @@ def wait_for_quiet(max_wait_s: float, threshold: float = 0.15, window_s: float =
         if not mon.foreign_cores >= threshold:  # quiet, or /proc/stat unreadable
             return time.perf_counter() - start
         if time.perf_counter() - start > max_wait_s:
-            print(f"  (machine still busy after {max_wait_s:.0f} s: {mon.describe()}; "
-                  "measuring anyway)", flush=True)
+            print(
+                f"  (machine still busy after {max_wait_s:.0f} s: {mon.describe()}; "
+                "measuring anyway)",
+                flush=True,
+            )
             return time.perf_counter() - start

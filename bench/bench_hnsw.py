@@ -50,7 +50,8 @@ def perturbed(rng: np.random.Generator, data: np.ndarray, n: int, noise: float) 
     """Dataset rows plus Gaussian noise of norm ~``noise``, renormalised."""
     rows = data[rng.choice(len(data), size=n, replace=False)].copy()
     rows += rng.standard_normal(rows.shape, dtype=np.float32) * np.float32(
-        noise / np.sqrt(data.shape[1]))
+        noise / np.sqrt(data.shape[1])
+    )
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     return rows
 
@@ -87,12 +88,20 @@ def latencies(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
 
 
 def fmt_lat(ms: np.ndarray) -> str:
-    return (f"p50 {np.percentile(ms, 50):6.3f} ms, p95 {np.percentile(ms, 95):6.3f} ms, "
-            f"mean {ms.mean():6.3f} ms")
+    return (
+        f"p50 {np.percentile(ms, 50):6.3f} ms, p95 {np.percentile(ms, 95):6.3f} ms, "
+        f"mean {ms.mean():6.3f} ms"
+    )
 
 
-def lowrank_rows(rng: np.random.Generator, n: int, dim: int, rank: int = 32,
-                 noise: float = 0.3, chunk: int = 100_000) -> np.ndarray:
+def lowrank_rows(
+    rng: np.random.Generator,
+    n: int,
+    dim: int,
+    rank: int = 32,
+    noise: float = 0.3,
+    chunk: int = 100_000,
+) -> np.ndarray:
     """Unit vectors near a random ``rank``-dimensional subspace, plus a shared mean
     direction: a synthetic stand-in for embeddings, which have low intrinsic dimension
     and are not centred. Seeded by ``rng`` (same subspace for data and queries)."""
@@ -102,10 +111,8 @@ def lowrank_rows(rng: np.random.Generator, n: int, dim: int, rank: int = 32,
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        part = rng.standard_normal((m, rank), dtype=np.float32) @ basis / np.float32(
-            np.sqrt(rank))
-        part += rng.standard_normal((m, dim), dtype=np.float32) * np.float32(
-            noise / np.sqrt(dim))
+        part = rng.standard_normal((m, rank), dtype=np.float32) @ basis / np.float32(np.sqrt(rank))
+        part += rng.standard_normal((m, dim), dtype=np.float32) * np.float32(noise / np.sqrt(dim))
         part += np.float32(0.6) * mean
         part /= np.linalg.norm(part, axis=1, keepdims=True)
         out[start : start + m] = part
@@ -116,8 +123,11 @@ def bench_size(n: int, kind: str, args, params) -> dict[str, float]:
     import hnswlib
 
     m, ef_c, ef_s = params
-    print(f"\n===== N = {n:,} x {args.dim} float32, {kind} "
-          f"({n * args.dim * 4 / 2**30:.2f} GiB of vectors) =====", flush=True)
+    print(
+        f"\n===== N = {n:,} x {args.dim} float32, {kind} "
+        f"({n * args.dim * 4 / 2**30:.2f} GiB of vectors) =====",
+        flush=True,
+    )
     rng = np.random.default_rng(n)
     t = time.perf_counter()
     if kind == "random":
@@ -136,11 +146,14 @@ def bench_size(n: int, kind: str, args, params) -> dict[str, float]:
     exact_s = time.perf_counter() - t
     top1 = np.sum(q_near * data[truth_near[:, 0]], axis=1)
     tenth = np.sum(q_near * data[truth_near[:, K - 1]], axis=1)
-    print(f"exact top-{K} (numpy, {2 * args.queries} queries) in {exact_s:.1f} s; perturbed "
-          f"queries: cosine to 1st {top1.mean():.3f}, to 10th {tenth.mean():.3f}; fresh "
-          f"queries: cosine to 1st "
-          f"{np.sum(q_random * data[truth_random[:, 0]], axis=1).mean():.3f}, to 10th "
-          f"{np.sum(q_random * data[truth_random[:, K - 1]], axis=1).mean():.3f}", flush=True)
+    print(
+        f"exact top-{K} (numpy, {2 * args.queries} queries) in {exact_s:.1f} s; perturbed "
+        f"queries: cosine to 1st {top1.mean():.3f}, to 10th {tenth.mean():.3f}; fresh "
+        f"queries: cosine to 1st "
+        f"{np.sum(q_random * data[truth_random[:, 0]], axis=1).mean():.3f}, to 10th "
+        f"{np.sum(q_random * data[truth_random[:, K - 1]], axis=1).mean():.3f}",
+        flush=True,
+    )
 
     index = hnswlib.Index(space="ip", dim=args.dim)
     index.init_index(max_elements=n, ef_construction=ef_c, M=m)
@@ -153,11 +166,17 @@ def bench_size(n: int, kind: str, args, params) -> dict[str, float]:
             index.add_items(data[start : start + chunk], np.arange(start, min(n, start + chunk)))
             done = min(n, start + chunk)
             el = time.perf_counter() - t0
-            print(f"  build {done:>9,}/{n:,}  {el:7.1f} s  ({done / el:7.0f} vectors/s, "
-                  f"eta {el / done * (n - done):6.0f} s)", flush=True)
+            print(
+                f"  build {done:>9,}/{n:,}  {el:7.1f} s  ({done / el:7.0f} vectors/s, "
+                f"eta {el / done * (n - done):6.0f} s)",
+                flush=True,
+            )
         build_s = time.perf_counter() - t0
-    print(f"build: {build_s:.1f} s ({n / build_s:.0f} vectors/s) with "
-          f"{index.num_threads} threads | {mon.describe()}", flush=True)
+    print(
+        f"build: {build_s:.1f} s ({n / build_s:.0f} vectors/s) with "
+        f"{index.num_threads} threads | {mon.describe()}",
+        flush=True,
+    )
 
     result: dict[str, float] = {"n": n, "kind": kind, "build_s": build_s, "exact_s": exact_s}
     index.set_num_threads(1)
@@ -170,21 +189,30 @@ def bench_size(n: int, kind: str, args, params) -> dict[str, float]:
             lab_n, ms_n = latencies(index, q_near, K)
             r_r, r_n = recall(lab_r, truth_random), recall(lab_n, truth_near)
             mark = "  <- clipdesk EF_SEARCH" if ef == ef_s else ""
-            print(f"  ef {ef:4d}: recall@{K} random {r_r:.3f}, perturbed {r_n:.3f} | random "
-                  f"{fmt_lat(ms_r)} | perturbed {fmt_lat(ms_n)}{mark}", flush=True)
+            print(
+                f"  ef {ef:4d}: recall@{K} random {r_r:.3f}, perturbed {r_n:.3f} | random "
+                f"{fmt_lat(ms_r)} | perturbed {fmt_lat(ms_n)}{mark}",
+                flush=True,
+            )
             if ef == ef_s:
-                result.update(recall_random=r_r, recall_near=r_n,
-                              p50_random=np.percentile(ms_r, 50),
-                              p95_random=np.percentile(ms_r, 95),
-                              p50_near=np.percentile(ms_n, 50), p95_near=np.percentile(ms_n, 95))
+                result.update(
+                    recall_random=r_r,
+                    recall_near=r_n,
+                    p50_random=np.percentile(ms_r, 50),
+                    p95_random=np.percentile(ms_r, 95),
+                    p50_near=np.percentile(ms_n, 50),
+                    p95_near=np.percentile(ms_n, 95),
+                )
     print(f"  (queries one at a time, 1 thread | {mon.describe()})")
 
     index.set_ef(ef_s)
     index.set_num_threads(os.cpu_count() or 1)
     t = time.perf_counter()
     index.knn_query(q_random, k=K)
-    print(f"batched knn_query of {len(q_random)} random queries, all threads: "
-          f"{len(q_random) / (time.perf_counter() - t):.0f} queries/s")
+    print(
+        f"batched knn_query of {len(q_random)} random queries, all threads: "
+        f"{len(q_random) / (time.perf_counter() - t):.0f} queries/s"
+    )
 
     with tempfile.TemporaryDirectory(prefix="clipdesk-hnsw-", dir=args.tmp) as tmp:
         path = os.path.join(tmp, "bench.hnsw")
@@ -201,9 +229,12 @@ def bench_size(n: int, kind: str, args, params) -> dict[str, float]:
         load_s = time.perf_counter() - t
         loaded.set_ef(ef_s)
         lab_n, _ = latencies(loaded, q_near, K)
-        print(f"save_index {save_s:.2f} s, file {size / 2**20:.0f} MiB "
-              f"({size / n:.0f} bytes/vector); load_index {load_s:.2f} s (page cache warm); "
-              f"recall after load (perturbed) {recall(lab_n, truth_near):.3f}", flush=True)
+        print(
+            f"save_index {save_s:.2f} s, file {size / 2**20:.0f} MiB "
+            f"({size / n:.0f} bytes/vector); load_index {load_s:.2f} s (page cache warm); "
+            f"recall after load (perturbed) {recall(lab_n, truth_near):.3f}",
+            flush=True,
+        )
         del loaded
     result.update(save_s=save_s, file_mib=size / 2**20, load_s=load_s)
     del data
@@ -228,39 +259,66 @@ def bench_clipdesk(n: int, args) -> None:
         try:
             t = time.perf_counter()
             with library.engine.begin() as conn:
-                conn.execute(text("INSERT INTO roots (id, path, added_at) VALUES (1, :p, 0)"),
-                             {"p": os.fsencode(os.path.join(tmp, "photos"))})
-                conn.execute(text("INSERT INTO models (id, key, spec, dim, created_at) VALUES "
-                                  "(1, 'bench:random', 'bench:random', :d, 0)"), {"d": args.dim})
+                conn.execute(
+                    text("INSERT INTO roots (id, path, added_at) VALUES (1, :p, 0)"),
+                    {"p": os.fsencode(os.path.join(tmp, "photos"))},
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO models (id, key, spec, dim, created_at) VALUES "
+                        "(1, 'bench:random', 'bench:random', :d, 0)"
+                    ),
+                    {"d": args.dim},
+                )
                 for start in range(0, n, 50_000):
                     ids = range(start, min(n, start + 50_000))
                     conn.execute(
-                        text("INSERT INTO photos (root_id, path, size, mtime_ns, fingerprint, "
-                             "width, height, taken_at, taken_from_exif, error) VALUES "
-                             "(1, :p, 1, 0, :f, 640, 480, 0, 0, NULL)"),
-                        [{"p": os.fsencode(os.path.join(tmp, "photos", f"{i:07d}.jpg")),
-                          "f": f"{i:032x}"} for i in ids])
+                        text(
+                            "INSERT INTO photos (root_id, path, size, mtime_ns, fingerprint, "
+                            "width, height, taken_at, taken_from_exif, error) VALUES "
+                            "(1, :p, 1, 0, :f, 640, 480, 0, 0, NULL)"
+                        ),
+                        [
+                            {
+                                "p": os.fsencode(os.path.join(tmp, "photos", f"{i:07d}.jpg")),
+                                "f": f"{i:032x}",
+                            }
+                            for i in ids
+                        ],
+                    )
                     conn.execute(
-                        text("INSERT INTO embeddings (fingerprint, model_id, vector) "
-                             "VALUES (:f, 1, :v)"),
-                        [{"f": f"{i:032x}", "v": data[i].tobytes()} for i in ids])
-            print(f"library filled in {time.perf_counter() - t:.1f} s "
-                  f"({os.path.getsize(library.db_path) / 2**20:.0f} MiB)", flush=True)
+                        text(
+                            "INSERT INTO embeddings (fingerprint, model_id, vector) "
+                            "VALUES (:f, 1, :v)"
+                        ),
+                        [{"f": f"{i:032x}", "v": data[i].tobytes()} for i in ids],
+                    )
+            print(
+                f"library filled in {time.perf_counter() - t:.1f} s "
+                f"({os.path.getsize(library.db_path) / 2**20:.0f} MiB)",
+                flush=True,
+            )
 
             from clipdesk.vector_index import load_vectors
 
             t = time.perf_counter()
             loaded_rows = sum(len(ids) for ids, _ in load_vectors(library, 1))
-            print(f"load_vectors alone (SQLite -> numpy): {time.perf_counter() - t:.2f} s "
-                  f"for {loaded_rows:,} rows", flush=True)
+            print(
+                f"load_vectors alone (SQLite -> numpy): {time.perf_counter() - t:.2f} s "
+                f"for {loaded_rows:,} rows",
+                flush=True,
+            )
             index = VectorIndex(library, "bench:random", 1, args.dim)
             wait_for_quiet(args.wait_quiet)
             with LoadMonitor() as mon:
                 t = time.perf_counter()
                 index.ensure_current()
                 rebuild_s = time.perf_counter() - t
-            print(f"VectorIndex rebuild from SQLite (incl. save): {rebuild_s:.1f} s "
-                  f"[{index.last_action}] | {mon.describe()}", flush=True)
+            print(
+                f"VectorIndex rebuild from SQLite (incl. save): {rebuild_s:.1f} s "
+                f"[{index.last_action}] | {mon.describe()}",
+                flush=True,
+            )
 
             fresh = VectorIndex(library, "bench:random", 1, args.dim)
             t = time.perf_counter()
@@ -292,29 +350,52 @@ def bench_clipdesk(n: int, args) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="100000,1000000",
-                        help="comma list of index sizes (default 100000,1000000)")
+    parser.add_argument(
+        "--sizes",
+        default="100000,1000000",
+        help="comma list of index sizes (default 100000,1000000)",
+    )
     parser.add_argument("--dim", type=int, default=512, help="vector dimension (default 512)")
     parser.add_argument("--queries", type=int, default=200, help="queries per set (default 200)")
-    parser.add_argument("--noise", type=float, default=0.5,
-                        help="norm of the noise added to perturbed queries (default 0.5)")
-    parser.add_argument("--ef", default="32,64,256",
-                        help="extra ef values to sweep besides EF_SEARCH (default 32,64,256)")
-    parser.add_argument("--data", default="random,lowrank",
-                        help="datasets: random (uniform unit vectors, the brief's worst case) "
-                             "and lowrank (32-d subspace + noise + shared mean, closer to "
-                             "real embeddings); default both")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="threads for add_items (default 0 = all cores)")
-    parser.add_argument("--clipdesk", type=int, default=100_000,
-                        help="photos for the clipdesk VectorIndex path (0 = skip; "
-                             "default 100000)")
-    parser.add_argument("--wait-quiet", type=float, default=60, metavar="S",
-                        help="before each timed part, wait up to S seconds for other "
-                             "processes to leave the CPU idle (default 60; 0 = never wait)")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.5,
+        help="norm of the noise added to perturbed queries (default 0.5)",
+    )
+    parser.add_argument(
+        "--ef",
+        default="32,64,256",
+        help="extra ef values to sweep besides EF_SEARCH (default 32,64,256)",
+    )
+    parser.add_argument(
+        "--data",
+        default="random,lowrank",
+        help="datasets: random (uniform unit vectors, the brief's worst case) "
+        "and lowrank (32-d subspace + noise + shared mean, closer to "
+        "real embeddings); default both",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="threads for add_items (default 0 = all cores)"
+    )
+    parser.add_argument(
+        "--clipdesk",
+        type=int,
+        default=100_000,
+        help="photos for the clipdesk VectorIndex path (0 = skip; default 100000)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=60,
+        metavar="S",
+        help="before each timed part, wait up to S seconds for other "
+        "processes to leave the CPU idle (default 60; 0 = never wait)",
+    )
     parser.add_argument("--tmp", default=None, help="folder for the index files")
-    parser.add_argument("--quick", action="store_true",
-                        help="20000 vectors, 100 queries, clipdesk path at 20000")
+    parser.add_argument(
+        "--quick", action="store_true", help="20000 vectors, 100 queries, clipdesk path at 20000"
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.queries = "20000", 100
@@ -330,10 +411,18 @@ def main() -> int:
     from clipdesk import vector_index
 
     params = (vector_index.M, vector_index.EF_CONSTRUCTION, vector_index.EF_SEARCH)
-    print(f"hnswlib {getattr(hnswlib, '__version__', '?')}, space ip, dim {args.dim}, "
-          f"M={params[0]}, EF_CONSTRUCTION={params[1]}, EF_SEARCH={params[2]} "
-          f"(from clipdesk.vector_index); {args.queries} random + {args.queries} perturbed "
-          f"queries (noise norm {args.noise})")
+    try:
+        from importlib.metadata import version
+
+        hnsw_version = version("hnswlib")
+    except Exception:  # informational only
+        hnsw_version = getattr(hnswlib, "__version__", "?")
+    print(
+        f"hnswlib {hnsw_version}, space ip, dim {args.dim}, "
+        f"M={params[0]}, EF_CONSTRUCTION={params[1]}, EF_SEARCH={params[2]} "
+        f"(from clipdesk.vector_index); {args.queries} random + {args.queries} perturbed "
+        f"queries (noise norm {args.noise})"
+    )
 
     results = []
     t_all = time.perf_counter()
@@ -346,19 +435,27 @@ def main() -> int:
     if args.clipdesk:
         bench_clipdesk(args.clipdesk, args)
 
-    print(f"\n-- summary (recall@{K} and latency at EF_SEARCH={params[2]}, "
-          f"total {time.perf_counter() - t_all:.0f} s) --")
-    print(f"{'data':8s} {'N':>9s} {'build s':>8s} {'rec rand':>8s} {'rec pert':>8s} "
-          f"{'p50 rand':>9s} {'p95 rand':>9s} {'p50 pert':>9s} {'p95 pert':>9s} "
-          f"{'file MiB':>8s} {'save s':>7s} {'load s':>7s}")
+    print(
+        f"\n-- summary (recall@{K} and latency at EF_SEARCH={params[2]}, "
+        f"total {time.perf_counter() - t_all:.0f} s) --"
+    )
+    print(
+        f"{'data':8s} {'N':>9s} {'build s':>8s} {'rec rand':>8s} {'rec pert':>8s} "
+        f"{'p50 rand':>9s} {'p95 rand':>9s} {'p50 pert':>9s} {'p95 pert':>9s} "
+        f"{'file MiB':>8s} {'save s':>7s} {'load s':>7s}"
+    )
     for r in results:
-        print(f"{r['kind']:8s} {r['n']:9,d} {r['build_s']:8.1f} {r['recall_random']:8.3f} "
-              f"{r['recall_near']:8.3f} {r['p50_random']:9.3f} {r['p95_random']:9.3f} "
-              f"{r['p50_near']:9.3f} {r['p95_near']:9.3f} {r['file_mib']:8.0f} "
-              f"{r['save_s']:7.2f} {r['load_s']:7.2f}")
-    print("(rand = fresh queries from the same distribution: uniform for random, new points "
-          "for lowrank; pert = dataset rows plus noise; latencies in ms, one query per "
-          "knn_query call, one thread)")
+        print(
+            f"{r['kind']:8s} {r['n']:9,d} {r['build_s']:8.1f} {r['recall_random']:8.3f} "
+            f"{r['recall_near']:8.3f} {r['p50_random']:9.3f} {r['p95_random']:9.3f} "
+            f"{r['p50_near']:9.3f} {r['p95_near']:9.3f} {r['file_mib']:8.0f} "
+            f"{r['save_s']:7.2f} {r['load_s']:7.2f}"
+        )
+    print(
+        "(rand = fresh queries from the same distribution: uniform for random, new points "
+        "for lowrank; pert = dataset rows plus noise; latencies in ms, one query per "
+        "knn_query call, one thread)"
+    )
     return 0
 
 

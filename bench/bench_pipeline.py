@@ -125,17 +125,25 @@ def decode_costs(encoder, paths: list[Path], verbose: bool = False) -> dict[str,
         rows.append((d, f, big.size, img.size, prog, p.name))
     if verbose:
         for d, f, full_size, draft_size, prog, name in sorted(rows, reverse=True):
-            print(f"    {d * 1e3:7.1f} ms draft {draft_size[0]}x{draft_size[1]:<5d} "
-                  f"{f * 1e3:7.1f} ms full {full_size[0]}x{full_size[1]:<5d} "
-                  f"{'progressive' if prog else 'baseline   '} {name}")
+            print(
+                f"    {d * 1e3:7.1f} ms draft {draft_size[0]}x{draft_size[1]:<5d} "
+                f"{f * 1e3:7.1f} ms full {full_size[0]}x{full_size[1]:<5d} "
+                f"{'progressive' if prog else 'baseline   '} {name}"
+            )
     n = len(paths)
-    return {"draft_ms": 1e3 * draft / n, "full_ms": 1e3 * full / n,
-            "prep_ms": 1e3 * prep / n, "prep_np_ms": 1e3 * prep_np / n,
-            "mean_mp": megapixels / n, "progressive": progressive}
+    return {
+        "draft_ms": 1e3 * draft / n,
+        "full_ms": 1e3 * full / n,
+        "prep_ms": 1e3 * prep / n,
+        "prep_np_ms": 1e3 * prep_np / n,
+        "mean_mp": megapixels / n,
+        "progressive": progressive,
+    }
 
 
-def run_pipeline(encoder, paths: list[Path], batch_size: int, workers: int | None,
-                 with_index: bool) -> dict[str, float]:
+def run_pipeline(
+    encoder, paths: list[Path], batch_size: int, workers: int | None, with_index: bool
+) -> dict[str, float]:
     from clipdesk import db
     from clipdesk.embedding import embed_pending
     from clipdesk.library import Library
@@ -155,8 +163,13 @@ def run_pipeline(encoder, paths: list[Path], batch_size: int, workers: int | Non
             scan_s = time.perf_counter() - t
 
             with library.session() as s:
-                row = db.Model(key=encoder.spec.key, spec=encoder.spec.spec, dim=encoder.dim,
-                               config_json=None, created_at=time.time())
+                row = db.Model(
+                    key=encoder.spec.key,
+                    spec=encoder.spec.spec,
+                    dim=encoder.dim,
+                    config_json=None,
+                    created_at=time.time(),
+                )
                 s.add(row)
                 s.commit()
                 model_id = row.id
@@ -167,8 +180,9 @@ def run_pipeline(encoder, paths: list[Path], batch_size: int, workers: int | Non
 
             events: list[tuple[float, int, int]] = []
             t0 = time.perf_counter()
-            for progress in embed_pending(library, encoder, model_id, index,
-                                          batch_size=batch_size, workers=workers):
+            for progress in embed_pending(
+                library, encoder, model_id, index, batch_size=batch_size, workers=workers
+            ):
                 if progress.phase == "embed":
                     events.append((time.perf_counter(), progress.done, progress.failed))
             t_end = time.perf_counter()
@@ -183,9 +197,17 @@ def run_pipeline(encoder, paths: list[Path], batch_size: int, workers: int | Non
     done = events[-1][1] if events else 0
     failed = events[-1][2] if events else 0
     total_s = t_end - t0
-    result = {"photos": len(paths), "scan_s": scan_s, "embedded": done - failed,
-              "failed": failed, "embed_s": total_s, "rate_total": done / total_s,
-              "save_s": save_s, "batches": len(events), "rate_steady": float("nan")}
+    result = {
+        "photos": len(paths),
+        "scan_s": scan_s,
+        "embedded": done - failed,
+        "failed": failed,
+        "embed_s": total_s,
+        "rate_total": done / total_s,
+        "save_s": save_s,
+        "batches": len(events),
+        "rate_steady": float("nan"),
+    }
     if len(events) >= 3:
         # From the first batch out to the last: excludes filling the decode queue.
         (ta, da, _), (tb, db_, _) = events[0], events[-1]
@@ -195,31 +217,58 @@ def run_pipeline(encoder, paths: list[Path], batch_size: int, workers: int | Non
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--subset", type=int, default=300,
-                        help="clothing-small/test photos to use (default 300)")
-    parser.add_argument("--large", type=int, default=0,
-                        help="large photos to use (default 0 = all)")
+    parser.add_argument(
+        "--subset", type=int, default=300, help="clothing-small/test photos to use (default 300)"
+    )
+    parser.add_argument(
+        "--large", type=int, default=0, help="large photos to use (default 0 = all)"
+    )
     parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    parser.add_argument("--raw-batches", type=int, default=6,
-                        help="timed batches per raw-forward measurement (default 6)")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="rounds of raw + pipeline runs; the best of each is reported, "
-                             "since a shared machine only ever makes a run slower (default 2)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="decode threads for embed_pending (default: its own choice)")
-    parser.add_argument("--no-index", action="store_true",
-                        help="embed without a VectorIndex (index=None)")
-    parser.add_argument("--datasets", default="large,clothing",
-                        help="comma list of: large, clothing (default both)")
-    parser.add_argument("--variants", default="clipdesk,numpy-prep",
-                        help="pipeline variants: clipdesk (as shipped) and numpy-prep (the "
-                             "preprocess's ToTensor+Normalize done in numpy; default both)")
+    parser.add_argument(
+        "--raw-batches",
+        type=int,
+        default=6,
+        help="timed batches per raw-forward measurement (default 6)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="rounds of raw + pipeline runs; the best of each is reported, "
+        "since a shared machine only ever makes a run slower (default 2)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decode threads for embed_pending (default: its own choice)",
+    )
+    parser.add_argument(
+        "--no-index", action="store_true", help="embed without a VectorIndex (index=None)"
+    )
+    parser.add_argument(
+        "--datasets", default="large,clothing", help="comma list of: large, clothing (default both)"
+    )
+    parser.add_argument(
+        "--variants",
+        default="clipdesk,numpy-prep",
+        help="pipeline variants: clipdesk (as shipped) and numpy-prep (the "
+        "preprocess's ToTensor+Normalize done in numpy; default both)",
+    )
     parser.add_argument("--verbose", action="store_true", help="per-photo decode times")
-    parser.add_argument("--wait-quiet", type=float, default=120, metavar="S",
-                        help="before each measurement, wait up to S seconds for other "
-                             "processes to leave the CPU idle (default 120; 0 = never wait)")
-    parser.add_argument("--quick", action="store_true",
-                        help="small run: 64 clothing photos, 12 large, 2 raw batches, 1 round")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=120,
+        metavar="S",
+        help="before each measurement, wait up to S seconds for other "
+        "processes to leave the CPU idle (default 120; 0 = never wait)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small run: 64 clothing photos, 12 large, 2 raw batches, 1 round",
+    )
     args = parser.parse_args()
     if args.quick:
         args.subset, args.large, args.raw_batches, args.repeat = 64, 12, 2, 1
@@ -238,12 +287,16 @@ def main() -> int:
     t = time.perf_counter()
     encoder = ClipEncoder(ModelSpec.parse("ViT-B-32:random"), "cpu")
     print(f"model     : {encoder.description}")
-    print(f"            loaded in {time.perf_counter() - t:.1f} s, {encoder.device_reason}, "
-          f"input {encoder.image_size}px, dim {encoder.dim}")
+    print(
+        f"            loaded in {time.perf_counter() - t:.1f} s, {encoder.device_reason}, "
+        f"input {encoder.image_size}px, dim {encoder.dim}"
+    )
     workers = args.workers or max(2, os.cpu_count() or 2)
-    print(f"pipeline  : batch {args.batch}, {workers} decode threads, "
-          f"index={'none' if args.no_index else 'VectorIndex (HNSW)'}, variants "
-          f"{', '.join(variants)}, {args.repeat} round(s), best of each reported\n")
+    print(
+        f"pipeline  : batch {args.batch}, {workers} decode threads, "
+        f"index={'none' if args.no_index else 'VectorIndex (HNSW)'}, variants "
+        f"{', '.join(variants)}, {args.repeat} round(s), best of each reported\n"
+    )
 
     datasets: list[tuple[str, list[Path]]] = []
     wanted = {d.strip() for d in args.datasets.split(",") if d.strip()}
@@ -255,8 +308,9 @@ def main() -> int:
     if "clothing" in wanted:
         folder = require_data("clothing-small", "test")
         if folder is not None:
-            datasets.append((f"clothing-test[{args.subset}]",
-                             spread_subset(list_jpegs(folder), args.subset)))
+            datasets.append(
+                (f"clothing-test[{args.subset}]", spread_subset(list_jpegs(folder), args.subset))
+            )
     if not datasets:
         print("SKIPPED: no dataset selected or found")
         return 0
@@ -273,12 +327,16 @@ def main() -> int:
                 passes.append(decode_costs(encoder, paths, args.verbose and i == 0))
         d = {key: min(p[key] for p in passes) for key in passes[0]}
         decode[name] = d
-        print(f"{name:22s} n={len(paths)} ({d['progressive']} progressive JPEGs), mean "
-              f"{d['mean_mp']:.2f} MP")
-        print(f"    draft load_rgb {d['draft_ms']:6.2f} ms | full load_rgb_full "
-              f"{d['full_ms']:6.2f} ms | full/draft {d['full_ms'] / d['draft_ms']:4.1f}x | "
-              f"preprocess: open_clip {d['prep_ms']:5.2f} ms, numpy {d['prep_np_ms']:5.2f} ms"
-              f" | {mon.describe()}")
+        print(
+            f"{name:22s} n={len(paths)} ({d['progressive']} progressive JPEGs), mean "
+            f"{d['mean_mp']:.2f} MP"
+        )
+        print(
+            f"    draft load_rgb {d['draft_ms']:6.2f} ms | full load_rgb_full "
+            f"{d['full_ms']:6.2f} ms | full/draft {d['full_ms'] / d['draft_ms']:4.1f}x | "
+            f"preprocess: open_clip {d['prep_ms']:5.2f} ms, numpy {d['prep_np_ms']:5.2f} ms"
+            f" | {mon.describe()}"
+        )
     print()
 
     raws: list[tuple[float, float]] = []
@@ -290,8 +348,11 @@ def main() -> int:
         with LoadMonitor() as mon:
             rate, times = raw_throughput(encoder, args.batch, args.raw_batches)
         raws.append((rate, mon.foreign_cores))
-        print(f"raw forward {label:27s}: {rate:7.2f} images/s (batch s: "
-              f"{', '.join(f'{x:.2f}' for x in times)}) | {mon.describe()}", flush=True)
+        print(
+            f"raw forward {label:27s}: {rate:7.2f} images/s (batch s: "
+            f"{', '.join(f'{x:.2f}' for x in times)}) | {mon.describe()}",
+            flush=True,
+        )
 
     print(f"-- raw model forward (batch {args.batch}) and whole pipeline, interleaved --")
     for rnd in range(1, args.repeat + 1):
@@ -303,27 +364,35 @@ def main() -> int:
                 try:
                     wait_for_quiet(args.wait_quiet)
                     with LoadMonitor() as mon:
-                        r = run_pipeline(encoder, paths, args.batch, args.workers,
-                                         not args.no_index)
+                        r = run_pipeline(
+                            encoder, paths, args.batch, args.workers, not args.no_index
+                        )
                 finally:
                     encoder.__dict__.pop("preprocess_image", None)
                 r["foreign"] = mon.foreign_cores
                 runs.setdefault((name, variant), []).append(r)
-                print(f"pipeline {name + ' ' + variant:30s}: {r['rate_total']:7.2f} images/s "
-                      f"({r['embedded']} embedded, {r['failed']} failed, {r['embed_s']:.2f} s,"
-                      f" {r['batches']} batches, steady {r['rate_steady']:.2f}/s; scan "
-                      f"{r['scan_s']:.2f} s, index save {r['save_s'] * 1e3:.0f} ms) | "
-                      f"{mon.describe()}", flush=True)
+                print(
+                    f"pipeline {name + ' ' + variant:30s}: {r['rate_total']:7.2f} images/s "
+                    f"({r['embedded']} embedded, {r['failed']} failed, {r['embed_s']:.2f} s,"
+                    f" {r['batches']} batches, steady {r['rate_steady']:.2f}/s; scan "
+                    f"{r['scan_s']:.2f} s, index save {r['save_s'] * 1e3:.0f} ms) | "
+                    f"{mon.describe()}",
+                    flush=True,
+                )
     measure_raw("[last]")
     raw, raw_load = max(raws)
     print()
 
-    print(f"-- summary: best raw {raw:.2f} images/s ({1e3 / raw:.1f} ms/image, other load "
-          f"{raw_load:.2f} cores; all raw: {', '.join(f'{x:.1f}' for x, _ in raws)}); "
-          f"target ratio >= {TARGET_RATIO} --")
-    print(f"{'dataset':22s} {'variant':11s} {'pipeline/s':>10s} {'raw/s':>7s} {'ratio':>6s} "
-          f"{'steady':>6s} {'bound':>6s} {'draft ms':>8s} {'full ms':>8s} {'prep ms':>7s} "
-          f"{'load':>5s}  verdict")
+    print(
+        f"-- summary: best raw {raw:.2f} images/s ({1e3 / raw:.1f} ms/image, other load "
+        f"{raw_load:.2f} cores; all raw: {', '.join(f'{x:.1f}' for x, _ in raws)}); "
+        f"target ratio >= {TARGET_RATIO} --"
+    )
+    print(
+        f"{'dataset':22s} {'variant':11s} {'pipeline/s':>10s} {'raw/s':>7s} {'ratio':>6s} "
+        f"{'steady':>6s} {'bound':>6s} {'draft ms':>8s} {'full ms':>8s} {'prep ms':>7s} "
+        f"{'load':>5s}  verdict"
+    )
     for name, _ in datasets:
         d = decode[name]
         for variant in variants:
@@ -334,16 +403,22 @@ def main() -> int:
             model_ms = 1e3 / raw
             bound = model_ms / (model_ms + d["draft_ms"] + prep)
             verdict = "meets target" if ratio >= TARGET_RATIO else "BELOW target"
-            print(f"{name:22s} {variant:11s} {best['rate_total']:10.2f} {raw:7.2f} {ratio:6.2f} "
-                  f"{steady:6.2f} {bound:6.2f} {d['draft_ms']:8.2f} {d['full_ms']:8.2f} "
-                  f"{prep:7.2f} {best['foreign']:5.2f}  {verdict}")
+            print(
+                f"{name:22s} {variant:11s} {best['rate_total']:10.2f} {raw:7.2f} {ratio:6.2f} "
+                f"{steady:6.2f} {bound:6.2f} {d['draft_ms']:8.2f} {d['full_ms']:8.2f} "
+                f"{prep:7.2f} {best['foreign']:5.2f}  {verdict}"
+            )
     print("\nratio   = best pipeline images/s over the whole embed phase / best raw images/s")
     print("steady  = the same, first to last batch out (nan: fewer than 3 batches)")
     print("load    = cores used by other processes during that best run (0 = quiet)")
-    print("bound   = model ms / (model ms + draft decode ms + preprocess ms): the ratio to "
-          "expect when decoding competes with the model for the same cores")
-    print("variant = clipdesk: as shipped; numpy-prep: the same transform, ToTensor+Normalize in "
-          "numpy (bit-identical tensors), to show the cost of torch ops in decode threads")
+    print(
+        "bound   = model ms / (model ms + draft decode ms + preprocess ms): the ratio to "
+        "expect when decoding competes with the model for the same cores"
+    )
+    print(
+        "variant = clipdesk: as shipped; numpy-prep: the same transform, ToTensor+Normalize in "
+        "numpy (bit-identical tensors), to show the cost of torch ops in decode threads"
+    )
     return 0
 
 

@@ -58,9 +58,12 @@ def timed_scan(library, label: str, wait_s: float):
         for _ in scan_folders(library, report=report):
             pass
         elapsed = time.perf_counter() - t
-    print(f"{label:34s}: {elapsed:7.3f} s  ({report.seen / elapsed:9.0f} files/s; seen "
-          f"{report.seen}, new {report.new}, changed {report.changed}, removed "
-          f"{report.removed}) | {mon.describe()}", flush=True)
+    print(
+        f"{label:34s}: {elapsed:7.3f} s  ({report.seen / elapsed:9.0f} files/s; seen "
+        f"{report.seen}, new {report.new}, changed {report.changed}, removed "
+        f"{report.removed}) | {mon.describe()}",
+        flush=True,
+    )
     return elapsed, report
 
 
@@ -70,17 +73,25 @@ def add_fake_embeddings(library, dim: int = 512) -> int:
     from sqlalchemy import text
 
     with library.engine.begin() as conn:
-        conn.execute(text("INSERT INTO models (key, spec, dim, config_json, created_at) "
-                          "VALUES ('bench:random', 'bench:random', :dim, NULL, 0)"),
-                     {"dim": dim})
-        model_id = conn.execute(text("SELECT id FROM models WHERE key = 'bench:random'")
-                                ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO models (key, spec, dim, config_json, created_at) "
+                "VALUES ('bench:random', 'bench:random', :dim, NULL, 0)"
+            ),
+            {"dim": dim},
+        )
+        model_id = conn.execute(
+            text("SELECT id FROM models WHERE key = 'bench:random'")
+        ).scalar_one()
         digests = [r[0] for r in conn.execute(text("SELECT DISTINCT fingerprint FROM photos"))]
         rng = np.random.default_rng(1)
-        rows = [{"f": d, "m": model_id,
-                 "v": rng.standard_normal(dim, dtype=np.float32).tobytes()} for d in digests]
-        conn.execute(text("INSERT INTO embeddings (fingerprint, model_id, vector) "
-                          "VALUES (:f, :m, :v)"), rows)
+        rows = [
+            {"f": d, "m": model_id, "v": rng.standard_normal(dim, dtype=np.float32).tobytes()}
+            for d in digests
+        ]
+        conn.execute(
+            text("INSERT INTO embeddings (fingerprint, model_id, vector) VALUES (:f, :m, :v)"), rows
+        )
     return len(rows)
 
 
@@ -88,13 +99,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=10_000, help="image files (default 10000)")
     parser.add_argument("--folders", type=int, default=100, help="subfolders (default 100)")
-    parser.add_argument("--format", choices=("png", "jpg"), default="png",
-                        help="image format of the files (default png)")
-    parser.add_argument("--rescans", type=int, default=3,
-                        help="unchanged rescans timed in each state (default 3)")
-    parser.add_argument("--wait-quiet", type=float, default=60, metavar="S",
-                        help="before each scan, wait up to S seconds for other processes to "
-                             "leave the CPU idle (default 60; 0 = never wait)")
+    parser.add_argument(
+        "--format",
+        choices=("png", "jpg"),
+        default="png",
+        help="image format of the files (default png)",
+    )
+    parser.add_argument(
+        "--rescans", type=int, default=3, help="unchanged rescans timed in each state (default 3)"
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=60,
+        metavar="S",
+        help="before each scan, wait up to S seconds for other processes to "
+        "leave the CPU idle (default 60; 0 = never wait)",
+    )
     parser.add_argument("--quick", action="store_true", help="1000 files in 10 folders")
     args = parser.parse_args()
     if args.quick:
@@ -111,29 +132,36 @@ def main() -> int:
         photos = Path(tmp) / "photos"
         t = time.perf_counter()
         size = make_tree(photos, args.files, args.folders, args.format)
-        print(f"created {args.files} {args.format.upper()} files in {args.folders} folders "
-              f"({size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s under {tmp}\n")
+        print(
+            f"created {args.files} {args.format.upper()} files in {args.folders} folders "
+            f"({size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s under {tmp}\n"
+        )
 
         problems: list[tuple[str, str]] = []
         with LoadMonitor() as mon:
             t = time.perf_counter()
             walked = sum(1 for _ in walk_images(str(photos), problems))
             walk_s = time.perf_counter() - t
-        print(f"{'walk_images alone (scandir+stat)':34s}: {walk_s:7.3f} s  ({walked} files) | "
-              f"{mon.describe()}")
+        print(
+            f"{'walk_images alone (scandir+stat)':34s}: {walk_s:7.3f} s  ({walked} files) | "
+            f"{mon.describe()}"
+        )
 
         library = Library(Path(tmp) / "library")
         try:
             add_folders(library, [photos])
             first, _ = timed_scan(library, "first scan (all new)", args.wait_quiet)
-            rescans = [timed_scan(library, f"rescan {i + 1}, unchanged", args.wait_quiet)[0]
-                       for i in range(args.rescans)]
+            rescans = [
+                timed_scan(library, f"rescan {i + 1}, unchanged", args.wait_quiet)[0]
+                for i in range(args.rescans)
+            ]
             t = time.perf_counter()
             n = add_fake_embeddings(library)
             print(f"(added {n} fake 512-d embeddings in {time.perf_counter() - t:.2f} s)")
-            rescans_emb = [timed_scan(library, f"rescan {i + 1}, unchanged, with vectors",
-                                      args.wait_quiet)[0]
-                           for i in range(args.rescans)]
+            rescans_emb = [
+                timed_scan(library, f"rescan {i + 1}, unchanged, with vectors", args.wait_quiet)[0]
+                for i in range(args.rescans)
+            ]
             db_mb = os.path.getsize(library.db_path) / 1e6
         finally:
             library.close()
@@ -142,10 +170,14 @@ def main() -> int:
     best_emb = min(rescans_emb)
     print(f"\n-- summary ({args.files} files, database {db_mb:.1f} MB) --")
     print(f"first scan                     : {first:7.3f} s ({args.files / first:.0f} files/s)")
-    print(f"unchanged rescan (best)        : {best:7.3f} s "
-          f"({'meets' if best <= TARGET_S else 'MISSES'} the <= {TARGET_S:.0f} s target)")
-    print(f"unchanged rescan with vectors  : {best_emb:7.3f} s "
-          f"({'meets' if best_emb <= TARGET_S else 'MISSES'} the <= {TARGET_S:.0f} s target)")
+    print(
+        f"unchanged rescan (best)        : {best:7.3f} s "
+        f"({'meets' if best <= TARGET_S else 'MISSES'} the <= {TARGET_S:.0f} s target)"
+    )
+    print(
+        f"unchanged rescan with vectors  : {best_emb:7.3f} s "
+        f"({'meets' if best_emb <= TARGET_S else 'MISSES'} the <= {TARGET_S:.0f} s target)"
+    )
     print(f"of which walking the tree      : {walk_s:7.3f} s")
     return 0
 

@@ -14,11 +14,14 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from clipdesk import __version__
 from clipdesk.errors import ClipdeskError
 from clipdesk.progress import CancelToken, Progress
+
+if TYPE_CHECKING:
+    from clipdesk.services import Clipdesk
 
 DEFAULT_K = 20
 
@@ -74,6 +77,32 @@ def _parser() -> argparse.ArgumentParser:
             help=f"number of results (default {DEFAULT_K})",
         )
         cmd.add_argument("--json", action="store_true", help="print JSON (path, score, ...)")
+        cmd.add_argument("--tag", metavar="LABEL", help="only photos tagged LABEL")
+
+    labels = sub.add_parser("labels", help="label sets for zero-shot tagging")
+    labels_sub = labels.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    create = labels_sub.add_parser("create", help="create (or replace) a label set")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("labels", nargs="+", metavar="LABEL")
+    labels_sub.add_parser("list", help="show the label sets")
+    delete = labels_sub.add_parser("delete", help="delete a label set and its tags")
+    delete.add_argument("name", metavar="NAME")
+
+    tag = sub.add_parser("tag", help="tag indexed photos with a label set (no re-embedding)")
+    tag.add_argument("folder", nargs="?", metavar="FOLDER", help="default: the whole library")
+    tag.add_argument("--labels", required=True, metavar="NAME", help="the label set to use")
+    tag.add_argument("--multi", action="store_true", help="any number of labels per photo")
+    tag.add_argument(
+        "--prompts",
+        choices=["ensemble", "single"],
+        default="ensemble",
+        help="prompt templates per label: the CLIP paper's ensemble (default) or one",
+    )
+    tag.add_argument("--json", action="store_true", help="print each photo's tags as JSON")
+
+    from clipdesk.cli_models import add_models_parser
+
+    add_models_parser(sub)
 
     status = sub.add_parser("status", help="photos, indexed, failures, model and device")
     status.add_argument("--json", action="store_true")
@@ -104,7 +133,8 @@ class ProgressBar:
             width = 28
             filled = int(width * p.fraction)
             bar = "#" * filled + "-" * (width - filled)
-            text = f"embedding [{bar}] {p.done}/{p.total} {p.rate:.1f} {unit}/s{eta}{fails}"
+            verb = {"embed": "embedding", "tag": "tagging"}.get(p.phase, p.phase)
+            text = f"{verb} [{bar}] {p.done}/{p.total} {p.rate:.1f} {unit}/s{eta}{fails}"
         if self.tty:
             self.stream.write("\r\x1b[2K" + text)
             self.stream.flush()
@@ -136,12 +166,10 @@ def _print_hits(hits: Sequence[object], as_json: bool) -> None:
         print(f"{hit.score:.4f}  {hit.path}")  # type: ignore[attr-defined]
 
 
-def _run_index(app: object, args: argparse.Namespace) -> int:
+def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
     from clipdesk.encoder import ModelSpec
     from clipdesk.scanning import ScanReport
-    from clipdesk.services import Clipdesk
 
-    assert isinstance(app, Clipdesk)
     spec = None
     if args.model or args.model_config:
         if args.model_config and not args.model:
@@ -181,6 +209,65 @@ def _run_index(app: object, args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_labels(app: Clipdesk, args: argparse.Namespace) -> None:
+    if args.labels_command == "create":
+        count = app.create_label_set(args.name, args.labels)
+        print(f"label set {args.name!r}: {count} labels")
+    elif args.labels_command == "delete":
+        app.delete_label_set(args.name)
+        print(f"deleted label set {args.name!r} and its tags")
+    else:
+        sets = app.label_sets()
+        if not sets:
+            print("no label sets yet: `clipdesk labels create NAME LABEL...`")
+        for name, labels in sets.items():
+            print(f"{name}: {', '.join(labels)}")
+
+
+def _run_tag(app: Clipdesk, args: argparse.Namespace) -> int:
+    cancel = CancelToken()
+    bar = ProgressBar(sys.stderr)
+    try:
+        for progress in app.tag(args.labels, args.folder, args.multi, args.prompts, cancel):
+            bar.update(progress)
+    finally:
+        bar.close()
+    results = app.photo_tags(args.labels, args.folder)
+    if args.json:
+        print(json.dumps([r.as_json() for r in results], indent=1))
+        return 0
+    for result in results:
+        tags = ", ".join(f"{label} {score:.2f}" for label, score in result.tags) or "none"
+        print(f"{result.path}: {tags}")
+    tagged = sum(1 for r in results if r.tags)
+    print(f"{tagged} of {len(results)} photos tagged with {args.labels!r}", file=sys.stderr)
+    return 0
+
+
+def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
+    from clipdesk.cli_models import run_models_command
+
+    if args.models_command != "use":
+        return run_models_command(args)
+    from clipdesk.encoder import ModelSpec
+    from clipdesk.models import ModelStore
+
+    spec = ModelStore().spec_for(args.name)
+    if spec is None:
+        if ":" not in args.name:
+            raise ClipdeskError(
+                f"model {args.name!r} is not installed: `clipdesk models download {args.name}` "
+                "or `clipdesk models import ...` first (see `clipdesk models list`)"
+            )
+        spec = ModelSpec.parse(args.name)
+    print(app.use_model(spec, args.device))
+    if args.no_index:
+        return 0
+    args.model = args.model_config = None
+    args.batch_size = 32
+    return _run_index(app, args)
+
+
 def _print_status(status: object, as_json: bool) -> None:
     from clipdesk.services import LibraryStatus
 
@@ -194,7 +281,14 @@ def _print_status(status: object, as_json: bool) -> None:
         f"{len(status.failed)} failed)"
     )
     print(f"model:    {status.model or 'none yet (run `clipdesk index`)'}")
+    if status.switching_to:
+        print(
+            f"switching to {status.switching_to}: {status.switching_done} of "
+            f"{status.photos - len(status.failed)} photos embedded (run `clipdesk index`)"
+        )
     print(f"device:   {status.device}")
+    if status.tags:
+        print("tags:     " + ", ".join(f"{k} {v}" for k, v in status.tags.items()))
     if status.folders:
         print("folders:")
         for folder in status.folders:
@@ -236,9 +330,15 @@ def main(argv: Iterable[str] | None = None) -> int:
         elif args.command == "index":
             return _run_index(app, args)
         elif args.command == "search":
-            _print_hits(app.search_text(args.text, args.k), args.json)
+            _print_hits(app.search_text(args.text, args.k, args.tag), args.json)
         elif args.command == "similar":
-            _print_hits(app.similar(args.path, args.k), args.json)
+            _print_hits(app.similar(args.path, args.k, args.tag), args.json)
+        elif args.command == "labels":
+            _run_labels(app, args)
+        elif args.command == "tag":
+            return _run_tag(app, args)
+        elif args.command == "models":
+            return _run_models(app, args)
         elif args.command == "status":
             _print_status(app.status(), args.json)
         return 0

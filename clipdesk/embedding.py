@@ -163,7 +163,10 @@ def embed_pending(
                 else:
                     done.append(item)
                     tensors.append(tensor)
-                if len(tensors) < batch_size and inflight:
+                # The first batch is small, so the model starts while the look-ahead fills
+                # instead of idling until a whole batch is decoded.
+                wanted = batch_size if finished else max(1, batch_size // 4)
+                if len(tensors) < wanted and inflight:
                     continue
                 vectors = (
                     encoder.encode_batch(torch.stack(tensors))

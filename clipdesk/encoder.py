@@ -5,11 +5,13 @@ torch and open_clip are imported inside functions: importing this module is chea
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -115,6 +117,8 @@ def _file_digest(path: Path) -> str:
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
+    except FileNotFoundError as exc:
+        raise ModelUnavailableError(f"weights file not found: {path}") from exc
     except OSError as exc:
         raise ModelUnavailableError(
             f"cannot read weights file {path}: {exc.strerror or exc}"
@@ -185,6 +189,7 @@ def _register_config(spec: ModelSpec) -> str:
             global _config_dir
             if _config_dir is None:
                 _config_dir = Path(tempfile.mkdtemp(prefix="clipdesk-configs-"))
+                atexit.register(shutil.rmtree, _config_dir, ignore_errors=True)
             # open_clip names a config after its file, so the file carries the unique name.
             path = _config_dir / f"{name}.json"
             path.write_text(spec.config_json, encoding="utf-8")
@@ -217,12 +222,19 @@ class ClipEncoder:
         self.tokenizer = open_clip.get_tokenizer(arch)
         size = model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
+        # The model's own preprocessing (size, mean/std, interpolation, resize mode), as
+        # open_clip records it for each pretrained model.
+        cfg = open_clip.get_model_preprocess_cfg(model)
         self.preprocess = open_clip.image_transform(
-            self.image_size,
+            cfg.get("size", self.image_size),
             is_train=False,
-            mean=getattr(model.visual, "image_mean", None),
-            std=getattr(model.visual, "image_std", None),
+            mean=cfg.get("mean"),
+            std=cfg.get("std"),
+            resize_mode=cfg.get("resize_mode"),
+            interpolation=cfg.get("interpolation"),
+            fill_color=cfg.get("fill_color", 0),
         )
+        self._split_preprocess()
         with torch.inference_mode():
             probe = self.encode_texts(["a photo"])
         self.dim = int(probe.shape[1])
@@ -238,6 +250,13 @@ class ClipEncoder:
         if weights is not None:
             if not weights.is_file():
                 raise ModelUnavailableError(f"weights file not found: {weights}")
+            from clipdesk.models import catalog_entry, create_pretrained_model
+
+            entry = catalog_entry(spec.known_key) if spec.known_key else None
+            if entry is not None:
+                # A downloaded catalog model: open_clip's settings for that tag (QuickGELU,
+                # mean/std) come with it.
+                return create_pretrained_model(arch, entry.pretrained, weights)
             model = open_clip.create_model(arch, pretrained=None)
             try:
                 open_clip.load_checkpoint(model, str(weights), weights_only=True)
@@ -253,25 +272,37 @@ class ClipEncoder:
                 f"{spec.arch} has no pretrained weights named {spec.pretrained!r} "
                 f"(known: {', '.join(tags) or 'none'}; or pass a weights file, or 'random')"
             )
-        cache = str(cache_dir) if cache_dir else None
-        try:
-            with _hub_offline():  # already downloaded? then no network round trip at all
-                return open_clip.create_model(arch, pretrained=spec.pretrained, cache_dir=cache)
-        except Exception:
-            pass
-        if not _hub_reachable():
-            raise ModelUnavailableError(
-                f"could not download the pretrained weights {spec.spec}: no network. Pass a "
-                f"local weights file instead: --model {spec.arch}:/path/to/weights.safetensors"
-            )
-        try:
-            return open_clip.create_model(arch, pretrained=spec.pretrained, cache_dir=cache)
-        except Exception as exc:
-            first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
-            raise ModelUnavailableError(
-                f"could not download the pretrained weights {spec.spec}: {first_line}. Pass a "
-                f"local weights file instead: --model {spec.arch}:/path/to/weights.safetensors"
-            ) from exc
+        from clipdesk.models import (
+            ModelStore,
+            catalog_entry,
+            create_pretrained_model,
+            no_network_message,
+        )
+
+        store = ModelStore()
+        installed = store.spec_for(spec.spec)
+        if installed is None:
+            cache = str(cache_dir) if cache_dir else None
+            try:
+                # Fetched by an earlier clipdesk through open_clip's cache? No network then.
+                with _hub_offline():
+                    return open_clip.create_model(arch, pretrained=spec.pretrained, cache_dir=cache)
+            except Exception:
+                pass
+            if catalog_entry(spec.spec) is None:
+                # Not in clipdesk's catalog: open_clip downloads it, as before the store.
+                if not _hub_reachable():
+                    raise ModelUnavailableError(no_network_message(spec.spec))
+                try:
+                    return open_clip.create_model(arch, pretrained=spec.pretrained, cache_dir=cache)
+                except Exception as exc:
+                    first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
+                    raise ModelUnavailableError(no_network_message(spec.spec, first_line)) from exc
+            if not store.reachable():  # a fast answer offline instead of a minute of retries
+                raise ModelUnavailableError(no_network_message(spec.spec))
+            installed = store.download(spec.spec)
+        assert installed.weights_file is not None
+        return create_pretrained_model(arch, spec.pretrained, installed.weights_file)
 
     @property
     def description(self) -> str:
@@ -286,8 +317,37 @@ class ClipEncoder:
         return float(self.model.logit_scale.exp().item())
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
-        tensor: torch.Tensor = self.preprocess(image)
-        return tensor
+        """open_clip's own transform, with ToTensor + Normalize done in numpy.
+
+        The result is bit-identical; the reason is that torch ops run on torch's shared
+        intra-op threads, and called from several decode threads while the model runs they
+        were measured 10-50x slower on a busy 2-core machine (bench/README.md).
+        """
+        import torch
+
+        if self._pil_steps is None:
+            tensor: torch.Tensor = self.preprocess(image)
+            return tensor
+        for step in self._pil_steps:
+            image = step(image)
+        pixels = np.asarray(image, dtype=np.uint8)
+        if pixels.ndim == 2:
+            pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+        array = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+        array = (array - self._mean) / self._std
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+    def _split_preprocess(self) -> None:
+        """Find the PIL steps and the Normalize constants of open_clip's Compose."""
+        self._pil_steps: list[Any] | None = None
+        steps = list(getattr(self.preprocess, "transforms", []))
+        names = [type(step).__name__ for step in steps]
+        if len(names) < 2 or names[-1] != "Normalize" or "ToTensor" not in names[-2]:
+            return  # an unfamiliar pipeline: use it as it is
+        normalize = steps[-1]
+        self._mean = np.asarray(normalize.mean, dtype=np.float32).reshape(3, 1, 1)
+        self._std = np.asarray(normalize.std, dtype=np.float32).reshape(3, 1, 1)
+        self._pil_steps = steps[:-2]
 
     def encode_batch(self, batch: torch.Tensor) -> np.ndarray:
         import torch

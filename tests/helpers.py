@@ -61,7 +61,9 @@ def run_cli_json(*args: str, library: Path) -> list[dict[str, object]]:
 class OpenClipReference:
     """Embeds files and texts with open_clip alone, seeded like clipdesk's ``random``."""
 
-    def __init__(self, arch: str, config: Path | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, arch: str, config: Path | None = None, seed: int = 0, weights: Path | None = None
+    ) -> None:
         import open_clip
         import torch
 
@@ -79,6 +81,8 @@ class OpenClipReference:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+        if weights is not None:
+            open_clip.load_checkpoint(model, str(weights))
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(arch)

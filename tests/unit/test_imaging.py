@@ -128,3 +128,15 @@ def test_large_file_fingerprint_samples_head_and_tail(tmp_path: Path) -> None:
     changed[-10] ^= 0xFF
     big.write_bytes(bytes(changed))
     assert fingerprint(str(big), len(payload)) != first
+
+
+def test_fast_preprocess_is_bit_identical_to_open_clip(tiny_encoder: object) -> None:
+    from PIL import Image
+
+    encoder = tiny_encoder
+    images = [Image.open(p).convert("RGB") for p in fixture_photo_paths()[:3]]
+    images.append(Image.new("RGB", (300, 90), (250, 3, 7)))
+    for image in images:
+        ours = encoder.preprocess_image(image)  # type: ignore[attr-defined]
+        reference = encoder.preprocess(image)  # type: ignore[attr-defined]
+        assert ours.shape == reference.shape and (ours == reference).all()

@@ -42,7 +42,8 @@ def test_index_embeds_every_photo_with_unit_vectors(
     app.add_folders([photos])
     progress = _index(app, tiny_spec, batch_size=8)
     embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
-    assert len(embeds) == 4  # 30 photos in batches of 8: progress per batch, not per photo
+    # Progress per batch, not per photo: a small first batch (2), then 8 at a time.
+    assert [p.done for p in embeds] == [2, 10, 18, 26, 30]
     assert embeds[-1].done == embeds[-1].total == 30
     assert embeds[-1].rate > 0
     status = app.status()
@@ -157,10 +158,10 @@ def test_cancel_stops_between_batches_and_the_next_run_resumes(
         seen.append(p)
         if p.phase == "embed":
             cancel.cancel()
-    assert app.status().indexed == 4
+    assert app.status().indexed == 1  # the (small) first batch was committed
     progress = _index(app, tiny_spec, batch_size=4)
     embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
-    assert embeds[-1].total == 26  # only the rest
+    assert embeds[-1].total == 29  # only the rest
     assert app.status().indexed == 30
     assert len(app.search_text("a dress", k=30)) == 30
 
@@ -236,7 +237,7 @@ def test_switching_models_keeps_serving_the_old_vectors_until_complete(
             cancel.cancel()
     assert app.current_spec().key == first.key  # type: ignore[union-attr, attr-defined]
     assert len(app.search_text("a hat", k=30)) == 30  # old vectors still answer
-    assert app.status().switching_done == 8
+    assert app.status().switching_done == 2  # the first, small batch
 
     _index(app, None)
     status = app.status()

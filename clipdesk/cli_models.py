@@ -1,0 +1,198 @@
+"""``clipdesk models``: list, download and import models (parsing, bars and output only).
+
+The work is done by :class:`clipdesk.models.ModelStore`; this module draws and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, TextIO
+
+from clipdesk.errors import ClipdeskError
+from clipdesk.progress import CancelToken
+
+if TYPE_CHECKING:
+    from clipdesk.models import ModelInfo
+
+
+def add_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    models = sub.add_parser(
+        "models",
+        help="list, download and import CLIP models",
+        description="Models live in clipdesk's models folder ($CLIPDESK_MODELS_DIR, or the "
+        "user data folder). Downloads use the Hugging Face hub, or $HF_ENDPOINT (a mirror).",
+    )
+    msub = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND", required=True)
+
+    listing = msub.add_parser("list", help="the catalog and imported models, and what is installed")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+
+    download = msub.add_parser(
+        "download",
+        help="download a catalog model (resumes a partial download; checks its sha256)",
+    )
+    download.add_argument("name", metavar="NAME", help="a name from `clipdesk models list`")
+    download.add_argument(
+        "--mirror", metavar="URL", help="a Hugging Face mirror to download from (or $HF_ENDPOINT)"
+    )
+
+    imp = msub.add_parser(
+        "import",
+        help="register a local weights file (copied into the models folder)",
+        description="Register a local open_clip checkpoint: a .safetensors file, or a torch "
+        "state dict (.pt/.pth/.bin) that loads with weights_only=True; a pickle that needs "
+        "code to load is refused. The file is copied; the original is only read.",
+    )
+    imp.add_argument("--name", required=True, help="the name to use it by (letters, digits, ._-)")
+    imp.add_argument("--weights", required=True, metavar="FILE", help="the weights file")
+    imp.add_argument(
+        "--config",
+        metavar="FILE.json",
+        help="a custom architecture (open_clip's model-config schema); its architecture name "
+        "is the file's stem unless --arch is given",
+    )
+    imp.add_argument(
+        "--arch",
+        metavar="ARCH",
+        help="the architecture: an open_clip model name such as ViT-B-32 (needed without "
+        "--config), or the name for the --config architecture",
+    )
+
+    use = msub.add_parser("use", help="make an installed model the library's model")
+    use.add_argument("name", metavar="NAME", help="a name from `clipdesk models list`")
+    use.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    use.add_argument("--no-index", action="store_true", help="only switch; embed the photos later")
+
+
+def run_models_command(args: argparse.Namespace) -> int:
+    """Run ``models list|download|import`` (``use`` belongs to the library's CLI)."""
+    from clipdesk.models import ModelStore
+
+    command = args.models_command
+    if command == "list":
+        _print_list(ModelStore().available(), args.json, sys.stdout)
+        return 0
+    if command == "download":
+        return _download(ModelStore(endpoint=args.mirror), args.name)
+    if command == "import":
+        spec = ModelStore().import_model(
+            args.name,
+            Path(args.weights),
+            Path(args.config) if args.config else None,
+            arch=args.arch,
+        )
+        print(f"imported {args.name} ({spec.arch}, key {spec.key})")
+        print(f"use it with `clipdesk models use {args.name}`")
+        return 0
+    raise ClipdeskError(f"unknown models command {command!r}")
+
+
+def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        out.write(json.dumps([i.as_json() for i in rows], indent=1) + "\n")
+        return
+    out.write(f"  {'NAME':<20} {'SIZE':>8} {'DIM':>4} {'IMAGENET':>8} {'SPEED':>5}  LANGUAGES\n")
+    for info in rows:
+        mark = "*" if info.installed else " "
+        size = _size(info.size_bytes) if info.size_bytes else "?"
+        top1 = f"{info.imagenet_top1:.1%}" if info.imagenet_top1 is not None else "-"
+        speed = f"{info.relative_speed:.1f}x" if info.relative_speed is not None else "-"
+        dim = str(info.dim) if info.dim else "?"
+        notes = [info.spec]
+        if info.default:
+            notes.append("default")
+        if info.requires:
+            notes.append("needs " + ", ".join(info.requires))
+        out.write(
+            f"{mark} {info.name:<20} {size:>8} {dim:>4} {top1:>8} {speed:>5}  {info.languages}"
+            f"  ({'; '.join(notes)})\n"
+        )
+    out.write("* installed. SPEED: photos/s relative to the default model (rough).\n")
+
+
+def _download(store: object, name: str) -> int:
+    from clipdesk.models import DownloadCancelled, ModelStore
+
+    assert isinstance(store, ModelStore)
+    cancel = CancelToken()
+
+    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    bar = ByteBar(sys.stderr, name)
+    try:
+        spec = store.download(name, bar.update, cancel)
+    except DownloadCancelled as exc:
+        bar.close()
+        print(f"clipdesk: {exc}", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    print(f"{name} is installed: {spec.pretrained}")
+    return 0
+
+
+class ByteBar:
+    """A one-line download bar on a terminal; a line every few seconds otherwise."""
+
+    def __init__(self, stream: TextIO, label: str) -> None:
+        self.stream = stream
+        self.label = label
+        self.tty = stream.isatty()
+        self.started = time.monotonic()
+        self.first: int | None = None
+        self._last_line = 0.0
+        self._drawn = False
+
+    def update(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first, self.started = done, now
+        rate = (done - self.first) / max(now - self.started, 1e-6)
+        eta = f", ETA {_duration((total - done) / rate)}" if rate > 0 and done < total else ""
+        fraction = done / total if total else 1.0
+        width = 28
+        filled = int(width * fraction)
+        text = (
+            f"{self.label} [{'#' * filled}{'-' * (width - filled)}] {_size(done)}/{_size(total)}"
+            f" {_size(int(rate))}/s{eta}"
+        )
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text)
+            self.stream.flush()
+            self._drawn = True
+        elif now - self._last_line > 5 or done == total:
+            self.stream.write(text + "\n")
+            self._last_line = now
+
+    def close(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self._drawn = False
+
+
+def _size(size: int) -> str:
+    if size < 1_000_000:
+        return f"{size / 1000:.0f} KB"
+    if size < 1_000_000_000:
+        return f"{size / 1e6:.0f} MB"
+    return f"{size / 1e9:.1f} GB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
