@@ -109,6 +109,7 @@ class Clipdesk:
     def __init__(self, library: Library) -> None:
         self.library = library
         self._encoders: dict[str, ClipEncoder] = {}
+        self._last_used: dict[str, float] = {}
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.RLock()  # guards model and index loading
 
@@ -171,12 +172,24 @@ class Clipdesk:
                 loaded = ClipEncoder(spec, device, cache_dir=self.library.models_dir)
                 self._encoders[spec.key] = loaded
                 self.library.set_setting(DEVICE_USED_SETTING, loaded.device_reason)
+            self._last_used[spec.key] = time.monotonic()
             return loaded
 
-    def unload_models(self) -> None:
-        """Free the loaded models (an idle app calls this); they load again on demand."""
+    def unload_models(self, idle_for: float = 0.0) -> list[str]:
+        """Free the models not used for ``idle_for`` seconds (an idle app calls this
+        now and then); they load again on demand. Returns the keys unloaded."""
         with self._lock:
-            self._encoders.clear()
+            now = time.monotonic()
+            idle = [
+                key for key in self._encoders if now - self._last_used.get(key, 0.0) >= idle_for
+            ]
+            for key in idle:
+                del self._encoders[key]
+            return idle
+
+    def loaded_models(self) -> list[str]:
+        with self._lock:
+            return list(self._encoders)
 
     def use_model(self, spec: ModelSpec, device: str | None = None) -> str:
         """Make ``spec`` the target model; returns a sentence saying what happens next."""

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 from tests.helpers import FIXTURE_PHOTOS, TINY_CONFIG, TINY_SPEC
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests never touch the user's real models or libraries.
+os.environ.setdefault("CLIPDESK_MODELS_DIR", tempfile.mkdtemp(prefix="clipdesk-test-models-"))
+os.environ.pop("CLIPDESK_LIBRARY", None)
 
 
 @pytest.fixture()

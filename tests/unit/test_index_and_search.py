@@ -250,3 +250,17 @@ def test_switching_models_keeps_serving_the_old_vectors_until_complete(
             ).all()
         )
     assert sorted(per_model.values()) == [30, 30]  # every vector carries its model id
+
+
+def test_idle_models_are_unloaded_and_load_again_on_demand(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
+    app.add_folders([photos])
+    _index(app, tiny_spec)
+    key = tiny_spec.key  # type: ignore[attr-defined]
+    assert app.loaded_models() == [key]
+    assert app.unload_models(idle_for=3600) == []  # just used: stays
+    assert app.unload_models(idle_for=0) == [key]
+    assert app.loaded_models() == []
+    assert len(app.search_text("a hat", k=3)) == 3  # loads it again
+    assert app.loaded_models() == [key]
