@@ -9,16 +9,14 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import time
 from collections.abc import Iterable, Sequence
-from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
 from clipdesk import __version__
+from clipdesk.cli_output import StatusLine, bar, cancel_on_interrupt, duration
 from clipdesk.errors import ClipdeskError
-from clipdesk.progress import CancelToken, Progress
+from clipdesk.progress import Progress
 
 if TYPE_CHECKING:
     from clipdesk.services import Clipdesk
@@ -110,50 +108,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class ProgressBar:
-    """A one-line bar on a terminal; plain periodic lines otherwise (logs, pipes)."""
+    """Draws the :class:`Progress` of a service on one status line."""
 
     def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self._last_line = 0.0
+        self.line = StatusLine(stream)
         self._phase = ""
 
     def update(self, p: Progress) -> None:
-        if p.phase != self._phase and self._phase and self.tty:
-            self.stream.write("\n")
+        if p.phase != self._phase:
+            self.line.end()  # each phase keeps its last line
         self._phase = p.phase
-        eta = f", ETA {_duration(p.eta_s)}" if p.eta_s is not None and p.done < p.total else ""
+        eta = f", ETA {duration(p.eta_s)}" if p.eta_s is not None and p.done < p.total else ""
         fails = f", {p.failed} failed" if p.failed else ""
-        unit = "files" if p.phase == "scan" else "photos"
         if p.phase == "scan":
-            text = f"scanning: {p.done} {unit}"
+            text = f"scanning: {p.done} files"
         elif p.phase == "index":
             text = f"index: {p.done} photos searchable"
         else:
-            width = 28
-            filled = int(width * p.fraction)
-            bar = "#" * filled + "-" * (width - filled)
             verb = {"embed": "embedding", "tag": "tagging"}.get(p.phase, p.phase)
-            text = f"{verb} [{bar}] {p.done}/{p.total} {p.rate:.1f} {unit}/s{eta}{fails}"
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text)
-            self.stream.flush()
-        elif time.monotonic() - self._last_line > 5 or p.done == p.total:
-            self.stream.write(text + "\n")
-            self._last_line = time.monotonic()
+            text = f"{verb} {bar(p.fraction)} {p.done}/{p.total} {p.rate:.1f} photos/s{eta}{fails}"
+        self.line.show(text, final=p.done == p.total)
 
     def close(self) -> None:
-        if self.tty and self._phase:
-            self.stream.write("\n")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
+        self.line.end()
 
 
 def _print_hits(hits: Sequence[object], as_json: bool) -> None:
@@ -177,23 +154,16 @@ def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
         spec = ModelSpec.parse(args.model, args.model_config)
     if not app.library.roots():
         raise ClipdeskError("the library has no folders yet: add one with `clipdesk add FOLDER`")
-    cancel = CancelToken()
-
-    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
-        if cancel.cancelled:
-            raise KeyboardInterrupt
-        cancel.cancel()
-        sys.stderr.write("\nstopping after this batch (Ctrl+C again to abort)...\n")
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    bar = ProgressBar(sys.stderr)
+    progress_bar = ProgressBar(sys.stderr)
     report = ScanReport()
-    try:
-        for progress in app.index(spec, args.device, cancel, report, batch_size=args.batch_size):
-            bar.update(progress)
-    finally:
-        bar.close()
-        signal.signal(signal.SIGINT, previous)
+    with cancel_on_interrupt("stopping after this batch (Ctrl+C again to abort)...") as cancel:
+        try:
+            for progress in app.index(
+                spec, args.device, cancel, report, batch_size=args.batch_size
+            ):
+                progress_bar.update(progress)
+        finally:
+            progress_bar.close()
     for folder, reason in report.problems:
         print(f"warning: could not read {folder}: {reason}", file=sys.stderr)
     status = app.status()
@@ -225,13 +195,13 @@ def _run_labels(app: Clipdesk, args: argparse.Namespace) -> None:
 
 
 def _run_tag(app: Clipdesk, args: argparse.Namespace) -> int:
-    cancel = CancelToken()
-    bar = ProgressBar(sys.stderr)
-    try:
-        for progress in app.tag(args.labels, args.folder, args.multi, args.prompts, cancel):
-            bar.update(progress)
-    finally:
-        bar.close()
+    progress_bar = ProgressBar(sys.stderr)
+    with cancel_on_interrupt() as cancel:
+        try:
+            for progress in app.tag(args.labels, args.folder, args.multi, args.prompts, cancel):
+                progress_bar.update(progress)
+        finally:
+            progress_bar.close()
     results = app.photo_tags(args.labels, args.folder)
     if args.json:
         print(json.dumps([r.as_json() for r in results], indent=1))

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, TextIO
 
+from clipdesk.cli_output import StatusLine, bar, cancel_on_interrupt, duration, human_size
 from clipdesk.errors import ClipdeskError
-from clipdesk.progress import CancelToken
 
 if TYPE_CHECKING:
     from clipdesk.models import ModelInfo
@@ -100,7 +98,7 @@ def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
     out.write(f"  {'NAME':<20} {'SIZE':>8} {'DIM':>4} {'IMAGENET':>8} {'SPEED':>5}  LANGUAGES\n")
     for info in rows:
         mark = "*" if info.installed else " "
-        size = _size(info.size_bytes) if info.size_bytes else "?"
+        size = human_size(info.size_bytes) if info.size_bytes else "?"
         top1 = f"{info.imagenet_top1:.1%}" if info.imagenet_top1 is not None else "-"
         speed = f"{info.relative_speed:.1f}x" if info.relative_speed is not None else "-"
         dim = str(info.dim) if info.dim else "?"
@@ -120,79 +118,41 @@ def _download(store: object, name: str) -> int:
     from clipdesk.models import DownloadCancelled, ModelStore
 
     assert isinstance(store, ModelStore)
-    cancel = CancelToken()
-
-    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
-        if cancel.cancelled:
-            raise KeyboardInterrupt
-        cancel.cancel()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    bar = ByteBar(sys.stderr, name)
-    try:
-        spec = store.download(name, bar.update, cancel)
-    except DownloadCancelled as exc:
-        bar.close()
-        print(f"clipdesk: {exc}", file=sys.stderr)
-        return 130
-    finally:
-        bar.close()
-        signal.signal(signal.SIGINT, previous)
+    progress = ByteBar(sys.stderr, name)
+    with cancel_on_interrupt() as cancel:
+        try:
+            spec = store.download(name, progress.update, cancel)
+        except DownloadCancelled as exc:
+            progress.close()
+            print(f"clipdesk: {exc}", file=sys.stderr)
+            return 130
+        finally:
+            progress.close()
     print(f"{name} is installed: {spec.pretrained}")
     return 0
 
 
 class ByteBar:
-    """A one-line download bar on a terminal; a line every few seconds otherwise."""
+    """A download's bytes, rate and ETA on one status line."""
 
     def __init__(self, stream: TextIO, label: str) -> None:
-        self.stream = stream
+        self.line = StatusLine(stream)
         self.label = label
-        self.tty = stream.isatty()
         self.started = time.monotonic()
         self.first: int | None = None
-        self._last_line = 0.0
-        self._drawn = False
 
     def update(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if self.first is None:
+        if self.first is None:  # a resumed download counts its rate from where it resumed
             self.first, self.started = done, now
         rate = (done - self.first) / max(now - self.started, 1e-6)
-        eta = f", ETA {_duration((total - done) / rate)}" if rate > 0 and done < total else ""
+        eta = f", ETA {duration((total - done) / rate)}" if rate > 0 and done < total else ""
         fraction = done / total if total else 1.0
-        width = 28
-        filled = int(width * fraction)
-        text = (
-            f"{self.label} [{'#' * filled}{'-' * (width - filled)}] {_size(done)}/{_size(total)}"
-            f" {_size(int(rate))}/s{eta}"
+        self.line.show(
+            f"{self.label} {bar(fraction)} {human_size(done)}/{human_size(total)}"
+            f" {human_size(int(rate))}/s{eta}",
+            final=done == total,
         )
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text)
-            self.stream.flush()
-            self._drawn = True
-        elif now - self._last_line > 5 or done == total:
-            self.stream.write(text + "\n")
-            self._last_line = now
 
     def close(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\n")
-            self._drawn = False
-
-
-def _size(size: int) -> str:
-    if size < 1_000_000:
-        return f"{size / 1000:.0f} KB"
-    if size < 1_000_000_000:
-        return f"{size / 1e6:.0f} MB"
-    return f"{size / 1e9:.1f} GB"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
+        self.line.end()

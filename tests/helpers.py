@@ -142,3 +142,24 @@ def make_bad_files(folder: Path, good_jpeg: Path) -> dict[str, str]:
         "notes.jpg": "not an image",
         "bomb.png": "decompression bomb",
     }
+
+
+def tiny_state_dict(arch: str, seed: int) -> dict[str, object]:
+    """A random state dict of the tiny architecture, built by open_clip under ``arch``."""
+    import shutil
+    import tempfile
+
+    import open_clip
+    import torch
+
+    folder = Path(tempfile.mkdtemp(prefix="clipdesk-test-arch-"))
+    try:
+        shutil.copy(TINY_CONFIG, folder / f"{arch}.json")
+        if arch not in open_clip.list_models():
+            open_clip.add_model_config(folder / f"{arch}.json")
+    finally:
+        shutil.rmtree(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(arch, pretrained=None)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}

@@ -7,9 +7,7 @@ import hashlib
 import http.server
 import json
 import re
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import TINY_CONFIG, run_cli
+from tests.helpers import run_cli, tiny_state_dict
 
 TINY_ARCH = "clipdesk-test-tiny-download"
 TINY_TAG = "test"
@@ -131,22 +129,9 @@ class FakeHub:
 @pytest.fixture(scope="module")
 def tiny_weights() -> bytes:
     """A tiny open_clip model (tests/fixtures/tiny-clip.json), random init, as safetensors."""
-    import open_clip
-    import torch
     from safetensors.torch import save
 
-    folder = Path(tempfile.mkdtemp(prefix="clipdesk-test-arch-"))
-    try:
-        shutil.copy(TINY_CONFIG, folder / f"{TINY_ARCH}.json")
-        if TINY_ARCH not in open_clip.list_models():
-            open_clip.add_model_config(folder / f"{TINY_ARCH}.json")
-    finally:
-        shutil.rmtree(folder)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1234)
-        model = open_clip.create_model(TINY_ARCH, pretrained=None)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    return save(state)
+    return save(tiny_state_dict(TINY_ARCH, seed=1234))  # type: ignore[arg-type]
 
 
 @pytest.fixture()

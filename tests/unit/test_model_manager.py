@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY_CONFIG
+from tests.helpers import TINY_CONFIG, tiny_state_dict
 
 REQUIRED = {
     ("ViT-B-32", "laion2b_s34b_b79k"),
@@ -23,21 +21,7 @@ REQUIRED = {
 @pytest.fixture(scope="module")
 def tiny_state() -> dict[str, object]:
     """A random tiny-clip state dict, built by open_clip under a name of our own."""
-    import open_clip
-    import torch
-
-    arch = "clipdesk-test-tiny-import"
-    folder = Path(tempfile.mkdtemp(prefix="clipdesk-test-arch-"))
-    try:
-        shutil.copy(TINY_CONFIG, folder / f"{arch}.json")
-        if arch not in open_clip.list_models():
-            open_clip.add_model_config(folder / f"{arch}.json")
-    finally:
-        shutil.rmtree(folder)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(7)
-        model = open_clip.create_model(arch, pretrained=None)
-    return {k: v.contiguous() for k, v in model.state_dict().items()}
+    return tiny_state_dict("clipdesk-test-tiny-import", seed=7)
 
 
 @pytest.fixture()
