@@ -97,7 +97,7 @@ def decode_costs(encoder, paths: list[Path], verbose: bool = False) -> dict[str,
 
     from clipdesk.imaging import load_rgb, load_rgb_full
 
-    size = encoder.image_size
+    size = encoder.decode_side
     np_prep = numpy_preprocess(encoder)
     draft = full = prep = prep_np = 0.0
     megapixels = 0.0

@@ -65,7 +65,7 @@ Decoded = tuple[PendingImage, "torch.Tensor | None", str | None]
 def _decoder(encoder: ClipEncoder, max_pixels: int) -> Callable[[PendingImage], Decoded]:
     def decode(item: PendingImage) -> Decoded:
         try:
-            image = load_rgb(item.path, encoder.image_size, max_pixels)
+            image = load_rgb(item.path, encoder.decode_side, max_pixels)
             return item, encoder.preprocess_image(image), None
         except ImageRejected as exc:
             return item, None, str(exc)

@@ -312,6 +312,14 @@ class ClipEncoder:
         return label
 
     @property
+    def decode_side(self) -> int:
+        """The smallest side to decode photos at. JPEG draft (DCT) scaling is a cruder
+        filter than the model's antialiased resize, so decode at twice the input and let
+        the resize do the last step: on 12 MP photos this costs ~1 ms more per photo
+        (Huffman decoding dominates), and keeps rankings equal to a full decode."""
+        return 2 * self.image_size
+
+    @property
     def logit_scale(self) -> float:
         """The model's learned temperature (CLIP's ``logit_scale.exp()``)."""
         return float(self.model.logit_scale.exp().item())

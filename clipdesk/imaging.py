@@ -62,6 +62,12 @@ _FULL_HASH_LIMIT = 1 << 20
 _SAMPLE = 256 * 1024
 
 
+# Draft decoding only for JPEGs whose shorter side is at least this many times min_side.
+# Below it the saving is small (bench: 0.84 vs 0.90 ms for 0.2 MP photos) and the cruder
+# DCT filter measurably moves a small model's vectors.
+_DRAFT_FROM = 4
+
+
 class ImageRejected(Exception):
     """This file cannot be used; ``str(exc)`` says why in plain words."""
 
@@ -172,13 +178,14 @@ def read_header(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
 def load_rgb(path: str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``path`` upright, in RGB, at no less than ``min_side`` px on each side.
 
-    JPEGs use the decoder's draft mode (DCT scaling), so a 12 MP photo is decoded at 1/2,
-    1/4 or 1/8 size, never larger than needed for a ``min_side`` px model input.
+    Large JPEGs use the decoder's draft mode (DCT scaling), so a 12 MP photo is decoded
+    at 1/2, 1/4 or 1/8 size, never below ``min_side``. Smaller ones are decoded whole:
+    there draft mode saves next to nothing and full decoding is exact.
     """
     try:
         with _open(path) as img:
             _check_pixels(img.size[0], img.size[1], max_pixels)
-            if img.format == "JPEG":
+            if img.format == "JPEG" and min(img.size) >= _DRAFT_FROM * min_side:
                 img.draft("RGB", (min_side, min_side))
             img.load()
             upright = ImageOps.exif_transpose(img)

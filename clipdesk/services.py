@@ -351,7 +351,7 @@ class Clipdesk:
             return self.similar(image, k, tag)
         path = os.fspath(image)
         try:
-            rgb = load_rgb(path, self.encoder().image_size)
+            rgb = load_rgb(path, self.encoder().decode_side)
         except ImageRejected as exc:
             raise ClipdeskError(f"cannot use {path} as a query image: {exc}") from exc
         vector = self.encoder().encode_images([rgb])[0]
