@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check clipdesk tests bench
-	$(BIN)/ruff format --check clipdesk tests bench
+	$(BIN)/ruff check clipdesk tests bench tools
+	$(BIN)/ruff format --check clipdesk tests bench tools
 	$(BIN)/mypy
 
 test: lint
