@@ -99,19 +99,26 @@ class Library:
     @contextlib.contextmanager
     def exclusive(self, what: str) -> Iterator[None]:
         """Hold the library's writer lock (one indexer at a time, across processes)."""
-        lock_path = self.directory / "writer.lock"
-        fh: IO[str] = open(lock_path, "a+")  # noqa: SIM115 - held for the with-block
+        busy = ClipdeskError(
+            f"another clipdesk process is already {what} this library ({self.directory})"
+        )
+        with file_lock(self.directory / "writer.lock", busy):
+            yield
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, busy: Exception) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` across processes, or raise ``busy`` at once."""
+    fh: IO[str] = open(path, "a+")  # noqa: SIM115 - held for the with-block
+    try:
+        if not _try_lock(fh):
+            raise busy
         try:
-            if not _try_lock(fh):
-                raise ClipdeskError(
-                    f"another clipdesk process is already {what} this library ({self.directory})"
-                )
-            try:
-                yield
-            finally:
-                _unlock(fh)
+            yield
         finally:
-            fh.close()
+            _unlock(fh)
+    finally:
+        fh.close()
 
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only

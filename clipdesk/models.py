@@ -792,18 +792,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
 @contextmanager
 def _folder_lock(folder: Path, name: str) -> Iterator[None]:
     """One download of a model at a time, across processes (they would share a .part)."""
-    from clipdesk.library import _try_lock, _unlock
+    from clipdesk.library import file_lock
 
-    fh: IO[str] = open(folder / ".lock", "a+")  # noqa: SIM115 - held for the with-block
-    try:
-        if not _try_lock(fh):
-            raise ModelUnavailableError(f"{name} is already being downloaded by another process")
-        try:
-            yield
-        finally:
-            _unlock(fh)
-    finally:
-        fh.close()
+    busy = ModelUnavailableError(f"{name} is already being downloaded by another process")
+    with file_lock(folder / ".lock", busy):
+        yield
 
 
 def _check_plain_weights(path: Path, shown: Path) -> None:
