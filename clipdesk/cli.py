@@ -104,7 +104,28 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="photos, indexed, failures, model and device")
     status.add_argument("--json", action="store_true")
+
+    gui = sub.add_parser("gui", help="open the desktop app (also: clipdesk with no command)")
+    gui.add_argument("--search", metavar="TEXT", help="start with this search")
+    gui.add_argument(
+        "--screenshot",
+        metavar="FILE.png",
+        help="wait for indexing (and --search), save a picture of the window and quit",
+    )
     return parser
+
+
+def _run_gui(args: argparse.Namespace) -> int:
+    try:
+        from clipdesk.gui.app import run_gui
+    except ImportError as exc:
+        print(
+            f"clipdesk: error: the desktop app cannot start ({exc}). Install PySide6, or use "
+            "the commands in `clipdesk --help`.",
+            file=sys.stderr,
+        )
+        return 2
+    return run_gui(args.library, getattr(args, "search", None), getattr(args, "screenshot", None))
 
 
 class ProgressBar:
@@ -272,9 +293,6 @@ def _print_status(status: object, as_json: bool) -> None:
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = _parser().parse_args(list(argv) if argv is not None else None)
-    if args.command is None:
-        _parser().print_help()
-        return 0
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",
@@ -282,6 +300,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     # Keep undecodable file names printable exactly as the OS gave them.
     if isinstance(sys.stdout, __import__("io").TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")
+    if args.command in (None, "gui"):
+        return _run_gui(args)
     try:
         from clipdesk.library import Library
         from clipdesk.services import Clipdesk

@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from clipdesk import db
+from clipdesk.browsing import PhotoDetails, PhotoRef, list_photos, photo_details, photo_refs
 from clipdesk.embedding import DEFAULT_BATCH_SIZE, embed_pending, pending_images
 from clipdesk.encoder import DEFAULT_MODEL, ClipEncoder, ModelSpec
 from clipdesk.errors import ClipdeskError, NotIndexedError
@@ -33,6 +34,7 @@ from clipdesk.tagging import (
     tag_photos,
     tags_of_photos,
 )
+from clipdesk.thumbnails import ThumbnailCache
 from clipdesk.vector_index import VectorIndex
 
 MODEL_SETTING = "model_key"
@@ -49,6 +51,13 @@ class SearchHit:
     width: int | None
     height: int | None
     taken_at: float
+    fingerprint: str = ""
+
+    @property
+    def ref(self) -> PhotoRef:
+        return PhotoRef(
+            self.photo_id, self.path, self.fingerprint, self.width, self.height, self.taken_at
+        )
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -112,6 +121,7 @@ class Clipdesk:
         self._last_used: dict[str, float] = {}
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.RLock()  # guards model and index loading
+        self.thumbnails = ThumbnailCache(library)
 
     # -- folders -----------------------------------------------------------------------
 
@@ -307,7 +317,15 @@ class Clipdesk:
                 if photo is None or photo.error is not None or not os.path.exists(photo.path):
                     continue
                 hits.append(
-                    SearchHit(pid, photo.path, score, photo.width, photo.height, photo.taken_at)
+                    SearchHit(
+                        pid,
+                        photo.path,
+                        score,
+                        photo.width,
+                        photo.height,
+                        photo.taken_at,
+                        photo.fingerprint,
+                    )
                 )
             if len(hits) >= k or len(raw) < ask + 8 or ask >= len(index):
                 return hits[:k]
@@ -373,6 +391,28 @@ class Clipdesk:
                 raise ClipdeskError(f"{found.path} could not be indexed: {found.error}")
             return self.search_image(found.path, k, tag)
         return self._hits(self.vector_index(), vector, k, exclude=found.id, tag=tag)
+
+    # -- browsing ----------------------------------------------------------------------
+
+    def browse(self, folder: str | Path | None = None, tag: str | None = None) -> list[PhotoRef]:
+        """The library's readable photos, newest first (under ``folder``; tagged ``tag``)."""
+        target = None if folder is None else normalise_folder(folder)
+        allowed = None
+        if tag is not None:
+            key = self.library.get_setting(MODEL_SETTING)
+            allowed = set() if key is None else self._allowed(self._index_for(key), tag)
+        return list_photos(self.library, target, allowed)
+
+    def photo_refs(self, photo_ids: list[int]) -> dict[int, PhotoRef]:
+        return photo_refs(self.library, photo_ids)
+
+    def photo_details(self, photo_id: int) -> PhotoDetails | None:
+        key = self.library.get_setting(MODEL_SETTING)
+        model_id = None
+        if key is not None:
+            with self.library.session() as s:
+                model_id = s.scalar(select(db.Model.id).where(db.Model.key == key))
+        return photo_details(self.library, photo_id, model_id)
 
     # -- tagging -----------------------------------------------------------------------
 

@@ -1,0 +1,165 @@
+"""Listing photos and describing one: what a photo browser shows beside search results.
+
+Plain Python; queries select only the columns they need, so listing 100,000 photos is
+one SQL query and no ORM objects.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from PIL import Image
+from sqlalchemy import select
+
+from clipdesk import db
+from clipdesk.library import Library
+from clipdesk.tagging import under_folder
+
+_EXIF_MAKE = 0x010F
+_EXIF_MODEL = 0x0110
+_EXIF_IFD = 0x8769
+_EXPOSURE_TIME = 0x829A
+_F_NUMBER = 0x829D
+_ISO = 0x8827
+_FOCAL_LENGTH = 0x920A
+
+
+@dataclass(frozen=True)
+class PhotoRef:
+    """Enough to show a photo in a grid: the thumbnail is keyed by ``fingerprint``."""
+
+    photo_id: int
+    path: str
+    fingerprint: str
+    width: int | None
+    height: int | None
+    taken_at: float
+
+
+def list_photos(
+    library: Library,
+    folder: str | None = None,
+    photo_ids: set[int] | None = None,
+    newest_first: bool = True,
+) -> list[PhotoRef]:
+    """The readable photos (under ``folder``; among ``photo_ids``), by date taken."""
+    query = select(
+        db.Photo.id,
+        db.Photo.path,
+        db.Photo.fingerprint,
+        db.Photo.width,
+        db.Photo.height,
+        db.Photo.taken_at,
+    ).where(db.Photo.error.is_(None))
+    if folder is not None:
+        query = query.where(under_folder(folder))  # type: ignore[arg-type]
+    order = db.Photo.taken_at.desc() if newest_first else db.Photo.taken_at.asc()
+    query = query.order_by(order, db.Photo.id)
+    with library.session() as s:
+        rows = s.execute(query).all()
+    refs = [PhotoRef(*row) for row in rows]
+    if photo_ids is not None:
+        refs = [ref for ref in refs if ref.photo_id in photo_ids]
+    return refs
+
+
+def photo_refs(library: Library, photo_ids: list[int]) -> dict[int, PhotoRef]:
+    query = select(
+        db.Photo.id,
+        db.Photo.path,
+        db.Photo.fingerprint,
+        db.Photo.width,
+        db.Photo.height,
+        db.Photo.taken_at,
+    ).where(db.Photo.id.in_(photo_ids))
+    with library.session() as s:
+        return {row[0]: PhotoRef(*row) for row in s.execute(query).all()}
+
+
+@dataclass
+class PhotoDetails:
+    """What the details panel shows about one photo."""
+
+    photo_id: int
+    path: str
+    size_bytes: int
+    width: int | None
+    height: int | None
+    taken_at: float
+    taken_from_exif: bool
+    error: str | None
+    exists: bool
+    camera: str | None = None
+    exposure: str | None = None
+    tags: list[tuple[str, str, float]] = field(default_factory=list)  # set, label, score
+
+    @property
+    def taken_text(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.taken_at))
+        return when if self.taken_from_exif else f"{when} (file date)"
+
+
+def _camera_of(path: str) -> tuple[str | None, str | None]:
+    """Camera make/model and exposure from EXIF (header only; never raises)."""
+    try:
+        with Image.open(path) as img:
+            exif = img.getexif()
+    except Exception:
+        return None, None
+    if not exif:
+        return None, None
+    make = str(exif.get(_EXIF_MAKE, "")).strip("\x00 ")
+    model = str(exif.get(_EXIF_MODEL, "")).strip("\x00 ")
+    if make and model.lower().startswith(make.lower().split()[0]):
+        make = ""  # "Canon Canon EOS R5" reads badly
+    camera = " ".join(part for part in (make, model) if part) or None
+    parts = []
+    try:
+        sub = exif.get_ifd(_EXIF_IFD)
+    except Exception:
+        sub = {}
+    if (exposure := sub.get(_EXPOSURE_TIME)) is not None:
+        seconds = float(exposure)
+        parts.append(f"1/{round(1 / seconds)} s" if 0 < seconds < 1 else f"{seconds:g} s")
+    if (f_number := sub.get(_F_NUMBER)) is not None:
+        parts.append(f"f/{float(f_number):.1f}")
+    if (iso := sub.get(_ISO)) is not None:
+        parts.append(f"ISO {iso}")
+    if (focal := sub.get(_FOCAL_LENGTH)) is not None:
+        parts.append(f"{float(focal):g} mm")
+    return camera, ", ".join(parts) or None
+
+
+def photo_details(library: Library, photo_id: int, model_id: int | None) -> PhotoDetails | None:
+    """Everything known about one photo, its tags under ``model_id`` included."""
+    with library.session() as s:
+        photo = s.get(db.Photo, photo_id)
+        if photo is None:
+            return None
+        tags: list[tuple[str, str, float]] = []
+        if model_id is not None:
+            rows = s.execute(
+                select(db.LabelSet.name, db.Label.name, db.PhotoTag.score)
+                .join(db.Label, db.Label.id == db.PhotoTag.label_id)
+                .join(db.LabelSet, db.LabelSet.id == db.Label.label_set_id)
+                .where(db.PhotoTag.photo_id == photo_id, db.PhotoTag.model_id == model_id)
+                .order_by(db.PhotoTag.score.desc())
+            ).all()
+            tags = [(set_name, label, float(score)) for set_name, label, score in rows]
+        details = PhotoDetails(
+            photo_id=photo.id,
+            path=photo.path,
+            size_bytes=photo.size,
+            width=photo.width,
+            height=photo.height,
+            taken_at=photo.taken_at,
+            taken_from_exif=photo.taken_from_exif,
+            error=photo.error,
+            exists=os.path.exists(photo.path),
+            tags=tags,
+        )
+    if details.exists:
+        details.camera, details.exposure = _camera_of(details.path)
+    return details

@@ -1,0 +1,148 @@
+"""The sidebar: the library's folders with counts and index state, tags with counts,
+and label sets. It only shows what a :class:`LibraryStatus` says and emits requests."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPoint, Qt, Signal
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QMenu,
+    QPushButton,
+    QStyle,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from clipdesk.services import LibraryStatus
+
+KIND_ROLE = Qt.ItemDataRole.UserRole + 1
+VALUE_ROLE = Qt.ItemDataRole.UserRole + 2
+
+
+class SidebarWidget(QWidget):
+    all_requested = Signal()
+    folder_requested = Signal(str)
+    tag_requested = Signal(str)
+    add_folder_requested = Signal()
+    remove_folder_requested = Signal(str)
+    show_folder_requested = Signal(str)
+    new_label_set_requested = Signal()
+    edit_label_set_requested = Signal(str)
+    run_label_set_requested = Signal(str)
+    delete_label_set_requested = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderHidden(True)
+        self.tree.setRootIsDecorated(False)
+        self.tree.setIndentation(12)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._menu)
+        self.tree.itemClicked.connect(self._clicked)
+        self.tree.itemActivated.connect(self._clicked)
+        self.add_button = QPushButton("Add folder…")
+        self.add_button.clicked.connect(self.add_folder_requested)
+        self.label_button = QPushButton("New label set…")
+        self.label_button.clicked.connect(self.new_label_set_requested)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.add_button)
+        buttons.addWidget(self.label_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.tree, 1)
+        layout.addLayout(buttons)
+        self._sections: dict[str, QTreeWidgetItem] = {}
+        for title in ("Library", "Folders", "Tags", "Label sets"):
+            item = QTreeWidgetItem([title])
+            font = item.font(0)
+            font.setBold(True)
+            item.setFont(0, font)
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            self.tree.addTopLevelItem(item)
+            item.setExpanded(True)
+            self._sections[title] = item
+        self._all_item = self._child("Library", "All photos", "all", "")
+
+    def _child(self, section: str, text: str, kind: str, value: str) -> QTreeWidgetItem:
+        item = QTreeWidgetItem([text])
+        item.setData(0, KIND_ROLE, kind)
+        item.setData(0, VALUE_ROLE, value)
+        self._sections[section].addChild(item)
+        return item
+
+    def update_status(self, status: LibraryStatus, label_sets: dict[str, list[str]]) -> None:
+        pending = f" · {status.pending:,} to index" if status.pending else ""
+        self._all_item.setText(0, f"All photos ({status.photos:,}{pending})")
+        folders = self._sections["Folders"]
+        folders.takeChildren()
+        warn = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
+        icon = self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon)
+        for folder in status.folders:
+            name = folder.path.rstrip("/").rsplit("/", 1)[-1] or folder.path
+            if not folder.available:
+                state = "not found: unplugged or moved?"
+            elif folder.indexed < folder.photos:
+                state = f"{folder.indexed:,} of {folder.photos:,} indexed"
+            else:
+                state = f"{folder.photos:,} photos"
+            item = self._child("Folders", f"{name}  ({state})", "folder", folder.path)
+            item.setToolTip(0, folder.path)
+            item.setIcon(0, icon if folder.available else warn)
+        if not status.folders:
+            hint = self._child("Folders", "No folders yet: add one", "add", "")
+            hint.setForeground(0, self.palette().placeholderText())
+        tags = self._sections["Tags"]
+        tags.takeChildren()
+        for label, count in sorted(status.tags.items(), key=lambda t: (-t[1], t[0])):
+            self._child("Tags", f"{label}  ({count:,})", "tag", label)
+        sets = self._sections["Label sets"]
+        sets.takeChildren()
+        for name, labels in label_sets.items():
+            item = self._child("Label sets", name, "label_set", name)
+            item.setToolTip(0, ", ".join(labels))
+        if not label_sets:
+            hint = self._child("Label sets", "None yet: create one to tag photos", "new_set", "")
+            hint.setForeground(0, self.palette().placeholderText())
+
+    def _clicked(self, item: QTreeWidgetItem) -> None:
+        kind, value = item.data(0, KIND_ROLE), item.data(0, VALUE_ROLE)
+        if kind == "all":
+            self.all_requested.emit()
+        elif kind == "folder":
+            self.folder_requested.emit(value)
+        elif kind == "tag":
+            self.tag_requested.emit(value)
+        elif kind == "label_set":
+            self.edit_label_set_requested.emit(value)
+        elif kind == "add":
+            self.add_folder_requested.emit()
+        elif kind == "new_set":
+            self.new_label_set_requested.emit()
+
+    def _menu(self, pos: QPoint) -> None:
+        item = self.tree.itemAt(pos)
+        if item is None:
+            return
+        kind, value = item.data(0, KIND_ROLE), item.data(0, VALUE_ROLE)
+        menu = QMenu(self)
+        if kind == "folder":
+            menu.addAction("Show photos", lambda: self.folder_requested.emit(value))
+            menu.addAction("Show in file manager", lambda: self.show_folder_requested.emit(value))
+            menu.addSeparator()
+            menu.addAction(
+                "Remove from library (files stay)",
+                lambda: self.remove_folder_requested.emit(value),
+            )
+        elif kind == "label_set":
+            menu.addAction("Edit and tag…", lambda: self.edit_label_set_requested.emit(value))
+            menu.addAction("Tag the library now", lambda: self.run_label_set_requested.emit(value))
+            menu.addSeparator()
+            menu.addAction("Delete label set", lambda: self.delete_label_set_requested.emit(value))
+        elif kind == "tag":
+            menu.addAction("Show photos with this tag", lambda: self.tag_requested.emit(value))
+        else:
+            return
+        menu.exec(self.tree.viewport().mapToGlobal(pos))
