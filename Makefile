@@ -5,9 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint unit e2e run clean
+.PHONY: setup test lint unit gui e2e run clean system-deps
 
-setup: $(STAMP)
+setup: system-deps $(STAMP)
+
+# Qt's X11/EGL libraries and Xvfb (Debian/Ubuntu; installs only what is missing).
+system-deps:
+	bash tools/system-deps.sh
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-lint: $(STAMP)
+lint: setup
 	$(BIN)/ruff check clipdesk tests bench tools
 	$(BIN)/ruff format --check clipdesk tests bench tools
 	$(BIN)/mypy
@@ -26,8 +30,14 @@ test: lint
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-e2e: $(STAMP)
+gui: setup
+	$(BIN)/python -m pytest tests/gui
+
+e2e: setup
 	$(BIN)/python -m pytest tests/e2e
+
+run: setup
+	$(BIN)/clipdesk
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QSettings, QTimer
-from PySide6.QtGui import QIcon
+from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from clipdesk.errors import ClipdeskError
@@ -108,10 +108,13 @@ class ScreenshotDirector(QObject):
             return  # let the last thumbnails paint
         self.timer.stop()
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        saved = window.grab().save(str(self.out))
+        picture = window.grab()
+        saved = picture.save(str(self.out))
         self.exit_code = 0 if saved and not timed_out else 1
-        if timed_out:
-            log.error("screenshot taken after the %s timeout", "wait")
+        platform = QGuiApplication.platformName()
+        size = f"{picture.width()}x{picture.height()}"
+        state = "after the time limit, before the window settled" if timed_out else "settled"
+        print(f"screenshot {self.out} ({platform}, {size}, {self.results} results, {state})")
         window.close()
 
 

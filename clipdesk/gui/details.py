@@ -49,7 +49,7 @@ class DetailsPanel(QWidget):
         font.setPointSizeF(font.pointSizeF() * 1.15)
         self.name_label.setFont(font)
         self.fields: dict[str, QLabel] = {}
-        form = QFormLayout()
+        self.form = form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         for name in ("Folder", "Size", "Taken", "Camera", "Exposure", "Score", "Tags"):
             value = QLabel()
@@ -104,6 +104,7 @@ class DetailsPanel(QWidget):
         size = f"{ref.width} × {ref.height} px" if ref.width and ref.height else ""
         self.fields["Size"].setText(size)
         self.fields["Score"].setText("" if score is None else f"{score:.3f}")
+        self.form.setRowVisible(self.fields["Score"], score is not None)
         for name in ("Taken", "Camera", "Exposure", "Tags"):
             self.fields[name].setText("…")
         self.set_preview(ref, preview)

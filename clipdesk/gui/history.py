@@ -29,7 +29,7 @@ class View:
         photos = f"{count:,} photo" + ("" if count == 1 else "s")
         tagged = f" tagged “{self.tag}”" if self.tag else ""
         if self.kind == "text":
-            return f"Best {photos}{tagged} for “{self.text}”"
+            return f"“{self.text}”: {photos}{tagged}, best match first"
         if self.kind == "image":
             return f"{photos}{tagged} that look like {os.path.basename(self.text)}"
         if self.kind == "similar" and self.ref is not None:

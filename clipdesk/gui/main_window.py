@@ -179,6 +179,7 @@ class MainWindow(QMainWindow):
         self.label_sets: dict[str, list[str]] = {}
         self.job: Worker | None = None
         self.job_kind = ""
+        self._job_phase = ""
         self._job_stopped = False
         self._query_generation = 0
         self._search_worker: Worker | None = None
@@ -474,6 +475,8 @@ class MainWindow(QMainWindow):
         if record:
             self.history.push(view, replace_current)
         self._update_history_actions()
+        if view.kind != "text" and self.search_field.text():
+            self.search_field.clear()  # the field shows the text query, and only that
         self._query_generation += 1
         generation = self._query_generation
         if self._search_worker is not None:
@@ -750,6 +753,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Another job is running; it must finish first.", 5000)
             return False
         self.job_kind = kind
+        self._job_phase = ""
         self._job_stopped = False
         self.resume_button.hide()
         self.pause_button.setText("Pause")
@@ -766,6 +770,9 @@ class MainWindow(QMainWindow):
         return True
 
     def start_indexing(self) -> None:
+        if self.status is None:  # not known yet whether there is a model: ask first
+            self.refresh_status(then_index=True)
+            return
         if not self._model_ready:
             self.pages.setCurrentWidget(self.welcome)
             self.show_error("Download or import a model first.")
@@ -776,6 +783,11 @@ class MainWindow(QMainWindow):
 
     def _job_progress(self, progress: Progress) -> None:
         self.job_progressed.emit(progress)
+        if progress.phase != "scan" and self._job_phase == "scan":
+            current = self.history.current  # the scan found the photos: show them now
+            if current is not None and not current.is_search:
+                self.navigate(current, record=False)
+        self._job_phase = progress.phase
         if progress.phase == "scan":
             self.job_progress.setRange(0, 0)
             self.job_label.setText(f"Looking for photos… {progress.done:,} files checked")
@@ -790,10 +802,12 @@ class MainWindow(QMainWindow):
         if progress.rate > 0:
             parts.append(f"{progress.rate:.1f} photos/s")
         if progress.eta_s is not None and progress.done < progress.total:
-            parts.append(f"about {duration(progress.eta_s)} left")
+            left = progress.eta_s
+            parts.append("almost done" if left < 5 else f"about {duration(left)} left")
         if progress.failed:
             parts.append(f"{progress.failed:,} could not be read")
-        self.job_label.setText(" · ".join(parts))
+        paused = self.job is not None and self.job.paused
+        self.job_label.setText(("Paused · " if paused else "") + " · ".join(parts))
         if progress.phase == "embed" and progress.done and progress.done % 512 < 64:
             self.refresh_status()  # counts in the sidebar, now and then
 

@@ -98,6 +98,9 @@ class SidebarWidget(QWidget):
         tags.takeChildren()
         for label, count in sorted(status.tags.items(), key=lambda t: (-t[1], t[0])):
             self._child("Tags", f"{label}  ({count:,})", "tag", label)
+        if not status.tags:
+            hint = self._child("Tags", "None yet: run a label set", "new_set", "")
+            hint.setForeground(0, self.palette().placeholderText())
         sets = self._sections["Label sets"]
         sets.takeChildren()
         for name, labels in label_sets.items():

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QRunnable, QThreadPool, Signal
 
 from clipdesk.errors import ClipdeskError
 from clipdesk.imaging import ImageRejected
@@ -156,4 +156,9 @@ class TaskRunner(QObject):
         """Cancel everything and wait; True if every thread stopped in time."""
         for worker in list(self._active):
             worker.cancel()
-        return bool(self.pool.waitForDone(timeout_ms))
+        stopped = bool(self.pool.waitForDone(timeout_ms))
+        # Deliver the finished workers' queued signals now, while their receivers exist.
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.MetaCall)
+        if stopped:
+            self._active.clear()
+        return stopped

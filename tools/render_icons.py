@@ -1,0 +1,35 @@
+"""Render resources/icons/clipdesk.svg to the PNG sizes desktops and installers use."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtGui import QGuiApplication, QImage, QPainter  # noqa: E402
+from PySide6.QtSvg import QSvgRenderer  # noqa: E402
+
+ICONS = Path(__file__).resolve().parent.parent / "resources" / "icons"
+SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
+
+
+def main() -> int:
+    app = QGuiApplication(sys.argv[:1])
+    renderer = QSvgRenderer(str(ICONS / "clipdesk.svg"))
+    for size in SIZES:
+        image = QImage(size, size, QImage.Format.Format_ARGB32)
+        image.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(image)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        renderer.render(painter)
+        painter.end()
+        image.save(str(ICONS / f"clipdesk-{size}.png"))
+    del app
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
