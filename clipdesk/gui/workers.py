@@ -118,6 +118,7 @@ class TaskRunner(QObject):
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(max_threads)
         self._active: set[Worker] = set()
+        self._closed = False
 
     def start(
         self,
@@ -138,6 +139,8 @@ class TaskRunner(QObject):
             worker.signals.failed.connect(on_failure)
         if on_finish is not None:
             worker.signals.finished.connect(on_finish)
+        if self._closed:
+            return worker  # the window is closing: never started, so it reports nothing
         worker.signals.finished.connect(lambda: self._forget(worker))
         self._active.add(worker)
         self.active_changed.emit(len(self._active))
@@ -153,7 +156,9 @@ class TaskRunner(QObject):
         return len(self._active)
 
     def shutdown(self, timeout_ms: int = 30000) -> bool:
-        """Cancel everything and wait; True if every thread stopped in time."""
+        """Cancel everything and wait; True if every thread stopped in time. Nothing
+        starts afterwards."""
+        self._closed = True
         for worker in list(self._active):
             worker.cancel()
         stopped = bool(self.pool.waitForDone(timeout_ms))

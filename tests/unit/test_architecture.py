@@ -15,6 +15,10 @@ CORE = [
     "clipdesk.imaging",
     "clipdesk.library",
     "clipdesk.db",
+    "clipdesk.browsing",
+    "clipdesk.thumbnails",
+    "clipdesk.tagging",
+    "clipdesk.models",
 ]
 
 
@@ -32,3 +36,17 @@ def test_core_imports_no_qt_and_no_heavy_libraries() -> None:
     loaded = _loaded_after_import(CORE)
     for heavy in ("PySide6", "PyQt6", "torch", "open_clip", "hnswlib"):
         assert heavy not in loaded, f"importing the core pulled in {heavy}"
+
+
+def test_only_the_gui_package_imports_qt() -> None:
+    import re
+    from pathlib import Path
+
+    import clipdesk
+
+    qt_import = re.compile(r"^\s*(from|import)\s+(PySide6|PyQt|shiboken)", re.MULTILINE)
+    package = Path(clipdesk.__file__).parent
+    for source in package.rglob("*.py"):
+        inside_gui = source.relative_to(package).parts[0] == "gui"
+        if not inside_gui:
+            assert not qt_import.search(source.read_text(encoding="utf-8")), source
