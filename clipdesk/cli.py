@@ -115,7 +115,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _no_screen() -> bool:
+    """True on Linux without X11/Wayland (e.g. over ssh), unless Qt is told a platform."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def _run_gui(args: argparse.Namespace) -> int:
+    if _no_screen():
+        if args.command is None:
+            _parser().print_help()
+        print(
+            "clipdesk: the desktop app needs a screen (no DISPLAY or WAYLAND_DISPLAY is set); "
+            "use the commands above, or run it under xvfb-run.",
+            file=sys.stderr,
+        )
+        return 0 if args.command is None else 2
     try:
         from clipdesk.gui.app import run_gui
     except ImportError as exc:

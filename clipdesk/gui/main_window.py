@@ -184,6 +184,7 @@ class MainWindow(QMainWindow):
         self._query_generation = 0
         self._search_worker: Worker | None = None
         self._quick_look: QuickLookDialog | None = None
+        self._preview_wanted: PhotoRef | None = None
         self._model_ready = False
         self.setWindowTitle(f"clipdesk — {services.library.directory}")
         self.setAcceptDrops(True)
@@ -257,6 +258,7 @@ class MainWindow(QMainWindow):
         self.grid.setModel(self.model)
         self.grid.setItemDelegate(self.delegate)
         self.thumbnails.ready.connect(self.model.thumbnail_ready)
+        self.thumbnails.ready.connect(self._thumbnail_ready)
         self.grid.open_requested.connect(self.open_photo)
         self.grid.similar_requested.connect(self.find_similar)
         self.grid.preview_requested.connect(self.quick_look)
@@ -596,7 +598,7 @@ class MainWindow(QMainWindow):
         folder.mkdir(exist_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, suffix=".png")
         os.close(fd)
-        if image.isNull() or not image.save(name, b"PNG"):
+        if image.isNull() or not image.save(name):  # PNG, from the suffix
             self.show_error("The pasted image could not be read.")
             return
         self.search_image_file(name)
@@ -658,12 +660,13 @@ class MainWindow(QMainWindow):
         self.run(lambda _: self.services.photo_details(ref.photo_id), shown, "details")
 
     def _await_preview(self, ref: PhotoRef) -> None:
-        def ready(fingerprint: str) -> None:
-            if fingerprint == ref.fingerprint:
-                self.thumbnails.ready.disconnect(ready)
-                self.details.set_preview(ref, self.thumbnails.image(ref.fingerprint, ref.path))
+        self._preview_wanted = ref  # _thumbnail_ready fills the panel when it arrives
 
-        self.thumbnails.ready.connect(ready)
+    def _thumbnail_ready(self, fingerprint: str) -> None:
+        ref = self._preview_wanted
+        if ref is not None and ref.fingerprint == fingerprint:
+            self._preview_wanted = None
+            self.details.set_preview(ref, self.thumbnails.image(ref.fingerprint, ref.path))
 
     def quick_look(self, ref: PhotoRef | None) -> None:
         if ref is None:

@@ -153,9 +153,14 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) ->
     assert proc.returncode == 2 and "cannot load weights" in proc.stderr
 
 
-def test_no_arguments_prints_help(tmp_path: Path) -> None:
-    proc = run_cli(library=tmp_path / "lib")
+def test_no_arguments_without_a_screen_prints_help(tmp_path: Path) -> None:
+    # With a screen, no arguments open the window (tests/e2e/test_gui_window.py).
+    no_screen = {"DISPLAY": "", "WAYLAND_DISPLAY": "", "QT_QPA_PLATFORM": ""}
+    proc = run_cli(library=tmp_path / "lib", env=no_screen, timeout=60)
     assert "usage: clipdesk" in proc.stdout
+    assert "needs a screen" in proc.stderr
+    gui = run_cli("gui", library=tmp_path / "lib", env=no_screen, check=False, timeout=60)
+    assert gui.returncode == 2 and "xvfb-run" in gui.stderr
 
 
 def test_fixture_photos_are_present() -> None:
