@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     index.add_argument("--batch-size", type=int, default=32, metavar="N")
+    index.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="image encoder backend: auto (measure once, keep the fastest faithful; default), "
+        "torch-fp32, torch-bf16, torch-fp16, openvino-fp32 or openvino-bf16",
+    )
 
     for name, helptext, arg, argname in (
         ("search", "find photos matching a text", "text", "TEXT"),
@@ -159,6 +165,8 @@ class ProgressBar:
         fails = f", {p.failed} failed" if p.failed else ""
         if p.phase == "scan":
             text = f"scanning: {p.done} files"
+        elif p.phase == "prepare":
+            text = f"encoder: {p.message}"
         elif p.phase == "index":
             text = f"index: {p.done} photos searchable"
         else:
@@ -191,6 +199,10 @@ def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
         spec = ModelSpec.parse(args.model, args.model_config)
     if not app.library.roots():
         raise ClipdeskError("the library has no folders yet: add one with `clipdesk add FOLDER`")
+    if args.backend:
+        from clipdesk.services import BACKEND_SETTING
+
+        app.library.set_setting(BACKEND_SETTING, args.backend)
     progress_bar = ProgressBar(sys.stderr)
     report = ScanReport()
     with cancel_on_interrupt("stopping after this batch (Ctrl+C again to abort)...") as cancel:

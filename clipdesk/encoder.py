@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -200,12 +201,20 @@ def _register_config(spec: ModelSpec) -> str:
 class ClipEncoder:
     """A loaded CLIP model on one device, encoding to L2-normalised float32 numpy rows."""
 
-    def __init__(self, spec: ModelSpec, device: str = "auto", cache_dir: Path | None = None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str = "auto",
+        cache_dir: Path | None = None,
+        choices_dir: Path | None = None,
+    ):
         import open_clip
         import torch
 
+        from clipdesk.backends import TorchBackend
+
         self.spec = spec
-        self.device, self.device_reason = pick_device(device)
+        self.device, self._device_reason = pick_device(device)
         arch = _register_config(spec)
         if arch not in open_clip.list_models():
             raise ModelUnavailableError(
@@ -219,6 +228,12 @@ class ClipEncoder:
             model = model.half()
         model.eval()
         self.model = model
+        # Images go through the reference backend until ``select_backend`` measured the
+        # faster ones (on first use, when a choices folder is given).
+        self.image_backend = TorchBackend(model, self.device, self.precision)
+        self.backend_choice: Any = None
+        self._choices_dir = choices_dir
+        self._backend_lock = threading.Lock()
         self.tokenizer = open_clip.get_tokenizer(arch)
         size = model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
@@ -305,6 +320,96 @@ class ClipEncoder:
         return create_pretrained_model(arch, spec.pretrained, installed.weights_file)
 
     @property
+    def device_reason(self) -> str:
+        """Device and how images are encoded on it, for ``status``."""
+        if self.backend_choice is None:
+            return self._device_reason
+        detail = self._device_reason.split(":", 1)[1].strip() if ":" in self._device_reason else ""
+        return f"{self.backend_choice.reason} ({detail})" if detail else self.backend_choice.reason
+
+    def select_backend(
+        self, override: str | None = None, seconds: float = 2.0, probe: np.ndarray | None = None
+    ) -> Any:
+        """Use the fastest faithful image backend for this model on this machine: measured
+        once and remembered, or ``override`` (a backend name, or $CLIPDESK_BACKEND).
+        ``probe``: preprocessed photos to judge fidelity on (the user's own, ideally)."""
+        from clipdesk import backends
+
+        with self._backend_lock:
+            if self.backend_choice is not None:
+                return self.backend_choice
+            override = override or os.environ.get(backends.BACKEND_ENV) or None
+            folder = self._choices_dir
+            machine = backends.machine_signature(self.device)
+            store = backends.ChoiceStore(folder) if folder is not None else None
+            if override and override != "auto":
+                choice = backends.BackendChoice(
+                    override, f"{self.device}: {override} (chosen by setting)", []
+                )
+            elif store is not None and (known := store.get(self.spec.key, machine)) is not None:
+                choice = known
+            else:
+                candidates = self._backend_candidates()
+                if not candidates:
+                    choice = backends.BackendChoice(
+                        self.image_backend.name,
+                        f"{self.device}: {self.image_backend.description}",
+                        [],
+                    )
+                else:
+                    batch = probe if probe is not None else backends.probe_images(self.image_size)
+                    measured = backends.measure(self.image_backend, candidates, batch, seconds)
+                    choice = backends.decide(self.device, measured)
+                    if store is not None:
+                        store.put(self.spec.key, machine, choice)
+            if choice.name != self.image_backend.name:
+                self.image_backend = self._make_backend(choice.name)
+            self.backend_choice = choice
+            return choice
+
+    def _exports_dir(self) -> Path:
+        base = self._choices_dir or Path(tempfile.gettempdir()) / "clipdesk-exports"
+        return base / "exports"
+
+    def _make_backend(self, name: str) -> Any:
+        from clipdesk import backends
+
+        if name.startswith("torch-"):
+            return backends.TorchBackend(self.model, self.device, name.removeprefix("torch-"))
+        if name.startswith("openvino-"):
+            stem = hashlib.sha256(self.spec.key.encode()).hexdigest()[:16]
+            onnx_file = backends.export_visual_onnx(
+                self.model, self.image_size, self._exports_dir() / f"{stem}-visual-v1.onnx"
+            )
+            return backends.OpenVinoBackend(onnx_file, name.removeprefix("openvino-"))
+        raise ModelUnavailableError(
+            f"unknown encoder backend {name!r} (use auto, torch-fp32, torch-bf16, "
+            "torch-fp16, openvino-fp32 or openvino-bf16)"
+        )
+
+    def _backend_candidates(self) -> list[Any]:
+        """Factories of the backends worth measuring against fp32 on this device."""
+        from clipdesk import backends
+
+        names: list[str] = []
+        if self.device == "cpu":
+            if backends.cpu_has_native_bf16():
+                names.append("torch-bf16")
+            if importlib.util.find_spec("openvino") is not None:
+                names += ["openvino-fp32", "openvino-bf16"]
+        elif self.device == "mps":
+            names.append("torch-fp16")
+        factories = []
+        for name in names:
+
+            def make(name: str = name) -> Any:
+                return self._make_backend(name)
+
+            make.backend_name = name  # type: ignore[attr-defined]
+            factories.append(make)
+        return factories
+
+    @property
     def description(self) -> str:
         label = self.spec.spec
         if self.spec.is_random:
@@ -358,13 +463,12 @@ class ClipEncoder:
         self._pil_steps = steps[:-2]
 
     def encode_batch(self, batch: torch.Tensor) -> np.ndarray:
-        import torch
-
-        dtype = torch.float16 if self.precision == "fp16" else torch.float32
-        with torch.inference_mode():
-            features = self.model.encode_image(batch.to(self.device, dtype, non_blocking=True))
-            features = torch.nn.functional.normalize(features.float(), dim=-1)
-        return features.cpu().numpy().astype(np.float32, copy=False)
+        if self.backend_choice is None and self._choices_dir is not None:
+            self.select_backend()
+        features: np.ndarray = self.image_backend.encode(batch)
+        norms = np.linalg.norm(features, axis=1, keepdims=True)
+        unit: np.ndarray = (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+        return unit
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         import torch

@@ -41,6 +41,7 @@ MODEL_SETTING = "model_key"
 TARGET_SETTING = "target_model_key"
 DEVICE_SETTING = "device"
 DEVICE_USED_SETTING = "device_used"
+BACKEND_SETTING = "backend"  # "auto" (measure once per model and machine) or a backend name
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,26 @@ class LibraryStatus:
         }
 
 
+PROBE_PHOTOS = 96
+
+
+def _probe_batch(encoder: ClipEncoder, paths: list[str], max_pixels: int) -> np.ndarray | None:
+    """Up to PROBE_PHOTOS of the user's own photos, preprocessed, spread over the library,
+    to judge the encoder backends on; None when too few can be read."""
+    step = max(len(paths) // PROBE_PHOTOS, 1)
+    tensors = []
+    for path in paths[::step][:PROBE_PHOTOS]:
+        try:
+            tensors.append(
+                encoder.preprocess_image(load_rgb(path, encoder.decode_side, max_pixels))
+            )
+        except ImageRejected:
+            continue
+    if len(tensors) < 24:
+        return None  # synthetic probes then
+    return np.stack([t.numpy() for t in tensors])
+
+
 class Clipdesk:
     """One library and its (lazily loaded) model, shared by CLI commands and GUI workers."""
 
@@ -179,7 +200,14 @@ class Clipdesk:
             device = device or self.library.get_setting(DEVICE_SETTING, "auto") or "auto"
             loaded = self._encoders.get(spec.key)
             if loaded is None or (device != "auto" and loaded.device != device):
-                loaded = ClipEncoder(spec, device, cache_dir=self.library.models_dir)
+                from clipdesk.models import default_models_dir
+
+                loaded = ClipEncoder(
+                    spec,
+                    device,
+                    cache_dir=self.library.models_dir,
+                    choices_dir=default_models_dir(),
+                )
                 self._encoders[spec.key] = loaded
                 self.library.set_setting(DEVICE_USED_SETTING, loaded.device_reason)
             self._last_used[spec.key] = time.monotonic()
@@ -270,6 +298,15 @@ class Clipdesk:
                 self.library.set_setting(MODEL_SETTING, row.key)
             index = self._index_for(row.key)
             index.ensure_current()
+            pending = pending_images(self.library, row.id)
+            if encoder.backend_choice is None and pending:
+                yield Progress("prepare", 0, 1, message="measuring the encoder backends")
+                encoder.select_backend(
+                    self.library.get_setting(BACKEND_SETTING),
+                    probe=_probe_batch(encoder, [p.path for p in pending], max_pixels),
+                )
+                self.library.set_setting(DEVICE_USED_SETTING, encoder.device_reason)
+                yield Progress("prepare", 1, 1, message=encoder.device_reason)
             try:
                 yield from embed_pending(
                     self.library,

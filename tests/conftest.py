@@ -14,6 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tests never touch the user's real models or libraries.
 os.environ.setdefault("CLIPDESK_MODELS_DIR", tempfile.mkdtemp(prefix="clipdesk-test-models-"))
 os.environ.pop("CLIPDESK_LIBRARY", None)
+# Correctness tests compare against open_clip in fp32; the faster backends have their own
+# faithfulness tests (tests/unit/test_backends.py), which set their backend explicitly.
+os.environ.setdefault("CLIPDESK_BACKEND", "torch-fp32")
 
 
 @pytest.fixture()

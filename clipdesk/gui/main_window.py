@@ -64,6 +64,7 @@ from clipdesk.imaging import is_image_name, load_rgb
 from clipdesk.models import CATALOG, DEFAULT_NAME, ModelStore
 from clipdesk.progress import CancelToken, Progress
 from clipdesk.services import Clipdesk, LibraryStatus
+from clipdesk.watching import FolderWatcher
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class WelcomeWidget(QWidget):
 class MainWindow(QMainWindow):
     results_shown = Signal(int)  # rows now in the grid
     job_progressed = Signal(object)  # a Progress of the running job
+    folders_changed = Signal(object)  # paths the watcher saw change (from its thread)
     job_finished = Signal(str)  # "index" or "tag", after the status is refreshed
     status_refreshed = Signal()
 
@@ -167,6 +169,7 @@ class MainWindow(QMainWindow):
         services: Clipdesk,
         settings: QSettings,
         index_on_start: bool = True,
+        watch_folders: bool = True,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -185,6 +188,10 @@ class MainWindow(QMainWindow):
         self._search_worker: Worker | None = None
         self._quick_look: QuickLookDialog | None = None
         self._preview_wanted: PhotoRef | None = None
+        self._reindex_after_job = False
+        self._watched: list[str] = []
+        self.watcher = FolderWatcher(self.folders_changed.emit) if watch_folders else None
+        self.folders_changed.connect(self._folders_changed)
         self._model_ready = False
         self.setWindowTitle(f"clipdesk — {services.library.directory}")
         self.setAcceptDrops(True)
@@ -445,6 +452,7 @@ class MainWindow(QMainWindow):
         def done(result: tuple[LibraryStatus, dict[str, list[str]], bool]) -> None:
             self.status, self.label_sets, self._model_ready = result
             self.sidebar.update_status(self.status, self.label_sets)
+            self._watch([f.path for f in self.status.folders] if self._model_ready else [])
             self._update_model_label()
             empty = not self.status.folders
             self.welcome.set_model_needed(not self._model_ready)
@@ -470,6 +478,23 @@ class MainWindow(QMainWindow):
             text += f" · switching to {self.status.switching_to.split(':')[0]}"
         self.model_label.setText(text)
         self.model_label.setToolTip(f"{self.status.model}\n{self.status.device}")
+
+    def _watch(self, folders: list[str]) -> None:
+        if self.watcher is None or folders == self._watched:
+            return
+        self._watched = folders
+        if folders:
+            self.watcher.start(folders)
+        else:
+            self.watcher.stop()
+
+    def _folders_changed(self, paths: set[str]) -> None:
+        """New, changed, moved or deleted photos: an incremental index picks them up."""
+        log.info("%d paths changed in the library folders", len(paths))
+        if self.job is not None:
+            self._reindex_after_job = True
+        else:
+            self.start_indexing()
 
     # -- navigation ----------------------------------------------------------------------
 
@@ -795,6 +820,14 @@ class MainWindow(QMainWindow):
             self.job_progress.setRange(0, 0)
             self.job_label.setText(f"Looking for photos… {progress.done:,} files checked")
             return
+        if progress.phase == "prepare":
+            self.job_progress.setRange(0, 0)
+            self.job_label.setText(
+                "Finding the fastest way to run the model on this computer (once)…"
+                if progress.done == 0
+                else f"Encoder: {progress.message}"
+            )
+            return
         self.job_progress.setRange(0, max(progress.total, 1))
         self.job_progress.setValue(progress.done)
         if progress.phase == "index":
@@ -843,6 +876,9 @@ class MainWindow(QMainWindow):
 
         self.status_refreshed.connect(refreshed)
         self.refresh_status()
+        if self._reindex_after_job and not cancelled:
+            self._reindex_after_job = False
+            QTimer.singleShot(0, self.start_indexing)
 
     def toggle_pause(self) -> None:
         if self.job is None:
@@ -985,6 +1021,8 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stop every background thread (a running index saves what it has)."""
         self._debounce.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
         self.runner.shutdown()
         self.thumbnails.shutdown()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from clipdesk import db
 from clipdesk.gui.history import View
 from clipdesk.gui.main_window import MainWindow
 from clipdesk.services import Clipdesk
+from tests.helpers import FIXTURES
 
 JOB_TIMEOUT_MS = 120_000
 
@@ -281,3 +283,22 @@ def test_settings_persist_between_windows(
         second.show()
     assert (second.width(), second.height()) == (760, 520)
     second.close()
+
+
+def test_watched_folders_pick_up_new_and_deleted_photos(
+    qtbot: Any, window: MainWindow, services: Clipdesk, clothing_photos: Path
+) -> None:
+    _index(qtbot, window, clothing_photos)
+    assert window.watcher is not None and window.watcher.folders == [str(clothing_photos)]
+    extra = sorted((FIXTURES / "clothing-test" / "hat").glob("*.jpg"))[-2:]
+    with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS):
+        for photo in extra:  # a new photo appears while the app runs
+            shutil.copy(photo, clothing_photos / "hat" / photo.name)
+    _settle(qtbot, window)
+    assert window.status is not None and window.status.photos == 62
+    assert _indexed_count(services) == 62
+    with qtbot.waitSignal(window.job_finished, timeout=JOB_TIMEOUT_MS):
+        (clothing_photos / "hat" / extra[0].name).unlink()
+    _settle(qtbot, window)
+    assert window.status is not None and window.status.photos == 61
+    assert window.model.rowCount() == 61  # the grid shows the library as it is now

@@ -4,6 +4,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -140,3 +141,40 @@ def test_fast_preprocess_is_bit_identical_to_open_clip(tiny_encoder: object) -> 
         ours = encoder.preprocess_image(image)  # type: ignore[attr-defined]
         reference = encoder.preprocess(image)  # type: ignore[attr-defined]
         assert ours.shape == reference.shape and (ours == reference).all()
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_the_fast_jpeg_path_equals_pillow(tmp_path: Path, orientation: int) -> None:
+    from PIL import ImageOps
+
+    from clipdesk import imaging
+
+    rng = np.random.default_rng(orientation)
+    pixels = (rng.random((900, 1300, 3)) * 255).astype(np.uint8)
+    pixels[:300, :400] = (250, 10, 10)  # a corner to see the orientation by
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.jpg"
+    Image.fromarray(pixels).save(path, quality=90, exif=exif)
+    for min_side in (64, 448):  # scaled (1/4) and whole decodes
+        fast = imaging._load_jpeg_fast(str(path), min_side, imaging.DEFAULT_MAX_PIXELS)
+        assert fast is not None
+        with Image.open(path) as img:
+            if min(img.size) >= imaging._DRAFT_FROM * min_side:
+                img.draft("RGB", (min_side, min_side))
+            img.load()
+            slow = ImageOps.exif_transpose(img).convert("RGB")
+        assert fast.size == slow.size
+        assert np.array_equal(np.asarray(fast), np.asarray(slow))
+
+
+def test_the_fast_path_leaves_odd_jpegs_to_pillow(tmp_path: Path) -> None:
+    from clipdesk import imaging
+
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (64, 64), (0, 255, 0, 0)).save(cmyk)
+    assert imaging._load_jpeg_fast(str(cmyk), 16, imaging.DEFAULT_MAX_PIXELS) is None
+    assert imaging.load_rgb(str(cmyk), 16).mode == "RGB"
+    png = tmp_path / "not-a-jpeg.jpg"
+    Image.new("RGB", (8, 8)).save(png, "PNG")
+    assert imaging._load_jpeg_fast(str(png), 16, imaging.DEFAULT_MAX_PIXELS) is None

@@ -1,0 +1,162 @@
+"""Encoder backends: every faster backend must be faithful to the fp32 reference, on the
+project's trained model and on random weights, and give the same search results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from clipdesk import backends
+from clipdesk.encoder import ClipEncoder, ModelSpec
+from clipdesk.errors import ModelUnavailableError
+from clipdesk.imaging import load_rgb
+from tests.helpers import FIXTURES
+
+CLOTHING_TEST = FIXTURES / "clothing-test"
+
+
+def _available_backends() -> list[str]:
+    names = []
+    if backends.cpu_has_native_bf16():
+        names.append("torch-bf16")
+    try:
+        import openvino as ov
+
+        names.append("openvino-fp32")
+        if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            names.append("openvino-bf16")
+    except ImportError:
+        pass
+    return names
+
+
+BACKENDS = _available_backends()
+
+
+@pytest.fixture(scope="module")
+def clothing_encoder() -> ClipEncoder:
+    spec = ModelSpec.parse(
+        f"clothing-clip:{FIXTURES / 'clothing-clip.safetensors'}", FIXTURES / "clothing-clip.json"
+    )
+    return ClipEncoder(spec, "cpu")
+
+
+@pytest.fixture(scope="module")
+def clothing_batch(clothing_encoder: ClipEncoder) -> tuple[list[Path], np.ndarray]:
+    """All 372 held-out photos, preprocessed as the pipeline does."""
+    import torch
+
+    paths = sorted(CLOTHING_TEST.rglob("*.jpg"))
+    tensors = [
+        clothing_encoder.preprocess_image(load_rgb(str(p), clothing_encoder.decode_side))
+        for p in paths
+    ]
+    return paths, torch.stack(tensors).numpy()
+
+
+def _encode(backend: backends.ImageBackend, batch: np.ndarray, step: int = 64) -> np.ndarray:
+    parts = [backend.encode(batch[i : i + step]) for i in range(0, len(batch), step)]
+    features = np.concatenate(parts)
+    return features / np.linalg.norm(features, axis=1, keepdims=True)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_fidelity_on_the_trained_model_and_real_photos(
+    name: str, clothing_encoder: ClipEncoder, clothing_batch: tuple[list[Path], np.ndarray]
+) -> None:
+    _, batch = clothing_batch
+    reference = _encode(clothing_encoder.image_backend, batch)
+    backend = clothing_encoder._make_backend(name)
+    fast = _encode(backend, batch)
+    cosine = float(np.sum(reference * fast, axis=1).min())
+    agreement = backends.top10_agreement(reference, fast)
+    print(f"{name}: min cosine {cosine:.6f}, same top-10 for {agreement:.1%} of 372 photos")
+    # The choice applies exactly the criterion: cosine >= 0.999 and >= 95 % same top-10.
+    probe = batch[::4]
+    measured = backends.measure(clothing_encoder.image_backend, [lambda: backend], probe, 0.05)
+    probe_cosine = float(np.sum(reference[::4] * _encode(backend, probe), axis=1).min())
+    probe_agreement = backends.top10_agreement(reference[::4], _encode(backend, probe))
+    assert measured[1].faithful == (
+        probe_cosine >= backends.FAITHFUL_COSINE and probe_agreement >= backends.FAITHFUL_AGREEMENT
+    )
+    if name.endswith("fp32"):  # an exact fp32 runtime must match the reference outright
+        assert cosine >= 0.99999 and agreement == 1.0 and measured[1].faithful
+    if cosine >= backends.FAITHFUL_COSINE and agreement >= backends.FAITHFUL_AGREEMENT:
+        # Faithful on all 372 photos: text searches rank them the same way too.
+        for label in ("dress", "hat", "shoes", "pants"):
+            query = clothing_encoder.encode_texts([f"a photo of a {label}"])[0]
+            assert list(np.argsort(-(reference @ query))[:10]) == list(
+                np.argsort(-(fast @ query))[:10]
+            )
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_is_faithful_with_random_weights(name: str, tiny_encoder: Any) -> None:
+    batch = backends.probe_images(tiny_encoder.image_size, count=24, seed=3)
+    reference = _encode(tiny_encoder.image_backend, batch)
+    fast = _encode(tiny_encoder._make_backend(name), batch)
+    assert np.sum(reference * fast, axis=1).min() >= backends.FAITHFUL_COSINE
+
+
+class _Perturbed(backends.ImageBackend):
+    """Fast but wrong: what the choice must never take."""
+
+    name, description = "perturbed", "a broken backend"
+
+    def __init__(self, inner: backends.ImageBackend) -> None:
+        self.inner = inner
+
+    def encode(self, batch: Any) -> np.ndarray:
+        out = self.inner.encode(batch)
+        return out + np.random.default_rng(0).normal(0, 0.5, out.shape).astype(np.float32)
+
+
+def test_the_choice_keeps_only_faithful_backends(tiny_encoder: Any) -> None:
+    reference = tiny_encoder.image_backend
+
+    def unavailable() -> backends.ImageBackend:
+        raise backends.BackendUnavailable("no such hardware here")
+
+    batch = backends.probe_images(tiny_encoder.image_size, count=8)
+    measured = backends.measure(
+        reference, [lambda: _Perturbed(reference), unavailable], batch, seconds=0.05
+    )
+    assert [m.faithful for m in measured] == [True, False, False]
+    assert measured[1].images_per_s == 0.0  # an unfaithful backend is not even timed
+    assert "no such hardware" in measured[2].error
+    choice = backends.decide("cpu", measured)
+    assert choice.name == reference.name  # never the perturbed one, however fast
+
+
+def test_a_measured_choice_is_remembered_per_model_and_machine(
+    tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    first = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
+    choice = first.select_backend(seconds=0.05)
+    assert choice.measurements and choice.measurements[0].name == "torch-fp32"
+    assert first.device_reason.startswith("cpu: ")
+    assert (tmp_path / backends.CHOICES_FILE).is_file()
+
+    def no_measuring(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(backends, "measure", no_measuring)
+    second = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
+    assert second.select_backend().name == choice.name
+    assert second.image_backend.name == choice.name
+
+
+def test_an_override_is_used_as_given_and_a_bad_one_is_refused(
+    tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    forced = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
+    assert forced.select_backend("torch-fp32").name == "torch-fp32"
+    assert "chosen by setting" in forced.device_reason
+    bad = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
+    with pytest.raises(ModelUnavailableError, match="unknown encoder backend"):
+        bad.select_backend("turbo-9000")
