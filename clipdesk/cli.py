@@ -61,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     index.add_argument("--batch-size", type=int, default=32, metavar="N")
     index.add_argument(
+        "--cores", type=int, metavar="N", help="use at most N CPU cores (default: all)"
+    )
+    index.add_argument(
+        "--low-priority",
+        action="store_true",
+        help="run at a lower priority, so other programs stay responsive",
+    )
+    index.add_argument(
         "--backend",
         metavar="NAME",
         help="image encoder backend: auto (measure once, keep the fastest faithful; default), "
@@ -191,7 +199,10 @@ def _print_hits(hits: Sequence[object], as_json: bool) -> None:
 def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
     from clipdesk.encoder import ModelSpec
     from clipdesk.scanning import ScanReport
+    from clipdesk.throttle import Throttle
 
+    if args.cores is not None and args.cores < 1:
+        raise ClipdeskError("--cores needs a number of cores, 1 or more")
     spec = None
     if args.model or args.model_config:
         if args.model_config and not args.model:
@@ -208,7 +219,12 @@ def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
     with cancel_on_interrupt("stopping after this batch (Ctrl+C again to abort)...") as cancel:
         try:
             for progress in app.index(
-                spec, args.device, cancel, report, batch_size=args.batch_size
+                spec,
+                args.device,
+                cancel,
+                report,
+                batch_size=args.batch_size,
+                throttle=Throttle(args.cores, args.low_priority),
             ):
                 progress_bar.update(progress)
         finally:

@@ -22,6 +22,7 @@ from clipdesk import db
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.library import Library
 from clipdesk.progress import CancelToken, Progress, RateMeter
+from clipdesk.throttle import lower_this_thread
 
 if TYPE_CHECKING:
     import torch
@@ -124,8 +125,10 @@ def embed_pending(
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    low_priority: bool = False,
 ) -> Iterator[Progress]:
-    """Embed every photo that lacks a vector under ``model_id``; yields once per batch."""
+    """Embed every photo that lacks a vector under ``model_id``; yields once per batch.
+    ``low_priority``: the decode threads run at a lower priority too."""
     import torch
 
     cancel = cancel or CancelToken()
@@ -141,7 +144,10 @@ def embed_pending(
     finished = failures = 0
     queue = iter(work)
     inflight: deque[Future[Decoded]] = deque()
-    with ThreadPoolExecutor(workers, thread_name_prefix="clipdesk-decode") as pool:
+    initializer = lower_this_thread if low_priority else None
+    with ThreadPoolExecutor(
+        workers, thread_name_prefix="clipdesk-decode", initializer=initializer
+    ) as pool:
 
         def top_up() -> None:
             while len(inflight) < lookahead:

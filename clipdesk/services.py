@@ -34,6 +34,7 @@ from clipdesk.tagging import (
     tag_photos,
     tags_of_photos,
 )
+from clipdesk.throttle import Throttle, applied
 from clipdesk.thumbnails import ThumbnailCache
 from clipdesk.vector_index import VectorIndex
 
@@ -277,10 +278,13 @@ class Clipdesk:
         report: ScanReport | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        throttle: Throttle | None = None,
     ) -> Iterator[Progress]:
         """Rescan every folder, embed what is new, and bring the vector index up to date.
 
         ``spec`` (if given) becomes the target model first, as with :meth:`use_model`.
+        ``throttle`` limits the cores used and lowers the priority of this thread (run it
+        on a thread of its own then) and of the decode threads.
         """
         cancel = cancel or CancelToken()
         with self.library.exclusive("indexing"):
@@ -308,15 +312,18 @@ class Clipdesk:
                 self.library.set_setting(DEVICE_USED_SETTING, encoder.device_reason)
                 yield Progress("prepare", 1, 1, message=encoder.device_reason)
             try:
-                yield from embed_pending(
-                    self.library,
-                    encoder,
-                    row.id,
-                    index,
-                    cancel,
-                    batch_size=batch_size,
-                    max_pixels=max_pixels,
-                )
+                with applied(throttle):
+                    yield from embed_pending(
+                        self.library,
+                        encoder,
+                        row.id,
+                        index,
+                        cancel,
+                        batch_size=batch_size,
+                        workers=throttle.cores if throttle else None,
+                        max_pixels=max_pixels,
+                        low_priority=bool(throttle and throttle.low_priority),
+                    )
             finally:
                 index.save()
             finished = not cancel.cancelled and not pending_images(self.library, row.id)

@@ -84,6 +84,7 @@ class ScreenshotDirector(QObject):
             window.status is None
             or window.job is not None
             or window.runner.active > 0
+            or window.job_runner.active > 0
             or bool(thumbs._waiting or thumbs._in_flight)
         )
 

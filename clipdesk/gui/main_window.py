@@ -64,6 +64,7 @@ from clipdesk.imaging import is_image_name, load_rgb
 from clipdesk.models import CATALOG, DEFAULT_NAME, ModelStore
 from clipdesk.progress import CancelToken, Progress
 from clipdesk.services import Clipdesk, LibraryStatus
+from clipdesk.throttle import Throttle, usable_cores
 from clipdesk.watching import FolderWatcher
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,9 @@ class MainWindow(QMainWindow):
         self.services = services
         self.settings = settings
         self.runner = TaskRunner(parent=self)
+        # Indexing and tagging run on threads of their own: a lowered priority (which a
+        # thread cannot undo) then never slows a search.
+        self.job_runner = TaskRunner(max_threads=1, parent=self)
         self.thumbnails = ThumbnailProvider(services.thumbnails, parent=self)
         self.history = History()
         self.status: LibraryStatus | None = None
@@ -390,6 +394,28 @@ class MainWindow(QMainWindow):
         self.device_group.triggered.connect(
             lambda action: self.settings.setValue("device", action.data())
         )
+        cores_menu = settings_menu.addMenu("Background &indexing")
+        self.cores_group = QActionGroup(self)
+        chosen = self.throttle
+        for cores in [0, *range(1, usable_cores())]:
+            text = (
+                "Use all cores" if cores == 0 else f"Use at most {cores} core" + "s" * (cores > 1)
+            )
+            action = cores_menu.addAction(text)
+            action.setCheckable(True)
+            action.setChecked((chosen.max_cores or 0) == cores)
+            action.setData(cores)
+            self.cores_group.addAction(action)
+        self.cores_group.triggered.connect(
+            lambda action: self.settings.setValue("index/max_cores", action.data())
+        )
+        cores_menu.addSeparator()
+        self.low_priority_action = cores_menu.addAction("Lower priority (keeps the computer quick)")
+        self.low_priority_action.setCheckable(True)
+        self.low_priority_action.setChecked(chosen.low_priority)
+        self.low_priority_action.toggled.connect(
+            lambda on: self.settings.setValue("index/low_priority", "true" if on else "false")
+        )
         help_menu = bar.addMenu("&Help")
         help_menu.addAction("&About clipdesk", self._about)
 
@@ -414,6 +440,12 @@ class MainWindow(QMainWindow):
         self.settings.setValue("thumbnail_size", self.zoom_slider.value())
         self.settings.setValue("library", str(self.services.library.directory))
         self.settings.sync()
+
+    @property
+    def throttle(self) -> Throttle:
+        cores = int(self.settings.value("index/max_cores", 0))  # type: ignore[call-overload]
+        low = str(self.settings.value("index/low_priority", "true")).lower() == "true"
+        return Throttle(cores or None, low)
 
     @property
     def device(self) -> str:
@@ -473,7 +505,8 @@ class MainWindow(QMainWindow):
         else:
             arch, _, weights = self.status.model.partition(":")
             weights = os.path.basename(weights) if os.sep in weights else weights
-            text = f"Model: {arch} ({weights}) · {self.status.device.split(':')[0]}"
+            device = self.status.device.split(",")[0]  # "cpu: bf16 via torch"
+            text = f"Model: {arch} ({weights}) · {device}"
         if self.status.switching_to:
             text += f" · switching to {self.status.switching_to.split(':')[0]}"
         self.model_label.setText(text)
@@ -788,7 +821,7 @@ class MainWindow(QMainWindow):
         self._show_job_controls(True)
         self.job_progress.setRange(0, 0)
         self.job_label.setText("Starting…")
-        self.job = self.runner.start(
+        self.job = self.job_runner.start(
             fn,
             name=kind,
             on_yield=self._job_progress,
@@ -805,9 +838,11 @@ class MainWindow(QMainWindow):
             self.pages.setCurrentWidget(self.welcome)
             self.show_error("Download or import a model first.")
             return
-        device = self.device
-        self._job_started_at = time.monotonic()
-        self._start_job("index", lambda token: self.services.index(device=device, cancel=token))
+        device, throttle = self.device, self.throttle
+        self._start_job(
+            "index",
+            lambda token: self.services.index(device=device, cancel=token, throttle=throttle),
+        )
 
     def _job_progress(self, progress: Progress) -> None:
         self.job_progressed.emit(progress)
@@ -1023,6 +1058,7 @@ class MainWindow(QMainWindow):
         self._debounce.stop()
         if self.watcher is not None:
             self.watcher.stop()
+        self.job_runner.shutdown()
         self.runner.shutdown()
         self.thumbnails.shutdown()
 

@@ -31,7 +31,7 @@ def window(qtbot: Any, services: Clipdesk, settings: Any) -> Iterator[MainWindow
         win.show()
     yield win
     win.close()
-    assert win.runner.active == 0, "a worker outlived the window"
+    assert win.runner.active == 0 and win.job_runner.active == 0, "a worker outlived the window"
     assert win.runner.pool.activeThreadCount() == 0
     assert win.thumbnails.pool.activeThreadCount() == 0
 

@@ -156,7 +156,7 @@ def test_the_fast_jpeg_path_equals_pillow(tmp_path: Path, orientation: int) -> N
     exif[0x0112] = orientation
     path = tmp_path / f"o{orientation}.jpg"
     Image.fromarray(pixels).save(path, quality=90, exif=exif)
-    for min_side in (64, 448):  # scaled (1/4) and whole decodes
+    for min_side in (64, 100, 150, 448):  # scaled 1/8, 1/4 (Pillow's powers of two), whole
         fast = imaging._load_jpeg_fast(str(path), min_side, imaging.DEFAULT_MAX_PIXELS)
         assert fast is not None
         with Image.open(path) as img:
