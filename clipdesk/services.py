@@ -115,6 +115,7 @@ class LibraryStatus:
 
 
 PROBE_PHOTOS = 96
+MAX_SEARCH_DEPTH = 4096  # neighbours looked at, at most, to find k photos that still exist
 
 
 def _probe_batch(encoder: ClipEncoder, paths: list[str], max_pixels: int) -> np.ndarray | None:
@@ -373,6 +374,10 @@ class Clipdesk:
                 )
             if len(hits) >= k or len(raw) < ask + 8 or ask >= len(index):
                 return hits[:k]
+            if ask >= MAX_SEARCH_DEPTH:
+                # Most neighbours are missing (an unplugged drive?): what exists, not a
+                # scan of the whole library.
+                return hits
             ask *= 4
 
     def _photo_rows(self, ids: list[int]) -> dict[int, db.Photo]:

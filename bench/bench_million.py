@@ -1,0 +1,198 @@
+"""A library of a million photos: database size, listing, status, HNSW build/load/memory,
+search latency without the text encoder, and a cold CLI start.
+
+The library is synthetic: real 512-d unit vectors with structure (low-rank, like real CLIP
+embeddings) and fake paths under one folder; the photo files do not exist, so the search
+figures time the vector search and the photo-row fetch (what a search costs beyond the
+text encoder), not the existence check of each result.
+
+    .venv/bin/python bench/bench_million.py [--photos 1000000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import print_machine
+
+DIM = 512
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _vectors(rng: object, count: int, basis: object) -> object:
+    import numpy as np
+
+    assert isinstance(rng, np.random.Generator) and isinstance(basis, np.ndarray)
+    mix = rng.standard_normal((count, basis.shape[0])).astype(np.float32)
+    v = mix @ basis + 0.05 * rng.standard_normal((count, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def build(library_dir: Path, photos: int) -> float:
+    """Write the synthetic library with plain SQL in large transactions; returns seconds."""
+    import numpy as np
+    from sqlalchemy import text
+
+    from clipdesk.encoder import ModelSpec
+    from clipdesk.library import Library
+    from clipdesk.services import MODEL_SETTING
+
+    library = Library(library_dir)
+    spec = ModelSpec.parse("ViT-B-32:random")
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((64, DIM)).astype(np.float32)
+    root = "/photos"
+    with library.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO roots (path, added_at) VALUES (:p, :t)"),
+            {"p": os.fsencode(root), "t": time.time()},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO models (key, spec, dim, config_json, created_at) "
+                "VALUES (:k, :s, :d, NULL, :t)"
+            ),
+            {"k": spec.key, "s": spec.spec, "d": DIM, "t": time.time()},
+        )
+    step = 20_000
+    for start in range(0, photos, step):
+        count = min(step, photos - start)
+        vectors = _vectors(rng, count, basis)
+        photo_rows = [
+            {
+                "root_id": 1,
+                "path": os.fsencode(f"{root}/{(start + i) // 1000:04d}/IMG_{start + i:07d}.jpg"),
+                "size": 3_000_000 + i,
+                "mtime_ns": 1_600_000_000_000_000_000 + (start + i) * 1_000_000_000,
+                "fp": f"fp{start + i:012d}",
+                "w": 4000,
+                "h": 3000,
+                "taken": 1_600_000_000.0 + (start + i) * 60.0,
+            }
+            for i in range(count)
+        ]
+        embedding_rows = [
+            {"fp": f"fp{start + i:012d}", "vec": vectors[i].tobytes()} for i in range(count)
+        ]
+        with library.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO photos (root_id, path, size, mtime_ns, fingerprint, width, "
+                    "height, taken_at, taken_from_exif, error) VALUES (:root_id, :path, :size, "
+                    ":mtime_ns, :fp, :w, :h, :taken, 1, NULL)"
+                ),
+                photo_rows,
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO embeddings (fingerprint, model_id, vector) VALUES (:fp, 1, :vec)"
+                ),
+                embedding_rows,
+            )
+        if start // step % 10 == 0:
+            print(f"  ... {start + count:,} photos written", flush=True)
+    library.set_setting(MODEL_SETTING, spec.key)
+    library.close()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=1_000_000)
+    parser.add_argument("--keep", metavar="DIR", help="build (or reuse) the library here")
+    parser.add_argument("--queries", type=int, default=300)
+    args = parser.parse_args()
+    print_machine(f"A library of {args.photos:,} photos", torch_threads=False)
+    import numpy as np
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="clipdesk-million-"))
+    library_dir = work / "library"
+    if not (library_dir / "library.sqlite3").is_file():
+        seconds = build(library_dir, args.photos)
+        print(f"synthetic library written in {seconds:.0f} s")
+    db_size = (library_dir / "library.sqlite3").stat().st_size
+    print(f"database: {db_size / 2**30:.2f} GiB ({db_size / args.photos:.0f} bytes per photo)")
+
+    # A cold CLI process: start, open the library, count (no model, no index).
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "clipdesk", "--library", str(library_dir), "status"],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    print(f"CLI `status`, cold process: {time.perf_counter() - started:.2f} s")
+
+    from clipdesk.library import Library
+    from clipdesk.services import Clipdesk
+
+    rss0 = _rss_mb()
+    app = Clipdesk(Library(library_dir))
+    started = time.perf_counter()
+    status = app.status()
+    print(f"status(): {time.perf_counter() - started:.2f} s ({status.photos:,} photos)")
+    started = time.perf_counter()
+    refs = app.browse()
+    browse_s = time.perf_counter() - started
+    print(f"browse() all photos: {browse_s:.2f} s, +{_rss_mb() - rss0:.0f} MB ({len(refs):,} rows)")
+    del refs
+
+    index = app.vector_index()
+    rss1 = _rss_mb()
+    started = time.perf_counter()
+    index.ensure_current()  # no file yet: built from SQLite
+    print(
+        f"HNSW build from SQLite: {time.perf_counter() - started:.0f} s, "
+        f"index memory +{_rss_mb() - rss1:.0f} MB ({index.last_action})"
+    )
+    index.save()
+    files = sum(p.stat().st_size for p in (library_dir / "index").iterdir())
+    print(f"index files: {files / 2**30:.2f} GiB")
+
+    reopened = Clipdesk(Library(library_dir))
+    started = time.perf_counter()
+    again = reopened.vector_index()
+    again.ensure_current()
+    print(f"index load (a new process would do this): {time.perf_counter() - started:.2f} s")
+
+    rng = np.random.default_rng(1)
+    basis = np.random.default_rng(0).standard_normal((64, DIM)).astype(np.float32)
+    queries = _vectors(rng, args.queries, basis)
+    times = []
+    for query in queries:  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        raw = again.search(query, 28)
+        reopened._photo_rows([pid for pid, _ in raw])
+        times.append(1000 * (time.perf_counter() - t0))
+    times.sort()
+    print(
+        f"search k=20 (+8) with photo rows, {len(times)} queries: p50 {times[len(times) // 2]:.1f} "
+        f"ms, p95 {times[int(len(times) * 0.95)]:.1f} ms (target p95 <= 10 ms)"
+    )
+    print(f"memory at rest after loading the index: {_rss_mb():.0f} MB")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
