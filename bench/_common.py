@@ -30,14 +30,9 @@ _FLAGS_OF_INTEREST = (
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from clipdesk.backends import cpu_name
+
+    return cpu_name()
 
 
 def cpu_flags() -> list[str]:

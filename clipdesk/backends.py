@@ -182,7 +182,7 @@ def machine_signature(device: str) -> str:
     """What a measured choice depends on: processor, its bf16/AMX support, library versions."""
     import torch
 
-    parts = [device, platform.machine(), _cpu_name(), f"torch {torch.__version__}"]
+    parts = [device, platform.machine(), cpu_name(), f"torch {torch.__version__}"]
     if device == "cpu":
         caps: dict[str, Any] = dict(getattr(torch.cpu, "get_capabilities", dict)())
         flags = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx2") if caps.get(f)]
@@ -199,7 +199,7 @@ def machine_signature(device: str) -> str:
     return " | ".join(parts)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:

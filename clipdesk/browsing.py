@@ -38,6 +38,17 @@ class PhotoRef:
     taken_at: float
 
 
+# The columns of a PhotoRef, in its field order.
+_REF_COLUMNS = (
+    db.Photo.id,
+    db.Photo.path,
+    db.Photo.fingerprint,
+    db.Photo.width,
+    db.Photo.height,
+    db.Photo.taken_at,
+)
+
+
 def list_photos(
     library: Library,
     folder: str | None = None,
@@ -45,14 +56,7 @@ def list_photos(
     newest_first: bool = True,
 ) -> list[PhotoRef]:
     """The readable photos (under ``folder``; among ``photo_ids``), by date taken."""
-    query = select(
-        db.Photo.id,
-        db.Photo.path,
-        db.Photo.fingerprint,
-        db.Photo.width,
-        db.Photo.height,
-        db.Photo.taken_at,
-    ).where(db.Photo.error.is_(None))
+    query = select(*_REF_COLUMNS).where(db.Photo.error.is_(None))
     if folder is not None:
         query = query.where(under_folder(folder))  # type: ignore[arg-type]
     order = db.Photo.taken_at.desc() if newest_first else db.Photo.taken_at.asc()
@@ -66,14 +70,7 @@ def list_photos(
 
 
 def photo_refs(library: Library, photo_ids: list[int]) -> dict[int, PhotoRef]:
-    query = select(
-        db.Photo.id,
-        db.Photo.path,
-        db.Photo.fingerprint,
-        db.Photo.width,
-        db.Photo.height,
-        db.Photo.taken_at,
-    ).where(db.Photo.id.in_(photo_ids))
+    query = select(*_REF_COLUMNS).where(db.Photo.id.in_(photo_ids))
     with library.session() as s:
         return {row[0]: PhotoRef(*row) for row in s.execute(query).all()}
 

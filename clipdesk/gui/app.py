@@ -18,6 +18,7 @@ from clipdesk.services import Clipdesk
 
 log = logging.getLogger(__name__)
 
+STARTUP_PROBE_ENV = "CLIPDESK_STARTUP_PROBE"
 RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
 
 
@@ -143,6 +144,13 @@ def run_gui(
         window.search_field.setText(search)
         window._search_typed_text()
     window.show()
+    if os.environ.get(STARTUP_PROBE_ENV):
+        # bench/bench_startup.py: say when the first frame is on screen, then leave.
+        def shown() -> None:
+            print("first window shown", flush=True)
+            window.close()
+
+        QTimer.singleShot(0, shown)
     code = app.exec()
     library.close()
     return director.exit_code if director is not None else int(code)

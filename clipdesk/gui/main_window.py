@@ -142,9 +142,14 @@ class WelcomeWidget(QWidget):
         row.addStretch(1)
         column.addLayout(row)
         column.addWidget(self.model_box)
+        column.setSpacing(12)
+        middle = QVBoxLayout()
+        middle.addStretch(1)
+        middle.addWidget(inner)
+        middle.addStretch(2)  # a little above the centre, as dialogs sit
         outer = QHBoxLayout(self)
         outer.addStretch(1)
-        outer.addWidget(inner)
+        outer.addLayout(middle)
         outer.addStretch(1)
 
     def set_model_needed(self, needed: bool) -> None:
