@@ -155,6 +155,16 @@ def main() -> int:
     browse_s = time.perf_counter() - started
     print(f"browse() all photos: {browse_s:.2f} s, +{_rss_mb() - rss0:.0f} MB ({len(refs):,} rows)")
     del refs
+    rss0 = _rss_mb()
+    started = time.perf_counter()
+    ids = app.browse_ids()
+    print(
+        f"browse_ids() (what the grid holds): {time.perf_counter() - started:.2f} s, "
+        f"+{_rss_mb() - rss0:.0f} MB ({len(ids):,} ids)"
+    )
+    started = time.perf_counter()
+    app.photo_refs([int(i) for i in ids[500_000 : 500_000 + 256]])
+    print(f"one grid page (256 rows) fetched: {1000 * (time.perf_counter() - started):.1f} ms")
 
     index = app.vector_index()
     rss1 = _rss_mb()

@@ -4,8 +4,11 @@ thumbnails, and a list view with a photo browser's keyboard and mouse habits."""
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import (
     QAbstractListModel,
     QModelIndex,
@@ -41,29 +44,87 @@ ModelIndex = QModelIndex | QPersistentModelIndex
 
 
 class PhotoGridModel(QAbstractListModel):
-    """Rows are :class:`PhotoRef` (and a score for search results); nothing per row is
-    computed until the view asks, so 100,000 rows cost one list."""
+    """Rows are photos. A search result (a few hundred) comes as :class:`PhotoRef` rows with
+    scores; a listing of the library comes as photo ids only, and the rows the view asks for
+    are fetched a page at a time, so a million photos cost one array, not a million objects."""
+
+    PAGE = 256
+    MAX_PAGES = 400  # about 100,000 rows kept as objects; older pages are fetched again
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
-        self.refs: list[PhotoRef] = []
+        self._refs: list[PhotoRef] | None = []
+        self._ids: np.ndarray | None = None
+        self._fetch: Callable[[list[int]], dict[int, PhotoRef]] | None = None
+        self._pages: OrderedDict[int, list[PhotoRef | None]] = OrderedDict()
         self.scores: list[float] | None = None
-        self._rows_of: dict[str, list[int]] | None = None
+        self._rows_of: dict[str, set[int]] = {}
 
     def set_photos(self, refs: list[PhotoRef], scores: list[float] | None = None) -> None:
         self.beginResetModel()
-        self.refs = refs
-        self.scores = scores
-        self._rows_of = None
+        self._refs, self._ids, self._fetch, self.scores = refs, None, None, scores
+        self._pages.clear()
+        self._rows_of = {}
+        for row, ref in enumerate(refs):
+            self._rows_of.setdefault(ref.fingerprint, set()).add(row)
+        self.endResetModel()
+
+    def set_ids(self, ids: np.ndarray, fetch: Callable[[list[int]], dict[int, PhotoRef]]) -> None:
+        """A listing by id, in display order; ``fetch`` turns ids into refs (a DB query)."""
+        self.beginResetModel()
+        self._refs, self._ids, self._fetch, self.scores = None, ids, fetch, None
+        self._pages.clear()
+        self._rows_of = {}
         self.endResetModel()
 
     def rowCount(self, parent: ModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.refs)
+        if parent.isValid():
+            return 0
+        return len(self._ids) if self._ids is not None else len(self._refs or [])
+
+    @property
+    def refs(self) -> list[PhotoRef]:
+        """Every row as a ref: fetches them all, so for small lists and tests."""
+        return [ref for row in range(self.rowCount()) if (ref := self.ref_at(row)) is not None]
+
+    def ref_at(self, row: int) -> PhotoRef | None:
+        if not 0 <= row < self.rowCount():
+            return None
+        if self._refs is not None:
+            return self._refs[row]
+        number = row // self.PAGE
+        page = self._pages.get(number)
+        if page is None:
+            page = self._load_page(number)
+        else:
+            self._pages.move_to_end(number)
+        return page[row - number * self.PAGE]
+
+    def _load_page(self, number: int) -> list[PhotoRef | None]:
+        assert self._ids is not None and self._fetch is not None
+        start = number * self.PAGE
+        ids = [int(i) for i in self._ids[start : start + self.PAGE]]
+        found = self._fetch(ids)  # one indexed query for 256 rows: about a millisecond
+        page = [found.get(pid) for pid in ids]  # None: gone since the listing was made
+        for offset, ref in enumerate(page):
+            if ref is not None:
+                self._rows_of.setdefault(ref.fingerprint, set()).add(start + offset)
+        self._pages[number] = page
+        while len(self._pages) > self.MAX_PAGES:
+            old_number, old = self._pages.popitem(last=False)
+            for offset, ref in enumerate(old):
+                if ref is not None:
+                    self._rows_of.get(ref.fingerprint, set()).discard(
+                        old_number * self.PAGE + offset
+                    )
+        return page
 
     def data(self, index: ModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self.refs):
+        if not index.isValid():
             return None
-        ref = self.refs[index.row()]
+        ref = self.ref_at(index.row())
+        if ref is None:
+            return None
         if role == REF_ROLE:
             return ref
         if role == SCORE_ROLE:
@@ -79,16 +140,8 @@ class PhotoGridModel(QAbstractListModel):
             return "\n".join(lines)
         return None
 
-    def ref_at(self, row: int) -> PhotoRef | None:
-        return self.refs[row] if 0 <= row < len(self.refs) else None
-
     def thumbnail_ready(self, fingerprint: str) -> None:
-        if self._rows_of is None:
-            rows_of: dict[str, list[int]] = {}
-            for row, ref in enumerate(self.refs):
-                rows_of.setdefault(ref.fingerprint, []).append(row)
-            self._rows_of = rows_of
-        for row in self._rows_of.get(fingerprint, []):
+        for row in list(self._rows_of.get(fingerprint, ())):
             index = self.index(row)
             self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
 

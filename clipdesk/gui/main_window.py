@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QByteArray, QPoint, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
@@ -548,9 +549,10 @@ class MainWindow(QMainWindow):
             self._search_worker.cancel()  # the latest request wins
         services = self.services
 
-        def query(token: CancelToken) -> tuple[list[PhotoRef], list[float] | None]:
+        def query(token: CancelToken) -> tuple[list[PhotoRef] | np.ndarray, list[float] | None]:
             if view.kind in ("all", "folder"):
-                return services.browse(view.text if view.kind == "folder" else None, view.tag), None
+                folder = view.text if view.kind == "folder" else None
+                return services.browse_ids(folder, view.tag), None
             if view.kind == "text":
                 hits = services.search_text(view.text, SEARCH_RESULTS, view.tag)
             elif view.kind == "image":
@@ -560,7 +562,7 @@ class MainWindow(QMainWindow):
                 hits = services.similar(view.ref.path, SEARCH_RESULTS, view.tag)
             return [hit.ref for hit in hits], [hit.score for hit in hits]
 
-        def shown(result: tuple[list[PhotoRef], list[float] | None]) -> None:
+        def shown(result: tuple[list[PhotoRef] | np.ndarray, list[float] | None]) -> None:
             if generation == self._query_generation:
                 self._show_results(view, *result)
 
@@ -572,22 +574,29 @@ class MainWindow(QMainWindow):
         self._search_worker = self.run(query, shown, "search", failed)
 
     def _show_results(
-        self, view: View, refs: list[PhotoRef], scores: list[float] | None, error: str = ""
+        self,
+        view: View,
+        refs: list[PhotoRef] | np.ndarray,
+        scores: list[float] | None,
+        error: str = "",
     ) -> None:
         self.thumbnails.drop_waiting()
-        self.model.set_photos(refs, scores)
+        if isinstance(refs, np.ndarray):
+            self.model.set_ids(refs, self.services.photo_refs)
+        else:
+            self.model.set_photos(refs, scores)
         self.header_label.setText(view.describe(len(refs)) if not error else "")
         if error:
             self.empty_label.setText(error)
-        elif not refs:
+        elif not len(refs):
             self.empty_label.setText(
                 "Nothing here yet: add a folder, then wait for indexing to finish."
                 if not view.is_search
                 else "No photos match. Is the library indexed?"
             )
-        self.empty_label.setVisible(bool(error) or not refs)
-        self.grid.setVisible(bool(refs))
-        if refs:
+        self.empty_label.setVisible(bool(error) or not len(refs))
+        self.grid.setVisible(bool(len(refs)))
+        if len(refs):
             self.grid.setCurrentIndex(self.model.index(0))
             self.grid.scrollToTop()
         else:

@@ -24,3 +24,25 @@ def test_empty_model_data_keeps_none_alive(qapp: Any) -> None:
             index.data(Qt.ItemDataRole.DecorationRole)
             index.data(SCORE_ROLE)
         assert abs(sys.getrefcount(None) - before) < 100
+
+
+def test_a_listing_by_id_fetches_only_the_pages_shown(qapp: Any) -> None:
+    import numpy as np
+
+    fetched: list[list[int]] = []
+
+    def fetch(ids: list[int]) -> dict[int, PhotoRef]:
+        fetched.append(ids)
+        return {i: PhotoRef(i, f"/p/{i}.jpg", f"f{i % 7}", 1, 1, 0.0) for i in ids if i != 5}
+
+    model = PhotoGridModel()
+    model.set_ids(np.arange(1_000_000, dtype=np.int64), fetch)
+    assert model.rowCount() == 1_000_000 and fetched == []
+    assert model.ref_at(3) == PhotoRef(3, "/p/3.jpg", "f3", 1, 1, 0.0)
+    assert model.ref_at(5) is None  # gone from the library since the listing
+    assert model.ref_at(999_999) is not None
+    assert [len(ids) for ids in fetched] == [256, 64]  # two pages, not a million rows
+    for row in range(0, 256 * (PhotoGridModel.MAX_PAGES + 10), 256):
+        model.ref_at(row)
+    assert len(model._pages) == PhotoGridModel.MAX_PAGES  # old pages are let go
+    assert model.index(7).data(Qt.ItemDataRole.DisplayRole) == "7.jpg"

@@ -96,3 +96,11 @@ def test_history_goes_back_and_forward_like_a_browser() -> None:
     assert not history.can_go_forward()
     assert View("similar", ref=ref).describe(12) == "12 photos similar to a.jpg"
     assert View("all", tag="pets").describe(1) == "1 photo tagged “pets”"
+
+
+def test_browse_ids_lists_the_same_photos_in_the_same_order(app: Clipdesk, photos: Path) -> None:
+    _scan(app, photos)
+    assert app.browse_ids().tolist() == [r.photo_id for r in app.browse()]
+    hats = app.browse_ids(photos / "hat")
+    assert hats.tolist() == [r.photo_id for r in app.browse(photos / "hat")]
+    assert app.browse_ids(tag="nothing tagged yet").size == 0
