@@ -108,6 +108,7 @@ class VectorIndex:
         self._index: Any = None
         self._live = 0  # labels present and not deleted
         self._generation = -1  # database generation the in-memory index matches
+        self._saved_generation = -2  # what the file on disk matches (nothing yet)
         self.last_action = ""  # "loaded", "rebuilt", "caught up" (for status and tests)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -164,6 +165,7 @@ class VectorIndex:
                     self._rebuild(generation)
                     return
                 self._index, self._generation, self._live = loaded
+                self._saved_generation = self._generation
                 self.last_action = "loaded"
                 if self._generation == generation:
                     return
@@ -205,6 +207,8 @@ class VectorIndex:
         with self._lock:
             if self._index is None:
                 return
+            if self._generation >= 0 and self._generation == self._saved_generation:
+                return  # the file already holds exactly this (a 1M index is 2 GB to write)
             folder = self.meta_path.parent
             name = f"{self._stem}-{uuid.uuid4().hex[:12]}.hnsw"
             self._index.save_index(str(folder / name))
@@ -225,6 +229,7 @@ class VectorIndex:
             _fsync_file(tmp)
             os.replace(tmp, self.meta_path)
             _fsync_dir(folder)
+            self._saved_generation = self._generation
             self._remove_old_files(keep=name)
 
     def _remove_old_files(self, keep: str) -> None:
