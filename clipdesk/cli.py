@@ -122,6 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     gui = sub.add_parser("gui", help="open the desktop app (also: clipdesk with no command)")
     gui.add_argument("--search", metavar="TEXT", help="start with this search")
     gui.add_argument(
+        "images",
+        nargs="*",
+        metavar="IMAGE",
+        help="start by finding photos that look like this image (as 'Open with clipdesk')",
+    )
+    gui.add_argument(
         "--screenshot",
         metavar="FILE.png",
         help="wait for indexing (and --search), save a picture of the window and quit",
@@ -155,7 +161,13 @@ def _run_gui(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return run_gui(args.library, getattr(args, "search", None), getattr(args, "screenshot", None))
+    images = getattr(args, "images", None) or []
+    return run_gui(
+        args.library,
+        getattr(args, "search", None),
+        getattr(args, "screenshot", None),
+        image=images[0] if images else None,
+    )
 
 
 class ProgressBar:

@@ -7,7 +7,7 @@ set -euo pipefail
 command -v apt-get >/dev/null || { echo "system-deps: no apt-get; skipping" >&2; exit 0; }
 PACKAGES="xvfb xauth libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1
   libxcb-image0 libxcb-render-util0 libxcb-xinerama0 libxcb-shape0 libegl1 libgl1
-  libfontconfig1 libdbus-1-3 fonts-dejavu-core"
+  libfontconfig1 libdbus-1-3 fonts-dejavu-core desktop-file-utils"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -125,6 +125,7 @@ def run_gui(
     search: str | None = None,
     screenshot: str | None = None,
     timeout_s: float = 180.0,
+    image: str | None = None,
 ) -> int:
     app = application()
     settings = app_settings()
@@ -143,6 +144,8 @@ def run_gui(
     elif search:
         window.search_field.setText(search)
         window._search_typed_text()
+    if image and not search:
+        window.search_image_file(os.path.abspath(image))
     window.show()
     if os.environ.get(STARTUP_PROBE_ENV):
         # bench/bench_startup.py: say when the first frame is on screen, then leave.
