@@ -556,7 +556,9 @@ class MainWindow(QMainWindow):
             if view.kind == "text":
                 hits = services.search_text(view.text, SEARCH_RESULTS, view.tag)
             elif view.kind == "image":
-                hits = services.search_image(view.text, SEARCH_RESULTS, view.tag)
+                # A photo of the library (dropped, or "Open with") is shown by its neighbours,
+                # itself left out, as with Find similar; any other image by its look.
+                hits = services.similar(view.text, SEARCH_RESULTS, view.tag)
             else:
                 assert view.ref is not None
                 hits = services.similar(view.ref.path, SEARCH_RESULTS, view.tag)

@@ -155,3 +155,14 @@ def test_tag_filter_carries_into_a_search(qtbot: Any, indexed_window: MainWindow
         qtbot.keyClicks(win.search_field, "something to wear")
     assert win.history.current == View("text", "something to wear", tag="hat")
     assert {ref.photo_id for ref in win.model.refs} == hats
+
+
+def test_dropping_a_library_photo_shows_its_neighbours_without_itself(
+    qtbot: Any, indexed_window: MainWindow
+) -> None:
+    win = indexed_window
+    photo = win.model.refs[3]
+    with qtbot.waitSignal(win.results_shown, timeout=20_000):
+        win.search_image_file(photo.path)
+    ids = [ref.photo_id for ref in win.model.refs]
+    assert photo.photo_id not in ids and len(ids) == 59
