@@ -79,25 +79,6 @@ class TorchBackend(ImageBackend):
         return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
 
 
-class _VisualTower:
-    """A module whose forward is the image tower, for export (``encode_image`` unnormalised)."""
-
-    @staticmethod
-    def wrap(model: Any) -> Any:
-        import torch
-
-        class Visual(torch.nn.Module):
-            def __init__(self, clip: Any) -> None:
-                super().__init__()
-                self.visual = clip.visual
-
-            def forward(self, image: torch.Tensor) -> torch.Tensor:
-                out: torch.Tensor = self.visual(image)
-                return out
-
-        return Visual(model).eval()
-
-
 def export_visual_onnx(model: Any, image_size: int, target: Path) -> Path:
     """Export the image tower to ONNX (fp32, dynamic batch), written atomically."""
     import torch
@@ -105,7 +86,7 @@ def export_visual_onnx(model: Any, image_size: int, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_file():
         return target
-    tower = _VisualTower.wrap(model)
+    tower = model.visual.eval()  # its forward is encode_image without the normalisation
     example = torch.zeros(2, 3, image_size, image_size)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.part")
     os.close(fd)

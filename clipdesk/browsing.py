@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -50,6 +51,15 @@ _REF_COLUMNS = (
 )
 
 
+def _listing_query(columns: tuple[Any, ...], folder: str | None, newest_first: bool) -> Any:
+    """Readable photos (under ``folder``) by date taken, then id: one order for both listings."""
+    query = select(*columns).where(db.Photo.error.is_(None))
+    if folder is not None:
+        query = query.where(under_folder(folder))  # type: ignore[arg-type]
+    order = db.Photo.taken_at.desc() if newest_first else db.Photo.taken_at.asc()
+    return query.order_by(order, db.Photo.id)
+
+
 def list_photos(
     library: Library,
     folder: str | None = None,
@@ -57,11 +67,7 @@ def list_photos(
     newest_first: bool = True,
 ) -> list[PhotoRef]:
     """The readable photos (under ``folder``; among ``photo_ids``), by date taken."""
-    query = select(*_REF_COLUMNS).where(db.Photo.error.is_(None))
-    if folder is not None:
-        query = query.where(under_folder(folder))  # type: ignore[arg-type]
-    order = db.Photo.taken_at.desc() if newest_first else db.Photo.taken_at.asc()
-    query = query.order_by(order, db.Photo.id)
+    query = _listing_query(_REF_COLUMNS, folder, newest_first)
     with library.session() as s:
         rows = s.execute(query).all()
     refs = [PhotoRef(*row) for row in rows]
@@ -78,11 +84,7 @@ def list_photo_ids(
 ) -> np.ndarray:
     """The ids of :func:`list_photos`, in the same order, as one int64 array: what a grid
     of a million photos holds (rows are fetched when shown, by :func:`photo_refs`)."""
-    query = select(db.Photo.id).where(db.Photo.error.is_(None))
-    if folder is not None:
-        query = query.where(under_folder(folder))  # type: ignore[arg-type]
-    order = db.Photo.taken_at.desc() if newest_first else db.Photo.taken_at.asc()
-    query = query.order_by(order, db.Photo.id)
+    query = _listing_query((db.Photo.id,), folder, newest_first)
     with library.engine.connect() as conn:
         ids = np.fromiter((row[0] for row in conn.execute(query)), dtype=np.int64)
     if photo_ids is not None:

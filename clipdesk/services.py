@@ -453,23 +453,24 @@ class Clipdesk:
 
     # -- browsing ----------------------------------------------------------------------
 
-    def browse(self, folder: str | Path | None = None, tag: str | None = None) -> list[PhotoRef]:
-        """The library's readable photos, newest first (under ``folder``; tagged ``tag``)."""
+    def _listing(
+        self, folder: str | Path | None, tag: str | None
+    ) -> tuple[str | None, set[int] | None]:
+        """The folder and the allowed photo ids of a listing (``browse``, ``browse_ids``)."""
         target = None if folder is None else normalise_folder(folder)
         allowed = None
         if tag is not None:
             key = self.library.get_setting(MODEL_SETTING)
             allowed = set() if key is None else self._allowed(self._index_for(key), tag)
-        return list_photos(self.library, target, allowed)
+        return target, allowed
+
+    def browse(self, folder: str | Path | None = None, tag: str | None = None) -> list[PhotoRef]:
+        """The library's readable photos, newest first (under ``folder``; tagged ``tag``)."""
+        return list_photos(self.library, *self._listing(folder, tag))
 
     def browse_ids(self, folder: str | Path | None = None, tag: str | None = None) -> np.ndarray:
         """:meth:`browse` as an array of photo ids (for a grid of any size)."""
-        target = None if folder is None else normalise_folder(folder)
-        allowed = None
-        if tag is not None:
-            key = self.library.get_setting(MODEL_SETTING)
-            allowed = set() if key is None else self._allowed(self._index_for(key), tag)
-        return list_photo_ids(self.library, target, allowed)
+        return list_photo_ids(self.library, *self._listing(folder, tag))
 
     def photo_refs(self, photo_ids: list[int]) -> dict[int, PhotoRef]:
         return photo_refs(self.library, photo_ids)

@@ -7,7 +7,6 @@ scrolling fast through 100,000 photos fills the visible cells first.
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
@@ -59,7 +58,6 @@ class ThumbnailProvider(QObject):
         self.failures: dict[str, str] = {}
         self._signals = _JobSignals(self)
         self._signals.done.connect(self._on_done)
-        self._lock = threading.Lock()
         self.made = 0  # thumbnails delivered (for tests and benchmarks)
 
     def image(self, fingerprint: str, path: str) -> QImage | None:
