@@ -48,7 +48,6 @@ def main() -> int:
     args = parser.parse_args()
     print_machine("Image-encoder backends")
     import numpy as np
-    import torch
 
     from clipdesk import backends
     from clipdesk.encoder import ClipEncoder, ModelSpec
@@ -64,9 +63,9 @@ def main() -> int:
         paths = sorted((REPO / "tests" / "fixtures" / "clothing-test").rglob("*.jpg"))
         paths = paths[:: max(len(paths) // args.photos, 1)][: args.photos]
         where = f"{len(paths)} committed test photos"
-    photos = torch.stack(
+    photos = np.stack(
         [encoder.preprocess_image(load_rgb(str(p), encoder.decode_side)) for p in paths]
-    ).numpy()
+    )
     print(f"model {args.model}; fidelity on {where}; batch {args.batch}\n")
 
     def encode_all(backend: backends.ImageBackend) -> np.ndarray:

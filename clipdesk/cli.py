@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
         "user data folder",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show library log messages")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check this installation: index sample photos with the bundled test model in a "
+        "temporary folder, search, open the window offscreen; exit 0 only if all is right",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add = sub.add_parser("add", help="add photo folders to the library")
@@ -294,6 +300,8 @@ def _run_tag(app: Clipdesk, args: argparse.Namespace) -> int:
 def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
     from clipdesk.cli_models import run_models_command
 
+    if args.models_command == "export":
+        return _run_export(app, args)
     if args.models_command != "use":
         return run_models_command(args)
     from clipdesk.encoder import ModelSpec
@@ -313,6 +321,27 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
     args.model = args.model_config = None
     args.batch_size = 32
     return _run_index(app, args)
+
+
+def _run_export(app: Clipdesk, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from clipdesk.encoder import ModelSpec
+    from clipdesk.models import ModelStore, default_models_dir
+
+    spec = None
+    if args.name:
+        spec = ModelStore().spec_for(args.name)
+        if spec is None:
+            if ":" not in args.name:
+                raise ClipdeskError(
+                    f"model {args.name!r} is not installed (see `clipdesk models list`)"
+                )
+            spec = ModelSpec.parse(args.name, args.model_config)
+    target = Path(args.to) if args.to else default_models_dir() / "exports"
+    folder = app.export_model(spec, target, report=lambda line: print(line, file=sys.stderr))
+    print(folder)
+    return 0
 
 
 def _print_status(status: object, as_json: bool) -> None:
@@ -356,6 +385,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     # Keep undecodable file names printable exactly as the OS gave them.
     if isinstance(sys.stdout, __import__("io").TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")
+    if args.self_test:
+        from clipdesk.selftest import run_self_test
+
+        return run_self_test()
     if args.command in (None, "gui"):
         return _run_gui(args)
     try:

@@ -47,8 +47,14 @@ def add_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
         "state dict (.pt/.pth/.bin) that loads with weights_only=True; a pickle that needs "
         "code to load is refused. The file is copied; the original is only read.",
     )
-    imp.add_argument("--name", required=True, help="the name to use it by (letters, digits, ._-)")
-    imp.add_argument("--weights", required=True, metavar="FILE", help="the weights file")
+    imp.add_argument("--name", help="the name to use it by (letters, digits, ._-)")
+    imp.add_argument("--weights", metavar="FILE", help="the weights file")
+    imp.add_argument(
+        "--export",
+        metavar="FOLDER",
+        help="instead of weights: an exported model folder (from `clipdesk models export`), "
+        "which runs without torch",
+    )
     imp.add_argument(
         "--config",
         metavar="FILE.json",
@@ -61,6 +67,22 @@ def add_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
         help="the architecture: an open_clip model name such as ViT-B-32 (needed without "
         "--config), or the name for the --config architecture",
     )
+
+    export = msub.add_parser(
+        "export",
+        help="export a model to run without torch (OpenVINO; both towers, fp16 where faithful)",
+        description="Writes the image and text towers as OpenVINO files into the models "
+        "folder's exports/, checked against torch on up to 256 of the library's photos. "
+        "Searches then start without loading torch, and the CPU bundle can use the model.",
+    )
+    export.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="an installed model or ARCH:PRETRAINED (default: the library's model)",
+    )
+    export.add_argument("--model-config", metavar="FILE.json", help="a custom architecture")
+    export.add_argument("--to", metavar="DIR", help="write the export under DIR instead")
 
     use = msub.add_parser("use", help="make an installed model the library's model")
     use.add_argument("name", metavar="NAME", help="a name from `clipdesk models list`")
@@ -78,7 +100,16 @@ def run_models_command(args: argparse.Namespace) -> int:
         return 0
     if command == "download":
         return _download(ModelStore(endpoint=args.mirror), args.name)
+    if command == "import" and args.export:
+        from clipdesk.exported import ExportManifest, install_export
+
+        folder = install_export(Path(args.export))
+        manifest = ExportManifest.read(folder)
+        print(f"imported the export of {manifest.label} into {folder}")
+        return 0
     if command == "import":
+        if not args.name or not args.weights:
+            raise ClipdeskError("models import needs --name and --weights (or --export FOLDER)")
         spec = ModelStore().import_model(
             args.name,
             Path(args.weights),
@@ -92,8 +123,33 @@ def run_models_command(args: argparse.Namespace) -> int:
 
 
 def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
+    from clipdesk.exported import available_exports, torch_available
+
+    exports = available_exports()
+    exported_keys = {manifest.key for _folder, manifest in exports}
+    full = torch_available()
     if as_json:
-        out.write(json.dumps([i.as_json() for i in rows], indent=1) + "\n")
+        listed: list[dict[str, object]] = []
+        for info in rows:
+            entry = info.as_json()
+            entry["exported"] = info.key in exported_keys
+            entry["runs_here"] = full or info.key in exported_keys
+            listed.append(entry)
+        for folder, manifest in exports:
+            listed.append(
+                {
+                    "name": manifest.name,
+                    "kind": "exported",
+                    "spec": manifest.label,
+                    "key": manifest.key,
+                    "dim": manifest.dim,
+                    "installed": True,
+                    "path": str(folder),
+                    "weights": manifest.weights,
+                    "runs_here": True,
+                }
+            )
+        out.write(json.dumps(listed, indent=1) + "\n")
         return
     out.write(f"  {'NAME':<20} {'SIZE':>8} {'DIM':>4} {'IMAGENET':>8} {'SPEED':>5}  LANGUAGES\n")
     for info in rows:
@@ -107,11 +163,20 @@ def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
             notes.append("default")
         if info.requires:
             notes.append("needs " + ", ".join(info.requires))
+        if info.key in exported_keys:
+            notes.append("exported")
+        elif not full:
+            notes.append("needs the full (torch) version of clipdesk")
         out.write(
             f"{mark} {info.name:<20} {size:>8} {dim:>4} {top1:>8} {speed:>5}  {info.languages}"
             f"  ({'; '.join(notes)})\n"
         )
     out.write("* installed. SPEED: photos/s relative to the default model (rough).\n")
+    if exports:
+        out.write("\nexported models (run without torch):\n")
+        for folder, manifest in exports:
+            weights = "/".join(sorted(set(manifest.weights.values())))
+            out.write(f"* {manifest.label}  dim {manifest.dim}, {weights} weights  ({folder})\n")
 
 
 def _download(store: object, name: str) -> int:

@@ -25,9 +25,7 @@ from clipdesk.progress import CancelToken, Progress, RateMeter
 from clipdesk.throttle import lower_this_thread
 
 if TYPE_CHECKING:
-    import torch
-
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.encoder import Encoder
     from clipdesk.vector_index import VectorIndex
 
 DEFAULT_BATCH_SIZE = 32
@@ -60,10 +58,10 @@ def pending_images(library: Library, model_id: int) -> list[PendingImage]:
     return list(grouped.values())
 
 
-Decoded = tuple[PendingImage, "torch.Tensor | None", str | None]
+Decoded = tuple[PendingImage, "np.ndarray | None", str | None]
 
 
-def _decoder(encoder: ClipEncoder, max_pixels: int) -> Callable[[PendingImage], Decoded]:
+def _decoder(encoder: Encoder, max_pixels: int) -> Callable[[PendingImage], Decoded]:
     def decode(item: PendingImage) -> Decoded:
         try:
             image = load_rgb(item.path, encoder.decode_side, max_pixels)
@@ -118,7 +116,7 @@ def _commit_batch(
 
 def embed_pending(
     library: Library,
-    encoder: ClipEncoder,
+    encoder: Encoder,
     model_id: int,
     index: VectorIndex | None = None,
     cancel: CancelToken | None = None,
@@ -129,8 +127,6 @@ def embed_pending(
 ) -> Iterator[Progress]:
     """Embed every photo that lacks a vector under ``model_id``; yields once per batch.
     ``low_priority``: the decode threads run at a lower priority too."""
-    import torch
-
     cancel = cancel or CancelToken()
     work = pending_images(library, model_id)
     meter = RateMeter(total=len(work))
@@ -158,7 +154,7 @@ def embed_pending(
 
         top_up()
         done: list[PendingImage] = []
-        tensors: list[torch.Tensor] = []
+        tensors: list[np.ndarray] = []
         failed: list[tuple[PendingImage, str]] = []
         try:
             while inflight:
@@ -175,7 +171,7 @@ def embed_pending(
                 if len(tensors) < wanted and inflight:
                     continue
                 vectors = (
-                    encoder.encode_batch(torch.stack(tensors))
+                    encoder.encode_batch(np.stack(tensors))
                     if tensors
                     else np.zeros((0, 0), np.float32)
                 )

@@ -19,14 +19,13 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from clipdesk.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
@@ -196,6 +195,33 @@ def _register_config(spec: ModelSpec) -> str:
             path.write_text(spec.config_json, encoding="utf-8")
             open_clip.add_model_config(path)
     return name
+
+
+class Encoder(Protocol):
+    """What services need of a model: :class:`ClipEncoder` (open_clip on torch) or
+    :class:`clipdesk.exported.ExportedEncoder` (an export, without torch)."""
+
+    spec: ModelSpec
+    device: str
+    dim: int
+    image_size: int
+    backend_choice: Any
+
+    @property
+    def description(self) -> str: ...
+    @property
+    def device_reason(self) -> str: ...
+    @property
+    def decode_side(self) -> int: ...
+    @property
+    def logit_scale(self) -> float: ...
+    def select_backend(
+        self, override: str | None = None, seconds: float = 2.0, probe: np.ndarray | None = None
+    ) -> Any: ...
+    def preprocess_image(self, image: Image.Image) -> np.ndarray: ...
+    def encode_batch(self, batch: np.ndarray) -> np.ndarray: ...
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class ClipEncoder:
@@ -435,18 +461,16 @@ class ClipEncoder:
         """The model's learned temperature (CLIP's ``logit_scale.exp()``)."""
         return float(self.model.logit_scale.exp().item())
 
-    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+    def preprocess_image(self, image: Image.Image) -> np.ndarray:
         """open_clip's own transform, with ToTensor + Normalize done in numpy.
 
         The result is bit-identical; the reason is that torch ops run on torch's shared
         intra-op threads, and called from several decode threads while the model runs they
         were measured 10-50x slower on a busy 2-core machine (bench/README.md).
         """
-        import torch
-
         if self._pil_steps is None:
-            tensor: torch.Tensor = self.preprocess(image)
-            return tensor
+            tensor = self.preprocess(image)
+            return np.ascontiguousarray(tensor.numpy(), dtype=np.float32)
         for step in self._pil_steps:
             image = step(image)
         pixels = np.asarray(image, dtype=np.uint8)
@@ -454,7 +478,7 @@ class ClipEncoder:
             pixels = np.repeat(pixels[:, :, None], 3, axis=2)
         array = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
         array = (array - self._mean) / self._std
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        return np.ascontiguousarray(array, dtype=np.float32)
 
     def _split_preprocess(self) -> None:
         """Find the PIL steps and the Normalize constants of open_clip's Compose."""
@@ -468,7 +492,7 @@ class ClipEncoder:
         self._std = np.asarray(normalize.std, dtype=np.float32).reshape(3, 1, 1)
         self._pil_steps = steps[:-2]
 
-    def encode_batch(self, batch: torch.Tensor) -> np.ndarray:
+    def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         if self.backend_choice is None and self._choices_dir is not None:
             self.select_backend()
         features: np.ndarray = self.image_backend.encode(batch)
@@ -477,9 +501,7 @@ class ClipEncoder:
         return unit
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        import torch
-
-        return self.encode_batch(torch.stack([self.preprocess_image(im) for im in images]))
+        return self.encode_batch(np.stack([self.preprocess_image(im) for im in images]))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch

@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import case, func, select
 
-from clipdesk import db
+from clipdesk import db, exported
 from clipdesk.browsing import (
     PhotoDetails,
     PhotoRef,
@@ -25,8 +25,8 @@ from clipdesk.browsing import (
     photo_refs,
 )
 from clipdesk.embedding import DEFAULT_BATCH_SIZE, embed_pending, pending_images
-from clipdesk.encoder import DEFAULT_MODEL, ClipEncoder, ModelSpec
-from clipdesk.errors import ClipdeskError, NotIndexedError
+from clipdesk.encoder import DEFAULT_MODEL, ClipEncoder, Encoder, ModelSpec
+from clipdesk.errors import ClipdeskError, ModelUnavailableError, NotIndexedError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.library import Library
 from clipdesk.progress import CancelToken, Progress
@@ -128,7 +128,7 @@ PROBE_PHOTOS = 256
 MAX_SEARCH_DEPTH = 4096  # neighbours looked at, at most, to find k photos that still exist
 
 
-def _probe_batch(encoder: ClipEncoder, paths: list[str], max_pixels: int) -> np.ndarray | None:
+def _probe_batch(encoder: Encoder, paths: list[str], max_pixels: int) -> np.ndarray | None:
     """Up to PROBE_PHOTOS of the user's own photos, preprocessed, spread over the library,
     to judge the encoder backends on; None when too few can be read."""
     step = max(len(paths) // PROBE_PHOTOS, 1)
@@ -142,7 +142,7 @@ def _probe_batch(encoder: ClipEncoder, paths: list[str], max_pixels: int) -> np.
             continue
     if len(tensors) < 24:
         return None  # synthetic probes then
-    return np.stack([t.numpy() for t in tensors])
+    return np.stack(tensors)
 
 
 class Clipdesk:
@@ -150,7 +150,8 @@ class Clipdesk:
 
     def __init__(self, library: Library) -> None:
         self.library = library
-        self._encoders: dict[str, ClipEncoder] = {}
+        self._encoders: dict[str, Encoder] = {}
+        self._query_encoders: dict[str, Encoder] = {}  # exports, for queries only
         self._last_used: dict[str, float] = {}
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.RLock()  # guards model and index loading
@@ -204,24 +205,62 @@ class Clipdesk:
                 s.commit()
             return row
 
-    def encoder(self, spec: ModelSpec | None = None, device: str | None = None) -> ClipEncoder:
+    def default_spec(self) -> ModelSpec:
+        """clipdesk's default model; without torch (the CPU bundle), the default model's
+        export, else the first export there is."""
+        spec = ModelSpec.parse(DEFAULT_MODEL)
+        if exported.torch_available():
+            return spec
+        exports = exported.available_exports()
+        for _folder, manifest in exports:
+            if manifest.key == spec.key:
+                return manifest.spec
+        return exports[0][1].spec if exports else spec
+
+    def _load(self, spec: ModelSpec, device: str) -> Encoder:
+        from clipdesk.models import default_models_dir
+
+        if not exported.torch_available():
+            folder = exported.find_export(spec.key)
+            if folder is None:
+                names = ", ".join(m.label for _f, m in exported.available_exports()) or "none"
+                raise ModelUnavailableError(
+                    f"{spec.spec} is not available in exported form, and this clipdesk (the "
+                    f"CPU bundle) has no torch to run it (exported models here: {names}); "
+                    "export it with `clipdesk models export` on the full install, then "
+                    "`clipdesk models import --export FOLDER`"
+                )
+            return exported.ExportedEncoder(folder, choices_dir=default_models_dir())
+        return ClipEncoder(
+            spec, device, cache_dir=self.library.models_dir, choices_dir=default_models_dir()
+        )
+
+    def encoder(self, spec: ModelSpec | None = None, device: str | None = None) -> Encoder:
         """A loaded model (each loaded once, under a lock); ``spec`` defaults to the
         serving model, then to clipdesk's default model."""
         with self._lock:
-            spec = spec or self.current_spec() or ModelSpec.parse(DEFAULT_MODEL)
+            spec = spec or self.current_spec() or self.default_spec()
             device = device or self.library.get_setting(DEVICE_SETTING, "auto") or "auto"
             loaded = self._encoders.get(spec.key)
             if loaded is None or (device != "auto" and loaded.device != device):
-                from clipdesk.models import default_models_dir
-
-                loaded = ClipEncoder(
-                    spec,
-                    device,
-                    cache_dir=self.library.models_dir,
-                    choices_dir=default_models_dir(),
-                )
+                loaded = self._load(spec, device)
                 self._encoders[spec.key] = loaded
                 self.library.set_setting(DEVICE_USED_SETTING, loaded.device_reason)
+            self._last_used[spec.key] = time.monotonic()
+            return loaded
+
+    def query_encoder(self) -> Encoder:
+        """The serving model for one query (a text, an image): the loaded model if there is
+        one, else its export when it has one (a cold ``clipdesk search`` then starts in a
+        fraction of the time torch and open_clip take to import), else the model."""
+        with self._lock:
+            spec = self.current_spec() or self.default_spec()
+            loaded = self._encoders.get(spec.key) or self._query_encoders.get(spec.key)
+            if loaded is None and (folder := exported.find_export(spec.key)) is not None:
+                loaded = exported.ExportedEncoder(folder)
+                self._query_encoders[spec.key] = loaded
+            if loaded is None:
+                return self.encoder(spec)
             self._last_used[spec.key] = time.monotonic()
             return loaded
 
@@ -231,15 +270,18 @@ class Clipdesk:
         with self._lock:
             now = time.monotonic()
             idle = [
-                key for key in self._encoders if now - self._last_used.get(key, 0.0) >= idle_for
+                key
+                for key in {**self._encoders, **self._query_encoders}
+                if now - self._last_used.get(key, 0.0) >= idle_for
             ]
             for key in idle:
-                del self._encoders[key]
+                self._encoders.pop(key, None)
+                self._query_encoders.pop(key, None)
             return idle
 
     def loaded_models(self) -> list[str]:
         with self._lock:
-            return list(self._encoders)
+            return list({**self._encoders, **self._query_encoders})
 
     def use_model(self, spec: ModelSpec, device: str | None = None) -> str:
         """Make ``spec`` the target model; returns a sentence saying what happens next."""
@@ -279,6 +321,23 @@ class Clipdesk:
             raise NotIndexedError("nothing is indexed yet: add a folder, then run `clipdesk index`")
         return self._index_for(key)
 
+    def export_model(
+        self,
+        spec: ModelSpec | None,
+        exports_dir: Path,
+        report: Callable[[str], None] | None = None,
+    ) -> Path:
+        """Export ``spec`` (default: the serving model) to run without torch, judged on up
+        to PROBE_PHOTOS of the library's own photos."""
+        from clipdesk.export import export_model
+
+        encoder = self.encoder(spec or self.current_spec() or self.default_spec())
+        if not isinstance(encoder, ClipEncoder):
+            raise ClipdeskError("exporting needs torch: run it with the full clipdesk")
+        paths = [ref.path for ref in self.browse()]
+        probe = _probe_batch(encoder, paths, DEFAULT_MAX_PIXELS) if paths else None
+        return export_model(encoder, exports_dir, probe=probe, report=report)
+
     # -- indexing ----------------------------------------------------------------------
 
     def index(
@@ -306,7 +365,7 @@ class Clipdesk:
                 self.library.set_setting(DEVICE_SETTING, device)
             if spec is not None:
                 self.use_model(spec, device)
-            building = self.target_spec() or self.current_spec() or ModelSpec.parse(DEFAULT_MODEL)
+            building = self.target_spec() or self.current_spec() or self.default_spec()
             encoder = self.encoder(building, device)
             row = self._model_row(encoder.spec, encoder.dim)
             if self.library.get_setting(MODEL_SETTING) is None:
@@ -322,6 +381,8 @@ class Clipdesk:
                 )
                 self.library.set_setting(DEVICE_USED_SETTING, encoder.device_reason)
                 yield Progress("prepare", 1, 1, message=encoder.device_reason)
+            if isinstance(encoder, exported.ExportedEncoder):
+                encoder.limit_threads(throttle.max_cores if throttle else None)
             try:
                 with applied(throttle):
                     yield from embed_pending(
@@ -398,7 +459,7 @@ class Clipdesk:
         if not query.strip():
             raise ClipdeskError("the search text is empty")
         index = self.vector_index()
-        vector = self.encoder().encode_texts([query])[0]
+        vector = self.query_encoder().encode_texts([query])[0]
         return self._hits(index, vector, k, tag=tag)
 
     def find_photo(self, path: str | Path) -> db.Photo | None:
@@ -428,10 +489,11 @@ class Clipdesk:
             return self.similar(image, k, tag)
         path = os.fspath(image)
         try:
-            rgb = load_rgb(path, self.encoder().decode_side)
+            encoder = self.query_encoder()
+            rgb = load_rgb(path, encoder.decode_side)
         except ImageRejected as exc:
             raise ClipdeskError(f"cannot use {path} as a query image: {exc}") from exc
-        vector = self.encoder().encode_images([rgb])[0]
+        vector = encoder.encode_images([rgb])[0]
         return self._hits(index, vector, k, tag=tag)
 
     def similar(
@@ -512,7 +574,7 @@ class Clipdesk:
             for r in self.library.roots()
         ):
             raise ClipdeskError(f"{folder} is not inside a library folder")
-        encoder = self.encoder()
+        encoder = self.query_encoder()
         yield from tag_photos(
             self.library, encoder, index.model_id, label_set, target, multi, prompts, cancel
         )

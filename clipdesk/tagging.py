@@ -37,7 +37,7 @@ from clipdesk.library import Library
 from clipdesk.progress import CancelToken, Progress, RateMeter
 
 if TYPE_CHECKING:
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.encoder import Encoder
 
 # Made for personal photo collections: the ImageNet templates speak of "itap of" and
 # "a plastic {}", which fit web images more than someone's own pictures.
@@ -52,6 +52,90 @@ PERSONAL_TEMPLATES = (
     "a photo showing {}.",
     "a phone photo of {}.",
     "{}",
+)
+# The 80 ImageNet prompt templates of the CLIP paper (as open_clip lists them), kept
+# here so that tagging runs without open_clip (the CPU bundle).
+CLIP_IMAGENET_TEMPLATES = (
+    "a bad photo of a {}.",
+    "a photo of many {}.",
+    "a sculpture of a {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.",
+    "a rendering of a {}.",
+    "graffiti of a {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+    "a tattoo of a {}.",
+    "the embroidered {}.",
+    "a photo of a hard to see {}.",
+    "a bright photo of a {}.",
+    "a photo of a clean {}.",
+    "a photo of a dirty {}.",
+    "a dark photo of the {}.",
+    "a drawing of a {}.",
+    "a photo of my {}.",
+    "the plastic {}.",
+    "a photo of the cool {}.",
+    "a close-up photo of a {}.",
+    "a black and white photo of the {}.",
+    "a painting of the {}.",
+    "a painting of a {}.",
+    "a pixelated photo of the {}.",
+    "a sculpture of the {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a plastic {}.",
+    "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a rendering of the {}.",
+    "a {} in a video game.",
+    "a photo of one {}.",
+    "a doodle of a {}.",
+    "a close-up photo of the {}.",
+    "a photo of a {}.",
+    "the origami {}.",
+    "the {} in a video game.",
+    "a sketch of a {}.",
+    "a doodle of the {}.",
+    "a origami {}.",
+    "a low resolution photo of a {}.",
+    "the toy {}.",
+    "a rendition of the {}.",
+    "a photo of the clean {}.",
+    "a photo of a large {}.",
+    "a rendition of a {}.",
+    "a photo of a nice {}.",
+    "a photo of a weird {}.",
+    "a blurry photo of a {}.",
+    "a cartoon {}.",
+    "art of a {}.",
+    "a sketch of the {}.",
+    "a embroidered {}.",
+    "a pixelated photo of a {}.",
+    "itap of the {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.",
+    "a plushie {}.",
+    "a photo of the nice {}.",
+    "a photo of the small {}.",
+    "a photo of the weird {}.",
+    "the cartoon {}.",
+    "art of the {}.",
+    "a drawing of the {}.",
+    "a photo of the large {}.",
+    "a black and white photo of a {}.",
+    "the plushie {}.",
+    "a dark photo of a {}.",
+    "itap of a {}.",
+    "graffiti of the {}.",
+    "a toy {}.",
+    "itap of my {}.",
+    "a photo of a cool {}.",
+    "a photo of a small {}.",
+    "a tattoo of the {}.",
 )
 SINGLE_TEMPLATE = ("a photo of a {}.",)
 BACKGROUND_PROMPTS = (
@@ -71,9 +155,7 @@ def prompt_templates(kind: str) -> tuple[str, ...]:
         return SINGLE_TEMPLATE
     if kind != "ensemble":
         raise ClipdeskError(f"unknown prompt set {kind!r}: use ensemble or single")
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-    imagenet = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
+    imagenet = CLIP_IMAGENET_TEMPLATES
     return imagenet + tuple(t for t in PERSONAL_TEMPLATES if t not in imagenet)
 
 
@@ -83,7 +165,7 @@ def _mean_direction(vectors: np.ndarray) -> np.ndarray:
 
 
 def label_embeddings(
-    encoder: ClipEncoder, labels: Sequence[str], templates: Sequence[str]
+    encoder: Encoder, labels: Sequence[str], templates: Sequence[str]
 ) -> np.ndarray:
     """One unit vector per label: normalised prompt embeddings, averaged, re-normalised."""
     rows = []
@@ -93,7 +175,7 @@ def label_embeddings(
     return np.stack(rows).astype(np.float32)
 
 
-def background_embedding(encoder: ClipEncoder) -> np.ndarray:
+def background_embedding(encoder: Encoder) -> np.ndarray:
     return _mean_direction(encoder.encode_texts(list(BACKGROUND_PROMPTS))).astype(np.float32)
 
 
@@ -268,7 +350,7 @@ def _photo_vectors(
 
 def tag_photos(
     library: Library,
-    encoder: ClipEncoder,
+    encoder: Encoder,
     model_id: int,
     label_set: str,
     folder: str | None = None,

@@ -57,13 +57,14 @@ def applied(throttle: Throttle | None) -> Iterator[None]:
     if throttle is None or (throttle.max_cores is None and not throttle.low_priority):
         yield
         return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(throttle.cores)
+    torch = sys.modules.get("torch")  # an exported model (no torch) limits its own threads
+    before = torch.get_num_threads() if torch is not None else 0
+    if torch is not None:
+        torch.set_num_threads(throttle.cores)
     if throttle.low_priority:
         lower_this_thread()  # a thread cannot raise itself again: jobs get their own threads
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if torch is not None:
+            torch.set_num_threads(before)

@@ -58,3 +58,22 @@ def app(library: object, tiny_encoder: object) -> object:
     service = Clipdesk(library)  # type: ignore[arg-type]
     service._encoders[tiny_encoder.spec.key] = tiny_encoder  # type: ignore[attr-defined]  # once per session
     return service
+
+
+@pytest.fixture(scope="session")
+def clothing_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's trained model, exported (both towers, OpenVINO IR) once per session,
+    judged on a quarter of its held-out photos."""
+    import numpy as np
+
+    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from clipdesk.export import export_model
+    from clipdesk.imaging import load_rgb
+    from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURES
+
+    encoder = ClipEncoder(ModelSpec.parse(CLOTHING_SPEC, CLOTHING_CONFIG), "cpu")
+    paths = sorted((FIXTURES / "clothing-test").rglob("*.jpg"))[::4]
+    probe = np.stack(
+        [encoder.preprocess_image(load_rgb(str(p), encoder.decode_side)) for p in paths]
+    )
+    return export_model(encoder, tmp_path_factory.mktemp("exports"), probe=probe)

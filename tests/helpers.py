@@ -21,6 +21,8 @@ FIXTURE_PHOTOS = FIXTURES / "photos"
 TINY_CONFIG = FIXTURES / "tiny-clip.json"
 TINY_SPEC = "tiny-clip:random"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+CLOTHING_SPEC = f"clothing-clip:{FIXTURES / 'clothing-clip.safetensors'}"  # the trained model
+CLOTHING_CONFIG = FIXTURES / "clothing-clip.json"
 
 
 def fixture_photo_paths() -> list[Path]:

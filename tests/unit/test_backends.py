@@ -47,14 +47,12 @@ def clothing_encoder() -> ClipEncoder:
 @pytest.fixture(scope="module")
 def clothing_batch(clothing_encoder: ClipEncoder) -> tuple[list[Path], np.ndarray]:
     """All 372 held-out photos, preprocessed as the pipeline does."""
-    import torch
-
     paths = sorted(CLOTHING_TEST.rglob("*.jpg"))
     tensors = [
         clothing_encoder.preprocess_image(load_rgb(str(p), clothing_encoder.decode_side))
         for p in paths
     ]
-    return paths, torch.stack(tensors).numpy()
+    return paths, np.stack(tensors)
 
 
 def _encode(backend: backends.ImageBackend, batch: np.ndarray, step: int = 64) -> np.ndarray:

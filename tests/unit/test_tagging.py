@@ -121,3 +121,11 @@ def test_label_sets_create_list_replace_delete(app: Clipdesk) -> None:
     assert app.label_sets() == {}
     with pytest.raises(ClipdeskError):
         app.create_label_set("empty", ["  "])
+
+
+def test_the_ensemble_is_the_clip_papers_80_templates() -> None:
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    from clipdesk.tagging import CLIP_IMAGENET_TEMPLATES
+
+    assert tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) == CLIP_IMAGENET_TEMPLATES

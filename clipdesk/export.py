@@ -1,0 +1,251 @@
+"""Export an open_clip model to the torch-free form of :mod:`clipdesk.exported`.
+
+Both towers go through ONNX (torch's exporter) into OpenVINO IR. Weights are stored in fp16
+when that is measured faithful (the same test as the encoder backends: min cosine >= 0.999
+and the same top-10 neighbours for >= 95 % of probe photos), else in fp32; either way they
+are computed in f32 (or bf16 where the runtime measures it faithful on the user's machine).
+Needs torch: it runs in the full install, or in ``packaging/build.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipdesk import __version__
+from clipdesk.backends import FAITHFUL_AGREEMENT, FAITHFUL_COSINE, probe_images, top10_agreement
+from clipdesk.encoder import ClipEncoder
+from clipdesk.errors import ClipdeskError
+from clipdesk.exported import MANIFEST_NAME, ExportManifest, export_name
+from clipdesk.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file
+
+# Texts to judge the text tower on: CLIP-style prompts over everyday photo subjects.
+_SUBJECTS = (
+    "dog", "cat", "beach at sunset", "birthday party", "mountain hike", "receipt", "car",
+    "city street at night", "wedding", "baby", "plate of food", "snowy forest", "bicycle",
+    "portrait of a woman", "group of friends", "old building", "flowers", "boat on a lake",
+    "screenshot", "document",
+)  # fmt: skip
+_TEMPLATES = ("a photo of a {}.", "{}", "a blurry photo of a {}.", "a close-up photo of the {}.")
+PROBE_TEXTS = tuple(t.format(s) for s in _SUBJECTS for t in _TEMPLATES)
+
+Report = Callable[[str], None]
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.sum(a * b, axis=1)  # type: ignore[no-any-return]
+
+
+def _export_onnx(module: Any, example: Any, input_name: str, target: Path) -> None:
+    import torch
+
+    # Traced with autograd on: under no_grad, nn.MultiheadAttention takes a fused fast path
+    # (aten::_native_multi_head_attention) that ONNX cannot express.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
+        torch.onnx.export(
+            module,
+            (example,),
+            str(target),
+            dynamo=False,
+            input_names=[input_name],
+            output_names=["features"],
+            dynamic_axes={input_name: {0: "batch"}, "features": {0: "batch"}},
+            opset_version=17,
+        )
+
+
+def _text_tower(model: Any) -> Any:
+    import torch
+
+    class TextTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            features: torch.Tensor = self.model.encode_text(tokens)
+            return features
+
+    return TextTower().eval()
+
+
+def _ir_features(xml: Path, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    request = compiled.create_infer_request()
+    parts = []
+    for start in range(0, len(inputs), batch):
+        result = request.infer({0: inputs[start : start + batch]})
+        parts.append(np.array(next(iter(result.values())), dtype=np.float32))
+    return np.concatenate(parts)
+
+
+def export_model(
+    encoder: ClipEncoder,
+    exports_dir: Path,
+    probe: np.ndarray | None = None,
+    texts: Sequence[str] = PROBE_TEXTS,
+    allow_fp16: bool = True,
+    report: Report | None = None,
+) -> Path:
+    """Export ``encoder``'s model into ``exports_dir/<name>``; returns that folder.
+
+    ``probe``: preprocessed photos (N, 3, S, S) to judge fidelity on (the user's own are
+    best; photo-like synthetic images otherwise). An existing finished export of the same
+    model is kept as it is.
+    """
+    import openvino as ov
+    import torch
+
+    say = report or (lambda _message: None)
+    name = export_name(encoder.spec)
+    target = exports_dir / name
+    if (target / MANIFEST_NAME).is_file():
+        say(f"already exported: {target}")
+        return target
+    tokenizer_kind = type(encoder.tokenizer).__name__
+    if tokenizer_kind != "SimpleTokenizer":
+        raise ClipdeskError(
+            f"{encoder.spec.arch} uses the {tokenizer_kind} tokenizer; only models with CLIP's "
+            "BPE tokenizer can be exported"
+        )
+    model = encoder.model.float().eval() if encoder.precision != "fp32" else encoder.model
+    if probe is None:
+        probe = probe_images(encoder.image_size, count=64)
+    exports_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=exports_dir))
+    os.chmod(work, 0o755)  # mkdtemp makes it private; an export is shared like any model
+    try:
+        started = time.perf_counter()
+        with torch.inference_mode(False):
+            say("exporting the image tower to ONNX")
+            _export_onnx(
+                model.visual.eval().cpu(),
+                torch.zeros(2, 3, encoder.image_size, encoder.image_size),
+                "image",
+                work / "visual.onnx",
+            )
+            say("exporting the text tower to ONNX")
+            tokens = encoder.tokenizer(["a photo", "a dog on a beach"])
+            _export_onnx(_text_tower(model).cpu(), tokens, "tokens", work / "text.onnx")
+        with torch.inference_mode():
+            want_images = np.concatenate(
+                [
+                    model.visual(torch.from_numpy(probe[i : i + 64])).float().numpy()
+                    for i in range(0, len(probe), 64)
+                ]
+            )
+            text_tokens = encoder.tokenizer(list(texts))
+            want_texts = model.encode_text(text_tokens).float().numpy()
+        weights: dict[str, str] = {}
+        fidelity: dict[str, float] = {}
+        for tower, inputs, want in (
+            ("visual", probe, want_images),
+            ("text", text_tokens.numpy(), want_texts),
+        ):
+            converted = ov.convert_model(str(work / f"{tower}.onnx"))
+            for storage in ("fp16", "fp32") if allow_fp16 else ("fp32",):
+                xml = work / f"{tower}.xml"
+                ov.save_model(converted, str(xml), compress_to_fp16=storage == "fp16")
+                got = _ir_features(xml, inputs)
+                cosine = float(np.min(_cosines(want, got)))
+                agreement = (
+                    top10_agreement(want, got)
+                    if tower == "visual"
+                    else _text_agreement(want_images, want, got)
+                )
+                say(
+                    f"{tower} tower, {storage} weights: min cosine {cosine:.5f}, "
+                    f"top-10 agreement {agreement:.1%}"
+                )
+                if cosine >= FAITHFUL_COSINE and agreement >= FAITHFUL_AGREEMENT:
+                    weights[tower] = storage
+                    fidelity[f"{tower}_min_cosine"] = round(cosine, 6)
+                    fidelity[f"{tower}_top10"] = round(agreement, 4)
+                    break
+            else:
+                raise ClipdeskError(
+                    f"the exported {tower} tower is not faithful to torch (min cosine "
+                    f"{cosine:.4f}); this model cannot be exported"
+                )
+            (work / f"{tower}.onnx").unlink()
+        shutil.copyfile(default_vocab_file(), work / DEFAULT_VOCAB_NAME)
+        cfg = _preprocess_cfg(encoder)
+        files = {p.name: _sha256(p) for p in sorted(work.iterdir()) if p.name != MANIFEST_NAME}
+        spec = encoder.spec
+        manifest = ExportManifest(
+            name=name,
+            key=spec.key,
+            arch=spec.arch,
+            pretrained=spec.pretrained,
+            config_json=spec.config_json,
+            dim=encoder.dim,
+            image_size=encoder.image_size,
+            context_length=int(text_tokens.shape[1]),
+            logit_scale=encoder.logit_scale,
+            mean=cfg["mean"],
+            std=cfg["std"],
+            interpolation=cfg["interpolation"],
+            resize_mode=cfg["resize_mode"],
+            weights=weights,
+            fidelity=fidelity | {"probe_photos": len(probe), "probe_texts": len(texts)},
+            files=files,
+            vocab=DEFAULT_VOCAB_NAME,
+            created_with=f"clipdesk {__version__}, torch {torch.__version__}, "
+            f"openvino {ov.get_version().split('-')[0]}",
+            extra={"seconds": round(time.perf_counter() - started, 1)},
+        )
+        manifest.write(work)
+        os.replace(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"exported to {target}")
+    return target
+
+
+def _text_agreement(images: np.ndarray, want: np.ndarray, got: np.ndarray, k: int = 10) -> float:
+    """Share of text queries whose top-k probe photos are the same with either text tower."""
+    images = images / np.linalg.norm(images, axis=1, keepdims=True)
+    k = min(k, len(images) - 1)
+    same = 0
+    for ref, new in zip(want, got, strict=True):
+        ref_top = set(np.argsort(-(images @ ref))[:k].tolist())
+        new_top = set(np.argsort(-(images @ new))[:k].tolist())
+        same += ref_top == new_top
+    return same / len(want)
+
+
+def _preprocess_cfg(encoder: ClipEncoder) -> dict[str, Any]:
+    import open_clip
+
+    cfg = open_clip.get_model_preprocess_cfg(encoder.model)
+    return {
+        "mean": [float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)],
+        "std": [float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD)],
+        "interpolation": cfg.get("interpolation") or "bicubic",
+        "resize_mode": cfg.get("resize_mode") or "shortest",
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

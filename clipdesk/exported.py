@@ -1,0 +1,466 @@
+"""A CLIP model in exported form: both towers as OpenVINO IR files, run without torch.
+
+An export is a folder made by :mod:`clipdesk.export` from an open_clip model:
+
+    clipdesk-export.json      the manifest (written last: a folder without it is unfinished)
+    visual.xml / visual.bin   the image tower (weights fp16 where that was measured faithful)
+    text.xml / text.bin       the text tower
+    bpe_simple_vocab_16e6.txt.gz   the tokenizer's vocabulary
+
+Its vectors carry the source model's key: the export was checked to be faithful (cosine
+and top-10 against torch fp32), so they can share an index with vectors made by torch.
+Nothing here imports torch or open_clip; the small CPU bundle runs on this module alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clipdesk.encoder import ModelSpec
+from clipdesk.errors import ModelUnavailableError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+MANIFEST_NAME = "clipdesk-export.json"
+EXPORT_FORMAT = 1
+EXPORTS_SUBDIR = "exports"
+BUNDLED_MODELS_ENV = "CLIPDESK_BUNDLED_MODELS"  # a read-only folder of exports (the bundle's)
+
+
+@dataclass
+class ExportManifest:
+    name: str  # folder name, e.g. "ViT-B-32-laion2b_s34b_b79k"
+    key: str  # the source model's key: vectors are interchangeable with torch's
+    arch: str
+    pretrained: str
+    config_json: str | None
+    dim: int
+    image_size: int
+    context_length: int
+    logit_scale: float
+    mean: list[float]
+    std: list[float]
+    interpolation: str
+    resize_mode: str
+    weights: dict[str, str]  # tower -> "fp16" | "fp32" (storage; compute is f32 or bf16)
+    fidelity: dict[str, float]  # min cosines and top-10 agreement measured at export
+    files: dict[str, str]  # file name -> sha256
+    vocab: str
+    format: int = EXPORT_FORMAT
+    created_with: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.arch, self.pretrained, self.config_json, known_key=self.key)
+
+    @property
+    def label(self) -> str:
+        pretrained = self.pretrained
+        if os.sep in pretrained or pretrained.endswith((".safetensors", ".pt", ".bin", ".pth")):
+            pretrained = Path(pretrained).name
+        return f"{self.arch}:{pretrained}"
+
+    def write(self, folder: Path) -> None:
+        tmp = folder / (MANIFEST_NAME + ".part")
+        tmp.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
+        os.replace(tmp, folder / MANIFEST_NAME)
+
+    @classmethod
+    def read(cls, folder: Path) -> ExportManifest:
+        path = folder / MANIFEST_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            manifest = cls(**data)
+        except FileNotFoundError:
+            raise ModelUnavailableError(
+                f"{folder} is not a clipdesk export (no {MANIFEST_NAME})"
+            ) from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelUnavailableError(f"cannot read {path}: {exc}") from exc
+        if manifest.format != EXPORT_FORMAT:
+            raise ModelUnavailableError(
+                f"{folder} is an export of format {manifest.format}; this clipdesk reads "
+                f"format {EXPORT_FORMAT} (export the model again with this version)"
+            )
+        return manifest
+
+
+def export_name(spec: ModelSpec) -> str:
+    """A folder name that says what the export is and differs for different weights."""
+    pretrained = spec.pretrained
+    if (weights := spec.weights_file) is not None:
+        pretrained = weights.stem
+    readable = "".join(c if c.isalnum() or c in "._-" else "-" for c in f"{spec.arch}-{pretrained}")
+    return f"{readable[:60]}-{hashlib.sha256(spec.key.encode()).hexdigest()[:8]}"
+
+
+# -- where exports are -------------------------------------------------------------------
+
+
+def bundled_models_dir() -> Path | None:
+    """The exports shipped with a frozen app (read-only), or $CLIPDESK_BUNDLED_MODELS."""
+    env = os.environ.get(BUNDLED_MODELS_ENV)
+    if env:
+        return Path(env)
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    if frozen_root:
+        return Path(frozen_root) / "models"
+    return None
+
+
+def export_folders(models_dir: Path | None = None) -> list[Path]:
+    """Folders that may hold exports: the user's models folder first, then the bundle's."""
+    from clipdesk.models import default_models_dir
+
+    folders = [(models_dir or default_models_dir()) / EXPORTS_SUBDIR]
+    bundled = bundled_models_dir()
+    if bundled is not None:
+        folders.append(bundled)
+    return folders
+
+
+def available_exports(models_dir: Path | None = None) -> list[tuple[Path, ExportManifest]]:
+    found: list[tuple[Path, ExportManifest]] = []
+    seen: set[str] = set()
+    for folder in export_folders(models_dir):
+        if not folder.is_dir():
+            continue
+        for child in sorted(folder.iterdir()):
+            if not (child / MANIFEST_NAME).is_file():
+                continue  # unfinished, or not an export
+            try:
+                manifest = ExportManifest.read(child)
+            except ModelUnavailableError:
+                continue
+            if manifest.key not in seen:
+                seen.add(manifest.key)
+                found.append((child, manifest))
+    return found
+
+
+def find_export(key: str, models_dir: Path | None = None) -> Path | None:
+    for folder, manifest in available_exports(models_dir):
+        if manifest.key == key:
+            return folder
+    return None
+
+
+NO_TORCH_ENV = "CLIPDESK_NO_TORCH"  # behave as the CPU bundle does (tests, comparisons)
+
+
+def torch_available() -> bool:
+    """Whether open_clip on torch can run here (the full install, not the CPU bundle)."""
+    if os.environ.get(NO_TORCH_ENV):
+        return False
+    try:
+        return bool(importlib.util.find_spec("torch") and importlib.util.find_spec("open_clip"))
+    except (ImportError, ValueError):  # blocked, or a broken install
+        return False
+
+
+# -- preprocessing without torch -----------------------------------------------------------
+
+_PIL_FILTERS = {"bicubic": 3, "bilinear": 2, "nearest": 0, "lanczos": 1}
+
+
+class PilPreprocess:
+    """open_clip's eval transform (resize, centre crop, to tensor, normalise) in PIL and
+    numpy, bit-identical to torchvision's on PIL images (tested against it)."""
+
+    def __init__(
+        self,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        interpolation: str = "bicubic",
+        resize_mode: str = "shortest",
+    ) -> None:
+        if resize_mode not in ("shortest", "squash"):
+            raise ModelUnavailableError(f"resize mode {resize_mode!r} is not supported here")
+        if interpolation not in _PIL_FILTERS:
+            raise ModelUnavailableError(f"interpolation {interpolation!r} is not supported here")
+        self.size = size
+        self.mode = resize_mode
+        self.filter = _PIL_FILTERS[interpolation]
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+
+    def resize_and_crop(self, image: Image.Image) -> Image.Image:
+        size = self.size
+        if self.mode == "squash":
+            return image.resize((size, size), self.filter)
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        # torchvision: the short side becomes `size`, the long side int(size * long / short)
+        if short != size:
+            new_long = int(size * long / short)
+            new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+            image = image.resize((new_w, new_h), self.filter)
+        width, height = image.size
+        if width < size or height < size:  # torchvision pads with black before cropping
+            from PIL import Image as PILImage
+
+            padded = PILImage.new(image.mode, (max(width, size), max(height, size)))
+            padded.paste(
+                image, ((max(width, size) - width) // 2, (max(height, size) - height) // 2)
+            )
+            image = padded
+            width, height = image.size
+        top = round((height - size) / 2.0)
+        left = round((width - size) / 2.0)
+        return image.crop((left, top, left + size, top + size))
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        image = self.resize_and_crop(image)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        pixels = np.asarray(image, dtype=np.uint8)
+        array = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+        array = (array - self.mean) / self.std
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+
+# -- the encoder -----------------------------------------------------------------------------
+
+
+def openvino_has_bf16() -> bool:
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def runtime_signature() -> str:
+    """What a measured choice depends on in the torch-free runtime."""
+    from clipdesk.backends import cpu_name
+
+    try:
+        import openvino as ov
+
+        version = ov.get_version().split("-")[0]
+    except ImportError:
+        version = "none"
+    return " | ".join(
+        ["cpu", platform.machine(), cpu_name(), f"openvino {version}", f"{os.cpu_count()} cpus"]
+    )
+
+
+class ExportedEncoder:
+    """The same interface as :class:`clipdesk.encoder.ClipEncoder`, on an export, without
+    torch. Each tower is compiled on first use, so a text search never loads the image
+    tower (that is what makes a cold ``clipdesk search`` fast)."""
+
+    device = "cpu"
+    precision = "fp32"
+
+    def __init__(self, folder: Path, choices_dir: Path | None = None) -> None:
+        from clipdesk.tokenizer import ClipTokenizer
+
+        self.folder = folder
+        self.manifest = manifest = ExportManifest.read(folder)
+        for name in ("visual.xml", "visual.bin", "text.xml", "text.bin", manifest.vocab):
+            if not (folder / name).is_file():
+                raise ModelUnavailableError(f"the export {folder} is incomplete: {name} is missing")
+        self.spec = manifest.spec
+        self.dim = manifest.dim
+        self.image_size = manifest.image_size
+        self.preprocess = PilPreprocess(
+            manifest.image_size,
+            manifest.mean,
+            manifest.std,
+            manifest.interpolation,
+            manifest.resize_mode,
+        )
+        self.tokenizer = ClipTokenizer(folder / manifest.vocab, manifest.context_length)
+        self._choices_dir = choices_dir
+        self._lock = threading.Lock()
+        self._text: Any = None
+        self._image_backend: Any = None
+        self._threads: int | None = None
+        self.backend_choice: Any = None
+
+    # -- the ClipEncoder interface
+
+    @property
+    def description(self) -> str:
+        label = self.manifest.label
+        if self.spec.is_random:
+            label += " (RANDOM WEIGHTS: for tests and benchmarks only, results mean nothing)"
+        return label + " (exported)"
+
+    @property
+    def device_reason(self) -> str:
+        if self.backend_choice is not None:
+            reason: str = self.backend_choice.reason
+            return reason
+        return "cpu: exported model via OpenVINO (torch not used)"
+
+    @property
+    def decode_side(self) -> int:
+        return 2 * self.image_size  # as ClipEncoder.decode_side explains
+
+    @property
+    def logit_scale(self) -> float:
+        return self.manifest.logit_scale
+
+    @property
+    def image_backend(self) -> Any:
+        with self._lock:
+            if self._image_backend is None:
+                self._image_backend = self._make_backend("openvino-fp32")
+            return self._image_backend
+
+    def _make_backend(self, name: str) -> Any:
+        from clipdesk.backends import OpenVinoBackend
+
+        if name not in ("openvino-fp32", "openvino-bf16"):
+            raise ModelUnavailableError(
+                f"backend {name!r} needs torch; this clipdesk runs exported models with "
+                "openvino-fp32 or openvino-bf16"
+            )
+        return OpenVinoBackend(
+            self.folder / "visual.xml", name.removeprefix("openvino-"), threads=self._threads
+        )
+
+    def limit_threads(self, cores: int | None) -> None:
+        """Use at most ``cores`` threads for images (None: all); recompiles when it changes."""
+        with self._lock:
+            if cores == self._threads:
+                return
+            self._threads = cores
+            if self._image_backend is not None:
+                self._image_backend = self._make_backend(self._image_backend.name)
+
+    def select_backend(
+        self, override: str | None = None, seconds: float = 2.0, probe: np.ndarray | None = None
+    ) -> Any:
+        """As ClipEncoder.select_backend: f32 is the reference, bf16 is measured against it
+        where the CPU has it, the faster faithful one is kept per model and machine."""
+        from clipdesk import backends
+
+        if self.backend_choice is not None:
+            return self.backend_choice
+        override = override or os.environ.get(backends.BACKEND_ENV) or None
+        if override and not override.startswith("openvino-"):
+            override = None  # a torch backend named for the full install: measure instead
+        machine = runtime_signature()
+        store = backends.ChoiceStore(self._choices_dir) if self._choices_dir else None
+        if override and override != "auto":
+            choice = backends.BackendChoice(override, f"cpu: {override} (chosen by setting)", [])
+        elif store is not None and (known := store.get(self.spec.key, machine)) is not None:
+            choice = known
+        else:
+            reference = self.image_backend
+            candidates = []
+            if openvino_has_bf16():
+
+                def make() -> Any:
+                    return self._make_backend("openvino-bf16")
+
+                make.backend_name = "openvino-bf16"  # type: ignore[attr-defined]
+                candidates.append(make)
+            if candidates:
+                batch = probe if probe is not None else backends.probe_images(self.image_size)
+                choice = backends.decide(
+                    "cpu", backends.measure(reference, candidates, batch, seconds)
+                )
+            else:
+                choice = backends.BackendChoice(
+                    reference.name, f"cpu: {reference.description} (exported model)", []
+                )
+            if store is not None:
+                store.put(self.spec.key, machine, choice)
+        with self._lock:
+            if self._image_backend is None or choice.name != self._image_backend.name:
+                self._image_backend = self._make_backend(choice.name)
+        self.backend_choice = choice
+        return choice
+
+    def preprocess_image(self, image: Image.Image) -> np.ndarray:
+        return self.preprocess(image)
+
+    def encode_batch(self, batch: Any) -> np.ndarray:
+        if self.backend_choice is None and self._choices_dir is not None:
+            self.select_backend()
+        features: np.ndarray = self.image_backend.encode(np.asarray(batch, dtype=np.float32))
+        return _unit_rows(features)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode_batch(np.stack([self.preprocess_image(im) for im in images]))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts))
+        with self._lock:
+            if self._text is None:
+                import openvino as ov
+
+                core = ov.Core()
+                model = core.read_model(str(self.folder / "text.xml"))
+                self._text = core.compile_model(
+                    model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+                ).create_infer_request()
+            result = self._text.infer({0: tokens})
+            features = np.array(next(iter(result.values())), dtype=np.float32)
+        return _unit_rows(features)
+
+
+def _unit_rows(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    unit: np.ndarray = (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return unit
+
+
+def verify_export(folder: Path) -> ExportManifest:
+    """The manifest of ``folder``, once every file it lists has its recorded sha256."""
+    manifest = ExportManifest.read(folder)
+    for name, expected in manifest.files.items():
+        path = folder / name
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise ModelUnavailableError(f"the export {folder} is incomplete: {exc}") from exc
+        if digest.hexdigest() != expected:
+            raise ModelUnavailableError(f"{path} is damaged (its sha256 differs from the manifest)")
+    return manifest
+
+
+def install_export(source: Path, models_dir: Path | None = None) -> Path:
+    """Copy an export folder (checked first) into the models folder; returns the copy."""
+    import shutil
+    import tempfile
+
+    from clipdesk.models import default_models_dir
+
+    manifest = verify_export(source)
+    exports = (models_dir or default_models_dir()) / EXPORTS_SUBDIR
+    target = exports / manifest.name
+    if (target / MANIFEST_NAME).is_file():
+        return target
+    exports.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{manifest.name}.", suffix=".part", dir=exports))
+    try:
+        for name in [*manifest.files, MANIFEST_NAME]:
+            shutil.copyfile(source / name, work / name)
+        os.chmod(work, 0o755)
+        os.replace(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target

@@ -1,0 +1,148 @@
+"""Exported models (both towers as OpenVINO IR, run without torch): faithful to open_clip on
+the project's trained model and on random weights, checked on disk, and used by searches."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipdesk import exported
+from clipdesk.encoder import ClipEncoder, ModelSpec
+from clipdesk.errors import ModelUnavailableError
+from clipdesk.export import export_model
+from clipdesk.imaging import load_rgb
+from tests.helpers import (
+    CLOTHING_CONFIG,
+    CLOTHING_SPEC,
+    TINY_CONFIG,
+    TINY_SPEC,
+    fixture_photo_paths,
+)
+
+
+@pytest.fixture(scope="module")
+def clothing() -> ClipEncoder:
+    return ClipEncoder(ModelSpec.parse(CLOTHING_SPEC, CLOTHING_CONFIG), "cpu")
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.min(np.sum(a * b, axis=1)))
+
+
+def test_preprocessing_is_open_clips_bit_for_bit(clothing: ClipEncoder) -> None:
+    manifest_like = exported.PilPreprocess(
+        clothing.image_size,
+        clothing._mean.ravel().tolist(),
+        clothing._std.ravel().tolist(),
+    )
+    images = [Image.open(p).convert("RGB") for p in fixture_photo_paths()[:4]]
+    images += [
+        Image.new("RGB", size, (250, 3, 7)).rotate(10, expand=False)
+        for size in ((900, 300), (300, 900), (40, 50), (65, 64), (64, 64), (1, 500))
+    ]
+    for image in images:
+        ours = manifest_like(image)
+        want = clothing.preprocess_image(image)
+        assert ours.shape == want.shape and np.array_equal(ours, want), image.size
+
+
+def test_export_of_the_trained_model_is_faithful(
+    clothing: ClipEncoder, clothing_export: Path
+) -> None:
+    manifest = exported.verify_export(clothing_export)
+    assert manifest.key == clothing.spec.key  # its vectors may share the index
+    assert manifest.weights == {"visual": "fp16", "text": "fp16"}  # half the size, faithful
+    assert manifest.fidelity["visual_min_cosine"] >= 0.999
+    encoder = exported.ExportedEncoder(clothing_export)
+    images = [load_rgb(str(p), clothing.decode_side) for p in fixture_photo_paths()]
+    assert _min_cosine(encoder.encode_images(images), clothing.encode_images(images)) >= 0.999
+    texts = ["a photo of a dress", "shoes", "a blurry photo of a hat.", "ünïcödé & <b>tags</b>"]
+    assert _min_cosine(encoder.encode_texts(texts), clothing.encode_texts(texts)) >= 0.999
+    assert encoder.dim == clothing.dim and encoder.logit_scale == pytest.approx(
+        clothing.logit_scale
+    )
+    visual_bytes = (clothing_export / "visual.bin").stat().st_size
+    params = sum(p.numel() for p in clothing.model.visual.parameters())
+    assert visual_bytes < 0.6 * 4 * params  # stored in fp16
+
+
+def test_export_of_random_weights_is_faithful(tmp_path: Path) -> None:
+    tiny = ClipEncoder(ModelSpec.parse(TINY_SPEC, TINY_CONFIG), "cpu")
+    folder = export_model(tiny, tmp_path)
+    encoder = exported.ExportedEncoder(folder)
+    images = [load_rgb(str(p), tiny.decode_side) for p in fixture_photo_paths()[:12]]
+    assert _min_cosine(encoder.encode_images(images), tiny.encode_images(images)) >= 0.999
+    texts = ["a dog", "a cat on a sofa"]
+    assert _min_cosine(encoder.encode_texts(texts), tiny.encode_texts(texts)) >= 0.999
+
+
+def test_damaged_or_unfinished_exports_are_refused(clothing_export: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    installed = exported.install_export(clothing_export, models)
+    assert exported.find_export(exported.ExportManifest.read(installed).key, models) == installed
+    damaged = tmp_path / "damaged"
+    shutil.copytree(clothing_export, damaged)
+    blob = bytearray((damaged / "visual.bin").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (damaged / "visual.bin").write_bytes(bytes(blob))
+    with pytest.raises(ModelUnavailableError, match="damaged"):
+        exported.install_export(damaged, tmp_path / "other-models")
+    # A folder without its manifest (an interrupted export or copy) is not offered.
+    unfinished = models / exported.EXPORTS_SUBDIR / "unfinished"
+    shutil.copytree(clothing_export, unfinished)
+    (unfinished / exported.MANIFEST_NAME).unlink()
+    assert [f for f, _ in exported.available_exports(models)] == [installed]
+
+
+def test_searches_use_the_export_and_find_the_same_photos(
+    clothing: ClipEncoder,
+    clothing_export: Path,
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clipdesk.library import Library
+    from clipdesk.services import Clipdesk
+
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    library = Library(tmp_path / "library")
+    full = Clipdesk(library)
+    full._encoders[clothing.spec.key] = clothing
+    full.add_folders([photos])
+    list(full.index(clothing.spec))
+    queries = ["a photo of shoes", "a red dress", "pants", "a hat"]
+    want = [[h.path for h in full.search_text(q, k=10)] for q in queries]
+
+    exported.install_export(clothing_export)
+    fresh = Clipdesk(library)  # a new process, as a cold `clipdesk search` is
+    assert isinstance(fresh.query_encoder(), exported.ExportedEncoder)
+    got = [[h.path for h in fresh.search_text(q, k=10)] for q in queries]
+    assert got == want
+    # A loaded full model is used as it is (no second copy of the text tower).
+    fresh._encoders[clothing.spec.key] = clothing
+    assert fresh.query_encoder() is clothing
+    library.close()
+
+
+def test_without_torch_the_export_is_the_model(
+    clothing_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipdesk.services import Clipdesk
+
+    monkeypatch.setenv(exported.NO_TORCH_ENV, "1")
+    monkeypatch.setenv(exported.BUNDLED_MODELS_ENV, str(clothing_export.parent))
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    from clipdesk.library import Library
+
+    library = Library(tmp_path / "library")
+    app = Clipdesk(library)
+    spec = app.default_spec()  # no default model exported: the bundled one
+    assert spec.key == exported.ExportManifest.read(clothing_export).key
+    assert isinstance(app.encoder(), exported.ExportedEncoder)
+    with pytest.raises(ModelUnavailableError, match="not available in exported form"):
+        app.encoder(ModelSpec.parse("ViT-B-32:random"))
+    library.close()
