@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint unit gui e2e run clean system-deps
+.PHONY: setup test lint unit gui e2e run clean system-deps bundle
 
 setup: system-deps $(STAMP)
 
@@ -20,12 +20,18 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check clipdesk tests bench tools
-	$(BIN)/ruff format --check clipdesk tests bench tools
+	$(BIN)/ruff check clipdesk tests bench tools packaging/*.py
+	$(BIN)/ruff format --check clipdesk tests bench tools packaging/*.py
 	$(BIN)/mypy
 
-test: lint
+# The whole suite; it builds the CPU bundle first (which runs the bundle's own self-test),
+# so that tests/e2e/test_bundle.py can start it under Xvfb.
+test: lint bundle
 	$(BIN)/python -m pytest
+
+# The small CPU bundle without torch: dist/clipdesk/ and, on Linux, dist/clipdesk-*.tar.gz.
+bundle: setup
+	$(BIN)/python packaging/build.py
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
 
 from clipdesk.browsing import PhotoDetails, PhotoRef
 from clipdesk.cli_output import duration, human_size
+from clipdesk.exported import find_export
 from clipdesk.gui import desktop
 from clipdesk.gui.details import DetailsPanel
 from clipdesk.gui.dialogs import ImportWeightsDialog, LabelSetDialog, QuickLookDialog
@@ -484,6 +485,8 @@ class MainWindow(QMainWindow):
                 self.services.current_spec() is not None
                 or self.services.target_spec() is not None
                 or ModelStore().spec_for(DEFAULT_NAME) is not None
+                # the CPU bundle's own models, or an export of the default model
+                or find_export(self.services.default_spec().key) is not None
             )
             return self.services.status(), self.services.label_sets(), ready
 

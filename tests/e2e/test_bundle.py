@@ -1,0 +1,85 @@
+"""The built CPU bundle (packaging/build.py, `make bundle`) as a new user meets it: a fresh
+HOME, a real X window (Xvfb), the first-run window, then a folder added and a search.
+
+Skipped when no bundle has been built (``make test`` builds one first)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.helpers import FIXTURE_PHOTOS, ROOT
+
+BUNDLE = ROOT / "dist" / "clipdesk" / "clipdesk"
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux bundle test"),
+    pytest.mark.skipif(not BUNDLE.is_file(), reason="no bundle built (make bundle)"),
+]
+SHOTS = os.environ.get("CLIPDESK_BUNDLE_SHOTS")  # keep the screenshots here, to look at
+
+
+def _bundle(*args: str, home: Path, screen: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "XDG_RUNTIME_DIR": str(home / "runtime"),
+    }
+    (home / "runtime").mkdir(mode=0o700, parents=True, exist_ok=True)
+    command = [str(BUNDLE), *args]
+    if screen:
+        xvfb_run = shutil.which("xvfb-run")
+        assert xvfb_run, "xvfb-run is missing: `make setup` installs it"
+        command = [xvfb_run, "-a", "-s", "-screen 0 1280x800x24", *command]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _colours(image: Image.Image, box: tuple[float, float, float, float]) -> int:
+    width, height = image.size
+    part = image.crop(
+        (int(width * box[0]), int(height * box[1]), int(width * box[2]), int(height * box[3]))
+    )
+    return len(part.getcolors(maxcolors=1 << 24) or [])
+
+
+def test_bundle_first_run_then_add_a_folder_and_search(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    photos = tmp_path / "Pictures"
+    shutil.copytree(FIXTURE_PHOTOS, photos, ignore=shutil.ignore_patterns("LICENSE"))
+    before = {p: p.stat().st_mtime_ns for p in photos.rglob("*.jpg")}
+
+    first = tmp_path / "first-run.png"
+    out = _bundle("gui", "--screenshot", str(first), home=home, screen=True).stdout
+    assert "(xcb," in out and "settled" in out, out
+    # The welcome page: text and buttons on a plain background, no photos yet.
+    image = Image.open(first).convert("RGB")
+    assert image.size[0] >= 1000 and image.size[1] >= 600
+    assert 50 < _colours(image, (0.25, 0.2, 0.75, 0.8)) < 3000
+    library = home / ".local" / "share" / "clipdesk" / "library"
+    assert (library / "library.sqlite3").is_file()  # the library: in the user data folder
+
+    _bundle("add", str(photos), home=home)
+    second = tmp_path / "search.png"
+    out = _bundle(
+        "gui", "--search", "a photo of shoes", "--screenshot", str(second), home=home, screen=True
+    ).stdout
+    assert "settled" in out and " 30 results" in out, out
+    image = Image.open(second).convert("RGB")
+    assert _colours(image, (0.25, 0.2, 0.7, 0.8)) > 3000, "the grid shows no photos"
+    hits = _bundle("search", "a photo of shoes", "-k", "3", "--json", home=home).stdout
+    assert '"path"' in hits and "/shoes/" in hits.split('"path"')[1].split(",")[0]
+    # The photos were only read.
+    assert {p: p.stat().st_mtime_ns for p in photos.rglob("*.jpg")} == before
+    assert not any(p.name.startswith(".") for p in photos.rglob("*"))
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        shutil.copy(first, Path(SHOTS) / "bundle-first-run.png")
+        shutil.copy(second, Path(SHOTS) / "bundle-search.png")
