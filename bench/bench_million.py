@@ -169,14 +169,84 @@ def main() -> int:
     index = app.vector_index()
     rss1 = _rss_mb()
     started = time.perf_counter()
-    index.ensure_current()  # no file yet: built from SQLite
+    with app.library.exclusive("indexing"):  # as the indexer: it also writes the int8 copy
+        index.ensure_current()  # no file yet: built from SQLite
+        print(
+            f"HNSW build from SQLite: {time.perf_counter() - started:.0f} s, "
+            f"index memory +{_rss_mb() - rss1:.0f} MB ({index.last_action})"
+        )
+        index.save()
+    files = [p for p in (library_dir / "index").iterdir() if p.is_file()]
+    graph = sum(p.stat().st_size for p in files if ".compact." not in p.name)
+    compact = sum(p.stat().st_size for p in files if ".compact." in p.name)
+    print(f"index files: graph {graph / 2**30:.2f} GiB, int8 copy {compact / 2**30:.2f} GiB")
+
+    # A one-shot process (a CLI search): the int8 copy, scanned, re-ranked from SQLite.
+    rng = np.random.default_rng(2)
+    basis = np.random.default_rng(0).standard_normal((64, DIM)).astype(np.float32)
+    cold_queries = _vectors(rng, 20, basis)
+    cold_app = Clipdesk(Library(library_dir))
+    cold_app.cold_scan = True
+    cold_index = cold_app.vector_index()
+    cold_times, cold_hits = [], []
+    for query in cold_queries:  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        cold_hits.append([pid for pid, _ in cold_index.search(query, 10)])
+        cold_times.append(time.perf_counter() - t0)
+    assert cold_index._index is None, "the cold path loaded the graph"
     print(
-        f"HNSW build from SQLite: {time.perf_counter() - started:.0f} s, "
-        f"index memory +{_rss_mb() - rss1:.0f} MB ({index.last_action})"
+        f"cold search from the int8 copy (no graph load): first {cold_times[0]:.2f} s, "
+        f"then median {sorted(cold_times)[10]:.2f} s"
     )
-    index.save()
-    files = sum(p.stat().st_size for p in (library_dir / "index").iterdir())
-    print(f"index files: {files / 2**30:.2f} GiB")
+    from clipdesk.vector_index import load_vectors
+
+    exact_scores = np.full((len(cold_hits), 10), -np.inf, np.float32)
+    exact_ids = np.zeros((len(cold_hits), 10), np.int64)
+    for ids, vectors in load_vectors(app.library, index.model_id):  # one exact pass
+        scores = np.asarray(cold_queries) @ vectors.T
+        merged_scores = np.concatenate([exact_scores, scores], axis=1)
+        merged_ids = np.concatenate([exact_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+        top = np.argsort(-merged_scores, axis=1)[:, :10]
+        exact_scores = np.take_along_axis(merged_scores, top, axis=1)
+        exact_ids = np.take_along_axis(merged_ids, top, axis=1)
+    pairs = zip(cold_hits, exact_ids.tolist(), strict=True)
+    recall = np.mean([len(set(c) & set(e)) / 10 for c, e in pairs])
+    print(f"cold search recall@10 against exact search: {recall:.3f} ({len(cold_hits)} queries)")
+
+    # The whole cold CLI search, text encoder included, as `clipdesk search` runs it: the
+    # library's model (ViT-B-32, random weights) exported first, as `models export` does.
+    # The synthetic photos are fake paths, so only the "does the file exist" check is
+    # answered yes; everything else is the real command.
+    models_env = {**env, "CLIPDESK_MODELS_DIR": str(work / "models")}
+    subprocess.run(
+        [sys.executable, "-m", "clipdesk", "--library", str(library_dir), "models", "export"],
+        check=True,
+        capture_output=True,
+        env=models_env,
+    )
+    one_shot = (
+        "import os, sys, types\n"
+        "import clipdesk.services as services\n"
+        "shim = types.ModuleType('os'); shim.__dict__.update(os.__dict__)\n"
+        "shim.path = types.SimpleNamespace(**vars(os.path)); shim.path.exists = lambda p: True\n"
+        "services.os = shim  # only the search's file check, nothing else\n"
+        "from clipdesk.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    command = [sys.executable, "-c", one_shot, "--library", str(library_dir)]
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        out = subprocess.run(
+            [*command, "search", "a dog on a beach", "-k", "20"],
+            capture_output=True,
+            text=True,
+            env=models_env,
+        )
+        if out.returncode:
+            raise SystemExit(f"clipdesk search failed:\n{out.stdout}\n{out.stderr}")
+        best = min(best, time.perf_counter() - started)
+    assert len(out.stdout.splitlines()) >= 20, out.stdout + out.stderr
+    print(f"CLI `search`, cold process, start to 20 results: {best:.2f} s (best of 3, target < 3)")
 
     reopened = Clipdesk(Library(library_dir))
     started = time.perf_counter()

@@ -396,6 +396,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         from clipdesk.services import Clipdesk
 
         app = Clipdesk(Library(args.library))
+        app.cold_scan = args.command in ("search", "similar")  # one query, then exit
         if args.command == "add":
             for message in app.add_folders(args.folders):
                 print(message)

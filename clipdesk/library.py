@@ -37,6 +37,7 @@ class Library:
 
     def __init__(self, directory: Path | str | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory else default_library_dir()
+        self.writing = False  # this process holds the writer lock (see ``exclusive``)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self.index_dir.mkdir(exist_ok=True)
@@ -103,7 +104,11 @@ class Library:
             f"another clipdesk process is already {what} this library ({self.directory})"
         )
         with file_lock(self.directory / "writer.lock", busy):
-            yield
+            self.writing = True
+            try:
+                yield
+            finally:
+                self.writing = False
 
 
 @contextlib.contextmanager

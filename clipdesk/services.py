@@ -156,6 +156,9 @@ class Clipdesk:
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.RLock()  # guards model and index loading
         self.thumbnails = ThumbnailCache(library)
+        # A process that answers one query (a CLI search): scan the int8 copy of the
+        # vectors instead of loading the graph (clipdesk.compact).
+        self.cold_scan = False
 
     # -- folders -----------------------------------------------------------------------
 
@@ -310,6 +313,7 @@ class Clipdesk:
                         "run `clipdesk index --model ...` again"
                     )
                 index = VectorIndex(self.library, row.key, row.id, row.dim)
+                index.cold_scan = self.cold_scan
                 self._indexes[key] = index
             return index
 

@@ -25,6 +25,7 @@ import numpy as np
 from sqlalchemy import select
 
 from clipdesk import db
+from clipdesk.compact import CompactVectors
 from clipdesk.library import Library
 
 FORMAT = 1
@@ -38,6 +39,8 @@ EF_SEARCH = 512
 _LOAD_CHUNK = 20_000
 # A tag filter with at most this many photos is searched exactly, without the graph.
 _EXACT_FILTER_LIMIT = 20_000
+# A cold scan of the int8 copy re-ranks this many candidates (at least) with exact vectors.
+COLD_CANDIDATES = 256
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -110,6 +113,12 @@ class VectorIndex:
         self._generation = -1  # database generation the in-memory index matches
         self._saved_generation = -2  # what the file on disk matches (nothing yet)
         self.last_action = ""  # "loaded", "rebuilt", "caught up" (for status and tests)
+        # The int8 copy (clipdesk.compact) for one-shot processes: with ``cold_scan`` set, a
+        # search before the graph is loaded scans it instead of reading the graph.
+        self.compact = CompactVectors(library.index_dir, self._stem, model_key, dim)
+        self._compact_in_sync = False  # rows appended here keep it equal to the graph
+        self.cold_scan = False
+        self._cold_rows = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -166,6 +175,7 @@ class VectorIndex:
                     return
                 self._index, self._generation, self._live = loaded
                 self._saved_generation = self._generation
+                self._compact_in_sync = self.compact.generation() == self._generation
                 self.last_action = "loaded"
                 if self._generation == generation:
                     return
@@ -174,8 +184,14 @@ class VectorIndex:
     def _rebuild(self, generation: int) -> None:
         ids_total = len(searchable_ids(self.library, self.model_id))
         index = self._new_index(ids_total + 1024)
+        writing = self.library.writing
+        if writing:
+            self.compact.reset()
         for ids, vectors in load_vectors(self.library, self.model_id):
             index.add_items(vectors, ids)
+            if writing:
+                self.compact.append(ids, vectors)
+        self._compact_in_sync = writing
         self._index, self._generation, self._live = index, generation, ids_total
         self.last_action = "rebuilt"
         self.save()
@@ -192,6 +208,10 @@ class VectorIndex:
         self._grow(len(missing))
         for ids, vectors in load_vectors(self.library, self.model_id, missing):
             self._index.add_items(vectors, ids)
+            if self._compact_in_sync and self.library.writing:
+                self.compact.append(ids, vectors)
+        if not self.library.writing:
+            self._compact_in_sync = False  # rows added here are not in the copy
         self._live = len(wanted)
         self._generation = generation
         self.last_action = "caught up"
@@ -207,6 +227,7 @@ class VectorIndex:
         with self._lock:
             if self._index is None:
                 return
+            self._save_compact()
             if self._generation >= 0 and self._generation == self._saved_generation:
                 return  # the file already holds exactly this (a 1M index is 2 GB to write)
             folder = self.meta_path.parent
@@ -232,6 +253,22 @@ class VectorIndex:
             self._saved_generation = self._generation
             self._remove_old_files(keep=name)
 
+    def _save_compact(self) -> None:
+        """Bring the int8 copy to the graph's generation: commit what was appended, or
+        write it again from SQLite when it was missing, stale or mostly deleted rows. Only
+        the process that holds the library's writer lock (the indexer) writes it."""
+        if not self.library.writing:
+            return
+        if self._compact_in_sync and self.compact.rows() <= 1.5 * self._live + 1024:
+            if self.compact.generation() != self._generation:
+                self.compact.commit(self._generation)
+            return
+        self.compact.reset()
+        for ids, vectors in load_vectors(self.library, self.model_id):
+            self.compact.append(ids, vectors)
+        self._compact_in_sync = True
+        self.compact.commit(self._generation)
+
     def _remove_old_files(self, keep: str) -> None:
         """Delete superseded graphs and leftovers of crashed saves. Files written in the
         last moments may be another process's save in flight, so they stay for now."""
@@ -255,9 +292,15 @@ class VectorIndex:
                 self._grow(len(ids))
                 self._index.add_items(vectors, ids)
                 self._live += len(ids)
+                if self._compact_in_sync and self.library.writing:
+                    self.compact.append(ids, vectors)
+                elif not self.library.writing:
+                    self._compact_in_sync = False
             self._generation = after if self._generation == before else -1
 
     def __len__(self) -> int:
+        if self._index is None and self._cold_rows:
+            return self._cold_rows  # answered from the int8 copy, the graph never loaded
         return self._live
 
     def search(
@@ -269,6 +312,10 @@ class VectorIndex:
     ) -> list[tuple[int, float]]:
         """The ``k`` nearest photo ids by cosine similarity, best first, optionally only
         among ``allowed`` ids (a tag filter)."""
+        if self.cold_scan and allowed is None and self._index is None:
+            cold = self._cold_search(vector, k, exclude)
+            if cold is not None:
+                return cold
         self.ensure_current()
         with self._lock:
             if self._live == 0:
@@ -292,6 +339,30 @@ class VectorIndex:
             for label, dist in zip(labels[0], distances[0], strict=True)
         ]
         return [hit for hit in hits if hit[0] != exclude][:k]
+
+    def _cold_search(
+        self, vector: np.ndarray, k: int, exclude: int | None
+    ) -> list[tuple[int, float]] | None:
+        """Scan the int8 copy, re-rank the best candidates with SQLite's exact vectors.
+        None when the copy is missing or does not match the database (use the graph)."""
+        with self.library.engine.connect() as conn:
+            generation = db.current_generation(conn)
+        snapshot = self.compact.open()
+        if snapshot is None or snapshot.generation != generation:
+            return None
+        self._cold_rows = len(snapshot)
+        if not len(snapshot):
+            return []
+        scores = snapshot.scores(vector)
+        want = min(len(scores), max(COLD_CANDIDATES, 4 * (k + 1)))
+        best = np.argpartition(-scores, want - 1)[:want]
+        candidates = sorted(set(snapshot.ids[best].tolist()) - {exclude})
+        hits: list[tuple[int, float]] = []
+        for ids, vectors in load_vectors(self.library, self.model_id, candidates):
+            exact = vectors @ vector.astype(np.float32)
+            hits += zip(ids.tolist(), exact.tolist(), strict=True)
+        hits.sort(key=lambda hit: -hit[1])
+        return hits[:k]
 
     def _exact_among(
         self, vector: np.ndarray, k: int, exclude: int | None, allowed: set[int]

@@ -6,9 +6,11 @@
    (for ``--self-test``), clipdesk's default model when its weights are installed, and
    each ``--model SPEC``;
 2. makes a build venv without torch (packaging/requirements-cpu.txt) and runs PyInstaller
-   on packaging/clipdesk-cpu.spec: a one-folder app, ``dist/clipdesk/``;
+   on packaging/clipdesk.spec: a one-folder app, ``dist/clipdesk/``;
 3. on Linux packs ``dist/clipdesk-VERSION-linux-ARCH.tar.gz`` with install.sh and
    uninstall.sh (per user: ~/.local, a menu entry and the icon);
+   ``--variant gpu`` instead builds ``dist/clipdesk-gpu/`` with torch (CUDA) and open_clip,
+   not packed, and runs its self-test in place;
 4. unpacks the archive in a temporary folder outside the source tree and runs the bundle's
    ``--self-test`` there with an empty HOME; fails the build if it fails;
 5. prints the size of each part (Qt, runtime, models, the rest) and writes it to
@@ -37,6 +39,7 @@ DIST = REPO / "dist"
 TEST_MODEL = REPO / "tests" / "fixtures" / "clothing-clip.safetensors"
 TEST_CONFIG = REPO / "tests" / "fixtures" / "clothing-clip.json"
 SIZE_TARGET_MB = 700
+TORCH_PARTS = ("torch", "nvidia", "triton", "libcu", "libnv", "libtorch", "functorch")
 
 
 def log(message: str) -> None:
@@ -97,8 +100,13 @@ def build_venv(path: Path) -> Path:
     return python
 
 
-def pyinstaller(python: Path, models: Path, name: str) -> Path:
-    env = dict(os.environ, CLIPDESK_BUILD_MODELS=str(models), CLIPDESK_BUILD_NAME=name)
+def pyinstaller(python: Path, models: Path, name: str, variant: str) -> Path:
+    env = dict(
+        os.environ,
+        CLIPDESK_BUILD_MODELS=str(models),
+        CLIPDESK_BUILD_NAME=name,
+        CLIPDESK_BUILD_VARIANT=variant,
+    )
     # clipdesk itself is taken from the source tree (pathex in the spec), not installed.
     run(
         [
@@ -113,7 +121,7 @@ def pyinstaller(python: Path, models: Path, name: str) -> Path:
             str(DIST),
             "--workpath",
             str(BUILD / "pyinstaller"),
-            str(PACKAGING / "clipdesk-cpu.spec"),
+            str(PACKAGING / "clipdesk.spec"),
         ],
         env=env,
     )
@@ -139,6 +147,26 @@ def linux_archive(app: Path, version: str) -> Path:
     return archive
 
 
+def _clean_env(home: Path) -> dict[str, str]:
+    return {
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+    }
+
+
+def self_test_folder(app: Path) -> float:
+    """Run the bundle's self-test where it was built, from outside the source tree, with an
+    empty HOME (the gpu variant: too big to pack and unpack for a check)."""
+    with tempfile.TemporaryDirectory(prefix="clipdesk-bundle-check-") as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        started = time.monotonic()
+        run([str(app / "clipdesk"), "--self-test"], env=_clean_env(home), cwd=tmp)
+        return time.monotonic() - started
+
+
 def self_test(archive: Path) -> float:
     """Unpack and install as a user would, outside the source tree, with an empty HOME."""
     with tempfile.TemporaryDirectory(prefix="clipdesk-bundle-check-") as tmp:
@@ -148,12 +176,7 @@ def self_test(archive: Path) -> float:
         with tarfile.open(archive) as tar:
             tar.extractall(root / "unpacked", filter="tar")
         (folder,) = (root / "unpacked").iterdir()
-        env = {
-            "HOME": str(home),
-            "PATH": "/usr/bin:/bin",
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
-        }
+        env = _clean_env(home)
         run([str(folder / "install.sh")], env=env, cwd=root)
         exe = home / ".local" / "bin" / "clipdesk"
         started = time.monotonic()
@@ -172,7 +195,7 @@ def _mb(path: Path) -> float:
 
 def sizes(app: Path) -> dict[str, float]:
     internal = app / "_internal"
-    parts = {"qt": 0.0, "openvino": 0.0, "models": 0.0, "numpy": 0.0, "rest": 0.0}
+    parts = {"qt": 0.0, "openvino": 0.0, "torch": 0.0, "models": 0.0, "numpy": 0.0, "rest": 0.0}
     for path in app.rglob("*"):
         if not path.is_file() or path.is_symlink():
             continue
@@ -182,6 +205,8 @@ def sizes(app: Path) -> dict[str, float]:
             parts["qt"] += mb
         elif "openvino" in rel or rel.startswith(("libtbb", "libhwloc")):
             parts["openvino"] += mb
+        elif rel.startswith(TORCH_PARTS):
+            parts["torch"] += mb
         elif rel.startswith("models/"):
             parts["models"] += mb
         elif rel.startswith(("numpy", "numpy.libs")) or "openblas" in rel:
@@ -203,6 +228,12 @@ def main() -> int:
         help="also bundle this model (exported here; needs its weights)",
     )
     parser.add_argument("--skip-self-test", action="store_true")
+    parser.add_argument(
+        "--variant",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="cpu: small, no torch, exported models (default); gpu: with torch and CUDA",
+    )
     args = parser.parse_args()
     from clipdesk import __version__
 
@@ -210,19 +241,26 @@ def main() -> int:
     models = BUILD / "models"
     shutil.rmtree(models, ignore_errors=True)
     bundled = export_models(args.model, models)
-    python = build_venv(BUILD / "venv")
-    app = pyinstaller(python, models, "clipdesk")
-    report: dict[str, object] = {"version": __version__, "platform": platform.platform()}
+    variant = args.variant
+    python = build_venv(BUILD / ("venv" if variant == "cpu" else "venv-gpu"), variant)
+    app = pyinstaller(python, models, "clipdesk" if variant == "cpu" else "clipdesk-gpu", variant)
+    report: dict[str, object] = {"version": __version__, "variant": variant}
+    report["platform"] = platform.platform()
     report["models"] = bundled
     report["unpacked_mb"] = sizes(app)
-    if sys.platform.startswith("linux"):
+    if variant == "gpu":
+        if not args.skip_self_test:
+            report["self_test_s"] = round(self_test_folder(app), 1)
+    elif sys.platform.startswith("linux"):
         archive = linux_archive(app, __version__)
         report["archive"] = archive.name
         report["archive_mb"] = _mb(archive)
         if not args.skip_self_test:
             report["self_test_s"] = round(self_test(archive), 1)
     report["build_s"] = round(time.monotonic() - started, 1)
-    (DIST / "sizes.json").write_text(json.dumps(report, indent=1) + "\n")
+    (DIST / ("sizes.json" if variant == "cpu" else "sizes-gpu.json")).write_text(
+        json.dumps(report, indent=1) + "\n"
+    )
     log(json.dumps(report, indent=1))
     total = report["unpacked_mb"]["total"]  # type: ignore[index]
     log(f"unpacked {total} MB (target <= {SIZE_TARGET_MB} MB)")

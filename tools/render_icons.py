@@ -28,6 +28,15 @@ def main() -> int:
         painter.end()
         image.save(str(ICONS / f"clipdesk-{size}.png"))
     del app
+    # Windows wants one .ico with several sizes (the executable and the installer).
+    from PIL import Image
+
+    largest = Image.open(ICONS / "clipdesk-256.png")
+    largest.save(
+        ICONS / "clipdesk.ico", sizes=[(16, 16), (24, 24), (32, 32), (48, 48), (64, 64), (256, 256)]
+    )
+    # macOS: one .icns (Pillow writes the sizes an .icns holds from the 512 px picture).
+    Image.open(ICONS / "clipdesk-512.png").save(ICONS / "clipdesk.icns")
     return 0
 
 
