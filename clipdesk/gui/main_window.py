@@ -45,7 +45,7 @@ from PySide6.QtWidgets import (
 
 from clipdesk.browsing import PhotoDetails, PhotoRef
 from clipdesk.cli_output import duration, human_size
-from clipdesk.exported import find_export
+from clipdesk.exported import ExportManifest, find_export, install_export, torch_available
 from clipdesk.gui import desktop
 from clipdesk.gui.details import DetailsPanel
 from clipdesk.gui.dialogs import ImportWeightsDialog, LabelSetDialog, QuickLookDialog
@@ -157,6 +157,15 @@ class WelcomeWidget(QWidget):
     def set_model_needed(self, needed: bool) -> None:
         entry = next(e for e in CATALOG if e.name == DEFAULT_NAME)
         self.model_box.setVisible(needed)
+        if not torch_available():  # the CPU bundle runs exported models only
+            self.model_text.setText(
+                "clipdesk needs a CLIP model to understand photos. This CPU version of "
+                "clipdesk runs exported models: import one (a folder made by `clipdesk "
+                "models export` in the full version)."
+            )
+            self.download_button.hide()
+            self.import_button.setText("Import exported model…")
+            return
         self.model_text.setText(
             "clipdesk needs a CLIP model to understand photos. Download the default one "
             f"({entry.arch}, about {human_size(entry.size_bytes)}) once, or import a "
@@ -302,7 +311,9 @@ class MainWindow(QMainWindow):
         self.welcome = WelcomeWidget()
         self.welcome.add_button.clicked.connect(self.choose_folder)
         self.welcome.download_button.clicked.connect(self.download_model)
-        self.welcome.import_button.clicked.connect(self.import_weights)
+        self.welcome.import_button.clicked.connect(
+            self.import_weights if torch_available() else self.import_exported
+        )
         self.pages = QStackedWidget()
         self.pages.addWidget(self.welcome)
         self.pages.addWidget(grid_page)
@@ -356,8 +367,19 @@ class MainWindow(QMainWindow):
         file_menu.addAction("&Add folder…", QKeySequence.StandardKey.Open, self.choose_folder)
         file_menu.addAction("&Index now", QKeySequence("Ctrl+R"), self.start_indexing)
         file_menu.addSeparator()
-        file_menu.addAction("&Download model…", self.download_model)
-        file_menu.addAction("I&mport weights file…", self.import_weights)
+        full = torch_available()
+        needs_full = (
+            "Needs the full version of clipdesk (with torch); this one runs exported models"
+        )
+        for text, slot in (
+            ("&Download model…", self.download_model),
+            ("I&mport weights file…", self.import_weights),
+        ):
+            action = file_menu.addAction(text, slot)
+            action.setEnabled(full)
+            action.setToolTip("" if full else needs_full)
+        file_menu.addAction("Import e&xported model…", self.import_exported)
+        file_menu.setToolTipsVisible(True)
         file_menu.addSeparator()
         file_menu.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
         edit_menu = bar.addMenu("&Edit")
@@ -397,6 +419,8 @@ class MainWindow(QMainWindow):
             action.setCheckable(True)
             action.setChecked(device == current)
             action.setData(device)
+            # The CPU version runs exported models on the CPU only.
+            action.setEnabled(torch_available() or device in ("auto", "cpu"))
             self.device_group.addAction(action)
         self.device_group.triggered.connect(
             lambda action: self.settings.setValue("device", action.data())
@@ -1053,6 +1077,29 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Importing the weights file…")
         self.run(register, done, "import", failed)
 
+    def import_exported(self) -> None:
+        """Install an exported model folder (``clipdesk models export``) and use it."""
+        folder = QFileDialog.getExistingDirectory(self, "Import an exported model")
+        if not folder:
+            return
+
+        def install(_: CancelToken) -> str:
+            from pathlib import Path
+
+            installed = install_export(Path(folder))
+            spec = ExportManifest.read(installed).spec
+            return self.services.use_model(spec, self.device)
+
+        def done(message: str) -> None:
+            self.statusBar().showMessage(message, 10000)
+            self.refresh_status(then_index=True)
+
+        def failed(message: str) -> None:
+            QMessageBox.warning(self, "Import failed", message)
+
+        self.statusBar().showMessage("Checking and copying the exported model…")
+        self.run(install, done, "import", failed)
+
     # -- window ----------------------------------------------------------------------------
 
     def _about(self) -> None:
@@ -1061,7 +1108,9 @@ class MainWindow(QMainWindow):
         QMessageBox.about(
             self,
             "About clipdesk",
-            f"clipdesk {__version__}\n\nExplore your own photos by meaning, on your computer.\n"
+            f"clipdesk {__version__}"
+            + (" (full version)" if torch_available() else " (CPU version: exported models)")
+            + "\n\nExplore your own photos by meaning, on your computer.\n"
             f"Library: {self.services.library.directory}",
         )
 

@@ -166,3 +166,30 @@ def test_dropping_a_library_photo_shows_its_neighbours_without_itself(
         win.search_image_file(photo.path)
     ids = [ref.photo_id for ref in win.model.refs]
     assert photo.photo_id not in ids and len(ids) == 59
+
+
+def test_importing_an_exported_model_makes_it_the_model(
+    qtbot: Any,
+    library: Any,
+    settings: Any,
+    clothing_export: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As in the CPU bundle: no torch, no model yet; File → Import exported model…"""
+    from PySide6.QtWidgets import QFileDialog
+
+    monkeypatch.setenv("CLIPDESK_NO_TORCH", "1")
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(clothing_export))
+    win = MainWindow(Clipdesk(library), settings, index_on_start=False)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.status is not None, timeout=20_000)
+    assert not win.welcome.download_button.isVisible()  # needs torch: not offered
+    assert win.welcome.import_button.text() == "Import exported model…"
+    win.welcome.import_button.click()
+    qtbot.waitUntil(lambda: win.status is not None and win.status.model is not None, timeout=30_000)
+    assert win.status.model.startswith("clothing-clip:")
+    assert (tmp_path / "models" / "exports" / clothing_export.name).is_dir()
+    win.close()
