@@ -83,3 +83,56 @@ def test_bundle_first_run_then_add_a_folder_and_search(tmp_path: Path) -> None:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         shutil.copy(first, Path(SHOTS) / "bundle-first-run.png")
         shutil.copy(second, Path(SHOTS) / "bundle-search.png")
+
+
+ARCHIVES = sorted((ROOT / "dist").glob("clipdesk-*-linux-*.tar.gz"))
+
+
+@pytest.mark.skipif(not ARCHIVES, reason="no archive built (make bundle)")
+def test_install_upgrade_uninstall_keep_the_library_and_photos(tmp_path: Path) -> None:
+    import tarfile
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    with tarfile.open(ARCHIVES[-1]) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="tar")
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
+
+    def sh(*command: str) -> str:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    sh(str(unpacked / "install.sh"))
+    share = home / ".local" / "share"
+    exe = home / ".local" / "bin" / "clipdesk"
+    desktop_entry = share / "applications" / "io.github.clipdesk.Clipdesk.desktop"
+    assert exe.is_symlink() and desktop_entry.is_file()
+    assert f"Exec={share}/clipdesk-app/current/clipdesk gui %F" in desktop_entry.read_text()
+    assert (
+        share / "icons" / "hicolor" / "256x256" / "apps" / "io.github.clipdesk.Clipdesk.png"
+    ).is_file()
+
+    photos = tmp_path / "Pictures"
+    shutil.copytree(FIXTURE_PHOTOS, photos, ignore=shutil.ignore_patterns("LICENSE"))
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in photos.rglob("*.jpg")}
+    sh(str(exe), "add", str(photos))
+    sh(str(exe), "index")
+    library = share / "clipdesk" / "library"
+    found = sh(str(exe), "search", "a photo of shoes", "-k", "1")
+
+    sh(str(unpacked / "install.sh"))  # an upgrade: the same steps over an installed copy
+    assert sh(str(exe), "search", "a photo of shoes", "-k", "1") == found
+    assert "30 indexed" in sh(str(exe), "status")
+
+    sh(str(share / "clipdesk-app" / "uninstall.sh"))
+    assert not exe.exists() and not desktop_entry.exists()
+    assert not (share / "clipdesk-app").exists()
+    assert (library / "library.sqlite3").is_file()  # the library stays
+
+    sh(str(unpacked / "install.sh"))
+    sh(str(share / "clipdesk-app" / "uninstall.sh"), "--remove-library")
+    assert not (share / "clipdesk").exists()
+    # Installing, upgrading, uninstalling and removing the library never touched a photo.
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in photos.rglob("*.jpg")} == before
