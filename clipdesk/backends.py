@@ -74,7 +74,11 @@ class TorchBackend(ImageBackend):
         import torch
 
         with torch.inference_mode():
-            tensor = torch.as_tensor(batch).to(self.device, self.dtype, non_blocking=True)
+            tensor = torch.as_tensor(batch)
+            if self.device == "cuda":
+                # Page-locked memory: the copy to the GPU runs by DMA, asynchronously.
+                tensor = tensor.pin_memory()
+            tensor = tensor.to(self.device, self.dtype, non_blocking=True)
             features = self.visual(tensor).float()
         return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
 

@@ -147,6 +147,13 @@ def pick_device(preference: str = "auto") -> tuple[str, str]:
     return "cpu", f"cpu: no CUDA or MPS available, fp32, {torch.get_num_threads()} threads"
 
 
+def batch_for_memory(free_bytes: int, per_image_bytes: int, low: int = 32, high: int = 1024) -> int:
+    """Images per batch that fit in half of ``free_bytes`` (the rest for the allocator,
+    other programs and the next batch's copy), a multiple of 32 within [low, high]."""
+    fits = int(free_bytes * 0.5 // max(per_image_bytes, 1))
+    return max(low, min(high, fits // 32 * 32))
+
+
 @contextlib.contextmanager
 def _hub_offline() -> Iterator[None]:
     from huggingface_hub import constants
@@ -440,6 +447,23 @@ class ClipEncoder:
             make.backend_name = name  # type: ignore[attr-defined]
             factories.append(make)
         return factories
+
+    def cuda_batch_size(self, default: int) -> int:
+        """On CUDA, a batch as large as free GPU memory allows (measured: the peak memory of
+        a probe batch per image); ``default`` elsewhere."""
+        if self.device != "cuda":
+            return default
+        import torch
+
+        probe = 16
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        batch = np.zeros((probe, 3, self.image_size, self.image_size), np.float32)
+        self.image_backend.encode(batch)
+        per_image = (torch.cuda.max_memory_allocated() - before) // probe
+        free, _total = torch.cuda.mem_get_info()
+        return batch_for_memory(int(free), int(per_image))
 
     @property
     def description(self) -> str:

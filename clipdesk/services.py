@@ -387,6 +387,8 @@ class Clipdesk:
                 yield Progress("prepare", 1, 1, message=encoder.device_reason)
             if isinstance(encoder, exported.ExportedEncoder):
                 encoder.limit_threads(throttle.max_cores if throttle else None)
+            elif isinstance(encoder, ClipEncoder) and batch_size == DEFAULT_BATCH_SIZE and pending:
+                batch_size = encoder.cuda_batch_size(batch_size)  # the GPU's memory decides
             try:
                 with applied(throttle):
                     yield from embed_pending(

@@ -1,0 +1,40 @@
+"""Device choice and the CUDA path as far as a machine without a GPU can check it."""
+
+from __future__ import annotations
+
+import pytest
+
+from clipdesk.encoder import batch_for_memory, pick_device
+from clipdesk.errors import ModelUnavailableError
+
+torch = pytest.importorskip("torch")
+NO_CUDA = not torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="this machine has a CUDA GPU")
+def test_asking_for_cuda_without_a_gpu_says_so() -> None:
+    with pytest.raises(ModelUnavailableError, match="no CUDA GPU is available"):
+        pick_device("cuda")
+
+
+def test_auto_picks_cuda_then_mps_then_cpu_and_says_why() -> None:
+    device, reason = pick_device("auto")
+    if torch.cuda.is_available():
+        assert device == "cuda" and "fp16" in reason
+    elif device == "cpu":
+        assert reason.startswith("cpu: no CUDA or MPS available")
+    assert pick_device("cpu")[1].startswith("cpu: chosen by setting")
+    with pytest.raises(ModelUnavailableError, match="unknown device"):
+        pick_device("tpu")
+
+
+def test_cuda_batches_fill_half_the_free_memory() -> None:
+    gib = 1 << 30
+    assert batch_for_memory(80 * gib, 20 << 20) == 1024  # an H100: capped
+    assert batch_for_memory(4 * gib, 20 << 20) == 96  # a 4 GB laptop GPU
+    assert batch_for_memory(256 << 20, 20 << 20) == 32  # nearly full: the floor
+    assert batch_for_memory(8 * gib, 0) == 1024
+
+
+def test_the_cpu_keeps_the_default_batch(tiny_encoder: object) -> None:
+    assert tiny_encoder.cuda_batch_size(32) == 32  # type: ignore[attr-defined]
