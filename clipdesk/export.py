@@ -9,7 +9,6 @@ Needs torch: it runs in the full install, or in ``packaging/build.py``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ from clipdesk.backends import FAITHFUL_AGREEMENT, FAITHFUL_COSINE, probe_images,
 from clipdesk.encoder import ClipEncoder
 from clipdesk.errors import ClipdeskError
 from clipdesk.exported import MANIFEST_NAME, ExportManifest, export_name
+from clipdesk.models import sha256_file
 from clipdesk.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file
 
 # Texts to judge the text tower on: CLIP-style prompts over everyday photo subjects.
@@ -187,7 +187,7 @@ def export_model(
             (work / f"{tower}.onnx").unlink()
         shutil.copyfile(default_vocab_file(), work / DEFAULT_VOCAB_NAME)
         cfg = _preprocess_cfg(encoder)
-        files = {p.name: _sha256(p) for p in sorted(work.iterdir()) if p.name != MANIFEST_NAME}
+        files = {p.name: sha256_file(p) for p in sorted(work.iterdir()) if p.name != MANIFEST_NAME}
         spec = encoder.spec
         manifest = ExportManifest(
             name=name,
@@ -241,11 +241,3 @@ def _preprocess_cfg(encoder: ClipEncoder) -> dict[str, Any]:
         "interpolation": cfg.get("interpolation") or "bicubic",
         "resize_mode": cfg.get("resize_mode") or "shortest",
     }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -427,17 +427,16 @@ def _unit_rows(features: np.ndarray) -> np.ndarray:
 
 def verify_export(folder: Path) -> ExportManifest:
     """The manifest of ``folder``, once every file it lists has its recorded sha256."""
+    from clipdesk.models import sha256_file
+
     manifest = ExportManifest.read(folder)
     for name, expected in manifest.files.items():
         path = folder / name
-        digest = hashlib.sha256()
         try:
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
+            actual = sha256_file(path)
         except OSError as exc:
             raise ModelUnavailableError(f"the export {folder} is incomplete: {exc}") from exc
-        if digest.hexdigest() != expected:
+        if actual != expected:
             raise ModelUnavailableError(f"{path} is damaged (its sha256 differs from the manifest)")
     return manifest
 

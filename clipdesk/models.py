@@ -439,7 +439,7 @@ class ModelStore:
                 if stale != part:  # from another version of the file: useless for a resume
                     stale.unlink(missing_ok=True)
             self._fetch(url, part, size, entry.name, progress, cancel)
-            actual = _sha256_of(part)
+            actual = sha256_file(part)
             if actual != sha256:
                 part.unlink(missing_ok=True)
                 raise ModelUnavailableError(
@@ -757,7 +757,7 @@ def _is_network_error(exc: BaseException) -> bool:
     return isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError))
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(CHUNK_SIZE), b""):

@@ -1067,15 +1067,20 @@ class MainWindow(QMainWindow):
             )
             return self.services.use_model(spec, self.device)
 
-        def done(message: str) -> None:
-            self.statusBar().showMessage(message, 10000)
+        self._run_import(register, "Importing the weights file…")
+
+    def _run_import(self, job: Callable[[CancelToken], str], message: str) -> None:
+        """Run a model import off the GUI thread; then use the model and index with it."""
+
+        def done(outcome: str) -> None:
+            self.statusBar().showMessage(outcome, 10000)
             self.refresh_status(then_index=True)
 
-        def failed(message: str) -> None:
-            QMessageBox.warning(self, "Import failed", message)
+        def failed(reason: str) -> None:
+            QMessageBox.warning(self, "Import failed", reason)
 
-        self.statusBar().showMessage("Importing the weights file…")
-        self.run(register, done, "import", failed)
+        self.statusBar().showMessage(message)
+        self.run(job, done, "import", failed)
 
     def import_exported(self) -> None:
         """Install an exported model folder (``clipdesk models export``) and use it."""
@@ -1090,15 +1095,7 @@ class MainWindow(QMainWindow):
             spec = ExportManifest.read(installed).spec
             return self.services.use_model(spec, self.device)
 
-        def done(message: str) -> None:
-            self.statusBar().showMessage(message, 10000)
-            self.refresh_status(then_index=True)
-
-        def failed(message: str) -> None:
-            QMessageBox.warning(self, "Import failed", message)
-
-        self.statusBar().showMessage("Checking and copying the exported model…")
-        self.run(install, done, "import", failed)
+        self._run_import(install, "Checking and copying the exported model…")
 
     # -- window ----------------------------------------------------------------------------
 
