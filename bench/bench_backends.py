@@ -6,6 +6,8 @@ process, every backend on the same inputs in the same run:
 - images/s of the image tower alone, and the ratio to the plain fp32 torch loop;
 - min cosine to fp32 and the share of photos whose top-10 neighbours are unchanged, on
   real photos (clothing-small when ../shared/data is present, else the committed ones);
+- export-fp32/-bf16: the same tower from `clipdesk models export` (OpenVINO IR, fp16
+  weights), as the CPU bundle runs it; its setup time includes the export;
 - achieved GFLOP/s against a rough peak: cores x clock x FLOPs/cycle (AVX-512: 2 FMA units
   x 16 fp32 lanes x 2 = 64 FLOPs/cycle/core; avx512_bf16 doubles it; AMX far more).
 
@@ -77,7 +79,9 @@ def main() -> int:
     if len(timing_batch) < args.batch:
         timing_batch = np.resize(timing_batch, (args.batch, *photos.shape[1:]))
     names = ["torch-fp32", "torch-bf16", "openvino-fp32", "openvino-bf16"]
+    names += ["export-fp32", "export-bf16"]  # the exported model's runtime (no torch)
     reference = encoder.image_backend
+    export_folder = None
     expected = encode_all(reference)
     ghz = _clock_ghz()
     cores = len(os.sched_getaffinity(0))
@@ -86,7 +90,20 @@ def main() -> int:
     for name in names:
         try:
             started = time.perf_counter()
-            backend = reference if name == "torch-fp32" else encoder._make_backend(name)
+            if name.startswith("export-"):
+                # `clipdesk models export`: IR files, fp16 weights where faithful
+                if export_folder is None:
+                    import tempfile
+
+                    from clipdesk.export import export_model
+
+                    exports = Path(tempfile.mkdtemp(prefix="clipdesk-bench-export-"))
+                    export_folder = export_model(encoder, exports, probe=photos[:64])
+                backend = backends.OpenVinoBackend(
+                    export_folder / "visual.xml", name.removeprefix("export-")
+                )
+            else:
+                backend = reference if name == "torch-fp32" else encoder._make_backend(name)
             setup = time.perf_counter() - started
         except Exception as exc:
             print(f"{name:14s} not available: {exc}")

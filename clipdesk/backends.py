@@ -117,6 +117,46 @@ def export_visual_onnx(model: Any, image_size: int, target: Path) -> Path:
     return target
 
 
+def _export_in_child(
+    spec_fields: tuple[str, str, str | None, str | None],
+    cache_dir: str | None,
+    image_size: int,
+    target: str,
+) -> None:
+    from clipdesk.encoder import ClipEncoder, ModelSpec
+
+    encoder = ClipEncoder(ModelSpec(*spec_fields), "cpu", Path(cache_dir) if cache_dir else None)
+    export_visual_onnx(encoder.model, image_size, Path(target))
+
+
+def export_visual_onnx_aside(
+    spec: Any, cache_dir: Path | None, image_size: int, target: Path, timeout: float = 900
+) -> Path:
+    """:func:`export_visual_onnx` in a child process. TorchScript's tracer holds the GIL
+    for long stretches (it froze the window for 0.6 s); a child costs a few seconds of
+    start-up instead, once per model and machine."""
+    import multiprocessing
+
+    if target.is_file():
+        return target
+    context = multiprocessing.get_context("spawn")
+    fields = (spec.arch, spec.pretrained, spec.config_json, spec.key)
+    child = context.Process(
+        target=_export_in_child,
+        args=(fields, str(cache_dir) if cache_dir else None, image_size, str(target)),
+        name="clipdesk-export",
+        daemon=True,
+    )
+    child.start()
+    child.join(timeout)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    if child.exitcode != 0 or not target.is_file():
+        raise BackendUnavailable(f"exporting the image tower failed (exit {child.exitcode})")
+    return target
+
+
 class OpenVinoBackend(ImageBackend):
     """The image tower exported to ONNX and compiled by OpenVINO for the CPU."""
 
@@ -131,7 +171,10 @@ class OpenVinoBackend(ImageBackend):
             raise BackendUnavailable("this CPU has no native bf16 for OpenVINO")
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-            "PERFORMANCE_HINT": "THROUGHPUT" if threads is None else "LATENCY",
+            # One synchronous request at a time: LATENCY puts every core on it. THROUGHPUT
+            # splits the cores into streams that only parallel requests would fill, which
+            # halved the speed on 2 cores (bench/README.md).
+            "PERFORMANCE_HINT": "LATENCY",
         }
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads

@@ -247,6 +247,7 @@ class ClipEncoder:
         from clipdesk.backends import TorchBackend
 
         self.spec = spec
+        self._cache_dir = cache_dir
         self.device, self._device_reason = pick_device(device)
         arch = _register_config(spec)
         if arch not in open_clip.list_models():
@@ -412,11 +413,20 @@ class ClipEncoder:
         if name.startswith("torch-"):
             return backends.TorchBackend(self.model, self.device, name.removeprefix("torch-"))
         if name.startswith("openvino-"):
-            stem = hashlib.sha256(self.spec.key.encode()).hexdigest()[:16]
-            onnx_file = backends.export_visual_onnx(
-                self.model, self.image_size, self._exports_dir() / f"{stem}-visual-v1.onnx"
-            )
-            return backends.OpenVinoBackend(onnx_file, name.removeprefix("openvino-"))
+            from clipdesk.exported import find_export
+
+            export = find_export(self.spec.key)  # `clipdesk models export` made it already
+            if export is not None:
+                source = export / "visual.xml"
+            else:
+                stem = hashlib.sha256(self.spec.key.encode()).hexdigest()[:16]
+                source = backends.export_visual_onnx_aside(
+                    self.spec,
+                    self._cache_dir,
+                    self.image_size,
+                    self._exports_dir() / f"{stem}-visual-v1.onnx",
+                )
+            return backends.OpenVinoBackend(source, name.removeprefix("openvino-"))
         raise ModelUnavailableError(
             f"unknown encoder backend {name!r} (use auto, torch-fp32, torch-bf16, "
             "torch-fp16, openvino-fp32 or openvino-bf16)"
@@ -430,12 +440,12 @@ class ClipEncoder:
         if self.device == "cpu":
             if backends.cpu_has_native_bf16():
                 names.append("torch-bf16")
-            # OpenVINO is not measured by default: it lost to torch on both CPUs measured
-            # (bench/README.md), and exporting the tower holds the GIL long enough to freeze
-            # the window for ~0.6 s. It stays available by name (--backend openvino-bf16)
-            # and for a bundle without torch.
-            if os.environ.get("CLIPDESK_TRY_OPENVINO") and importlib.util.find_spec("openvino"):
-                names += ["openvino-fp32", "openvino-bf16"]
+            # OpenVINO: its tower is exported in a child process (the exporter holds the
+            # GIL), or taken from the model's export. CLIPDESK_NO_OPENVINO=1 skips it.
+            if not os.environ.get("CLIPDESK_NO_OPENVINO") and importlib.util.find_spec("openvino"):
+                names.append("openvino-fp32")
+                if backends.cpu_has_native_bf16():
+                    names.append("openvino-bf16")
         elif self.device == "mps":
             names.append("torch-fp16")
         factories = []
