@@ -84,18 +84,24 @@ def export_models(specs: list[str], target: Path) -> list[dict[str, object]]:
     return made
 
 
-def build_venv(path: Path) -> Path:
+def build_venv(path: Path, variant: str) -> Path:
+    """The cpu variant's venv has no torch; the gpu variant's has all of clipdesk's
+    dependencies (torch with CUDA where pip picks that build)."""
     python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     stamp = path / "requirements.stamp"
-    wanted = (PACKAGING / "requirements-cpu.txt").read_text() + (
-        REPO / "constraints.txt"
-    ).read_text()
+    wanted = variant + (PACKAGING / "requirements-cpu.txt").read_text()
+    wanted += (REPO / "constraints.txt").read_text()
+    if variant == "gpu":
+        wanted += (REPO / "pyproject.toml").read_text()
     if python.exists() and stamp.is_file() and stamp.read_text() == wanted:
         return python
     shutil.rmtree(path, ignore_errors=True)
     venv.create(path, with_pip=True)
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    run([*pip, "-c", str(REPO / "constraints.txt"), "-r", str(PACKAGING / "requirements-cpu.txt")])
+    pip += ["-c", str(REPO / "constraints.txt"), "-r", str(PACKAGING / "requirements-cpu.txt")]
+    if variant == "gpu":
+        pip.append(str(REPO))  # clipdesk's own dependencies: torch, open_clip, ...
+    run(pip)
     stamp.write_text(wanted)
     return python
 
@@ -120,7 +126,7 @@ def pyinstaller(python: Path, models: Path, name: str, variant: str) -> Path:
             "--distpath",
             str(DIST),
             "--workpath",
-            str(BUILD / "pyinstaller"),
+            str(BUILD / f"pyinstaller-{name}"),
             str(PACKAGING / "clipdesk.spec"),
         ],
         env=env,
