@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -97,6 +98,10 @@ def run_self_test(out: TextIO = sys.stdout, keep: bool = False) -> int:
         from clipdesk.gui.selftest import window_check
 
         failures += window_check(services, work, QUERIES[0], say)
+        from clipdesk import exported
+
+        if exported.torch_available():  # the full version: open_clip on torch runs too
+            failures += _torch_check(spec, photos, say)
     except Exception as exc:  # the point of a self-test: report, never crash
         failures.append(f"{type(exc).__name__}: {exc}")
     finally:
@@ -113,3 +118,17 @@ def run_self_test(out: TextIO = sys.stdout, keep: bool = False) -> int:
         return 1
     out.write(f"self-test passed in {time.perf_counter() - started:.1f} s\n")
     return 0
+
+
+def _torch_check(spec: ModelSpec, photos: Path, say: Callable[[str], None]) -> list[str]:
+    """open_clip on torch builds the test model's architecture and encodes a photo."""
+    from clipdesk.encoder import ClipEncoder
+    from clipdesk.imaging import load_rgb
+
+    random = ModelSpec(spec.arch, "random", spec.config_json)
+    encoder = ClipEncoder(random, "auto")
+    vector = encoder.encode_images([load_rgb(str(next(photos.rglob("*.jpg"))), 224)])
+    say(f"torch: open_clip runs on {encoder.device_reason.split(',')[0]}")
+    if vector.shape != (1, encoder.dim):
+        return [f"open_clip on torch gave a vector of shape {vector.shape}"]
+    return []

@@ -223,8 +223,12 @@ class Clipdesk:
     def _load(self, spec: ModelSpec, device: str) -> Encoder:
         from clipdesk.models import default_models_dir
 
+        folder = exported.find_export(spec.key)
+        weights = spec.weights_file
+        if folder is not None and weights is not None and not weights.is_file():
+            # Only the export came along (a bundle, a copied models folder): it is the model.
+            return exported.ExportedEncoder(folder, choices_dir=default_models_dir())
         if not exported.torch_available():
-            folder = exported.find_export(spec.key)
             if folder is None:
                 names = ", ".join(m.label for _f, m in exported.available_exports()) or "none"
                 raise ModelUnavailableError(

@@ -146,3 +146,22 @@ def test_without_torch_the_export_is_the_model(
     with pytest.raises(ModelUnavailableError, match="not available in exported form"):
         app.encoder(ModelSpec.parse("ViT-B-32:random"))
     library.close()
+
+
+def test_an_export_whose_weights_are_gone_is_the_model(
+    clothing_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle or a copied models folder brings the export but not the weights file the
+    model was made from: the export runs it, even where torch is installed."""
+    from clipdesk.library import Library
+    from clipdesk.services import Clipdesk
+
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    manifest = exported.ExportManifest.read(exported.install_export(clothing_export))
+    gone = ModelSpec(
+        manifest.arch, str(tmp_path / "elsewhere" / "clothing-clip.safetensors"),
+        manifest.config_json, known_key=manifest.key,
+    )  # fmt: skip
+    library = Library(tmp_path / "library")
+    assert isinstance(Clipdesk(library).encoder(gone), exported.ExportedEncoder)
+    library.close()
