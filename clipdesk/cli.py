@@ -195,6 +195,8 @@ class ProgressBar:
             text = f"encoder: {p.message}"
         elif p.phase == "index":
             text = f"index: {p.done} photos searchable"
+        elif p.phase == "export":
+            text = f"export: {p.message}"
         else:
             verb = {"embed": "embedding", "tag": "tagging"}.get(p.phase, p.phase)
             text = f"{verb} {bar(p.fraction)} {p.done}/{p.total} {p.rate:.1f} photos/s{eta}{fails}"

@@ -219,6 +219,62 @@ def export_model(
     return target
 
 
+def _export_in_child(
+    fields: tuple[str, str, str | None, str | None],
+    cache_dir: str | None,
+    exports_dir: str,
+    probe_paths: list[str],
+) -> None:
+    from clipdesk.encoder import ModelSpec
+    from clipdesk.imaging import ImageRejected, load_rgb
+
+    encoder = ClipEncoder(ModelSpec(*fields), "cpu", Path(cache_dir) if cache_dir else None)
+    rows = []
+    for path in probe_paths:
+        try:
+            rows.append(encoder.preprocess_image(load_rgb(path, encoder.decode_side)))
+        except ImageRejected:
+            continue
+    probe = np.stack(rows) if len(rows) >= 24 else None
+    export_model(encoder, Path(exports_dir), probe=probe)
+
+
+def export_model_aside(
+    spec: Any,
+    cache_dir: Path | None,
+    exports_dir: Path,
+    probe_paths: list[str],
+    cancel: Any = None,
+) -> None:
+    """:func:`export_model` in a child process: the exporter holds the GIL for long
+    stretches (a window would freeze), and the child's memory is returned when it ends."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(
+        target=_export_in_child,
+        args=(
+            (spec.arch, spec.pretrained, spec.config_json, spec.key),
+            str(cache_dir) if cache_dir else None,
+            str(exports_dir),
+            probe_paths,
+        ),
+        name="clipdesk-export",
+        daemon=True,
+    )
+    child.start()
+    while child.is_alive():
+        child.join(0.2)
+        if cancel is not None and cancel.cancelled:  # closing the app must not wait a minute
+            child.kill()
+            child.join()
+            for leftover in exports_dir.glob(".*.part"):  # the killed child's half export
+                shutil.rmtree(leftover, ignore_errors=True)
+            raise ClipdeskError("the export was cancelled")
+    if child.exitcode != 0:
+        raise ClipdeskError(f"the export process failed (exit {child.exitcode})")
+
+
 def _text_agreement(images: np.ndarray, want: np.ndarray, got: np.ndarray, k: int = 10) -> float:
     """Share of text queries whose top-k probe photos are the same with either text tower."""
     images = images / np.linalg.norm(images, axis=1, keepdims=True)

@@ -125,7 +125,10 @@ class LibraryStatus:
 # probe is optimistic: OpenVINO bf16 kept the top-10 of 95.7 % of 93 test photos but of only
 # 84 % of all 372. 256 costs ~13 s of fp32 ViT-B-32 on 2 cores, once per model and machine.
 PROBE_PHOTOS = 256
-MAX_SEARCH_DEPTH = 4096  # neighbours looked at, at most, to find k photos that still exist
+MAX_SEARCH_DEPTH = 4096
+AUTO_EXPORT_ENV = (
+    "CLIPDESK_AUTO_EXPORT"  # neighbours looked at, at most, to find k photos that still exist
+)
 
 
 def _probe_batch(encoder: Encoder, paths: list[str], max_pixels: int) -> np.ndarray | None:
@@ -413,6 +416,34 @@ class Clipdesk:
                 self.library.set_setting(MODEL_SETTING, row.key)  # the switch completes
                 self.library.set_setting(TARGET_SETTING, None)
             yield Progress("index", len(index), len(index), message="index saved")
+            if finished and not cancel.cancelled and isinstance(encoder, ClipEncoder):
+                yield from self._export_once(encoder, cancel)
+
+    def _export_once(self, encoder: ClipEncoder, cancel: CancelToken) -> Iterator[Progress]:
+        """After a model's first complete index, export it (once, in a child process) so
+        that later one-shot searches start without torch. $CLIPDESK_AUTO_EXPORT=0 skips."""
+        from clipdesk.export import export_model_aside
+        from clipdesk.models import default_models_dir
+
+        if os.environ.get(AUTO_EXPORT_ENV, "1") == "0":
+            return
+        if exported.find_export(encoder.spec.key) is not None:
+            return
+        yield Progress("export", 0, 1, message="preparing fast searches (once per model)")
+        paths = [ref.path for ref in self.browse()]
+        step = max(len(paths) // PROBE_PHOTOS, 1)
+        try:
+            export_model_aside(
+                encoder.spec,
+                self.library.models_dir,
+                default_models_dir() / exported.EXPORTS_SUBDIR,
+                paths[::step][:PROBE_PHOTOS],
+                cancel,
+            )
+            message = "searches from the command line now start without torch"
+        except ClipdeskError as exc:  # a model that cannot be exported still works
+            message = f"the model was not exported: {exc}"
+        yield Progress("export", 1, 1, message=message)
 
     # -- search ------------------------------------------------------------------------
 

@@ -17,6 +17,9 @@ os.environ.pop("CLIPDESK_LIBRARY", None)
 # Correctness tests compare against open_clip in fp32; the faster backends have their own
 # faithfulness tests (tests/unit/test_backends.py), which set their backend explicitly.
 os.environ.setdefault("CLIPDESK_BACKEND", "torch-fp32")
+# Exporting after the first full index (a child process, seconds) is tested where it is
+# the subject; elsewhere a search through an export would compare OpenVINO, not torch.
+os.environ.setdefault("CLIPDESK_AUTO_EXPORT", "0")
 
 
 @pytest.fixture()

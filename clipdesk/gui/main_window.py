@@ -898,6 +898,14 @@ class MainWindow(QMainWindow):
             self.job_progress.setRange(0, 0)
             self.job_label.setText(f"Looking for photos… {progress.done:,} files checked")
             return
+        if progress.phase == "export":
+            self.job_progress.setRange(0, 0 if progress.done == 0 else 1)
+            self.job_label.setText(
+                "Preparing fast searches (once per model)…"
+                if progress.done == 0
+                else progress.message[:1].upper() + progress.message[1:] + "."
+            )
+            return
         if progress.phase == "prepare":
             self.job_progress.setRange(0, 0)
             self.job_label.setText(

@@ -165,3 +165,58 @@ def test_an_export_whose_weights_are_gone_is_the_model(
     library = Library(tmp_path / "library")
     assert isinstance(Clipdesk(library).encoder(gone), exported.ExportedEncoder)
     library.close()
+
+
+def test_the_first_full_index_exports_the_model_once(
+    tiny_encoder: object, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipdesk.library import Library
+    from clipdesk.services import Clipdesk
+
+    monkeypatch.setenv("CLIPDESK_AUTO_EXPORT", "1")
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    library = Library(tmp_path / "library")
+    app = Clipdesk(library)
+    app._encoders[tiny_encoder.spec.key] = tiny_encoder  # type: ignore[attr-defined]
+    app.add_folders([photos])
+    phases = [(p.phase, p.message) for p in app.index(tiny_encoder.spec)]  # type: ignore[attr-defined]
+    assert ("export", "searches from the command line now start without torch") in phases
+    folder = exported.find_export(tiny_encoder.spec.key)  # type: ignore[attr-defined]
+    assert folder is not None and folder.parent == tmp_path / "models" / "exports"
+    fresh = Clipdesk(library)
+    assert isinstance(fresh.query_encoder(), exported.ExportedEncoder)
+    assert fresh.search_text("a photo of shoes", k=3)
+    # Once: the next index run does not export again.
+    assert "export" not in [p.phase for p in app.index()]
+    library.close()
+
+
+def test_cancelling_during_the_export_stops_it_at_once(
+    tiny_encoder: object, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from clipdesk.library import Library
+    from clipdesk.progress import CancelToken
+    from clipdesk.services import Clipdesk
+
+    monkeypatch.setenv("CLIPDESK_AUTO_EXPORT", "1")
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    library = Library(tmp_path / "library")
+    app = Clipdesk(library)
+    app._encoders[tiny_encoder.spec.key] = tiny_encoder  # type: ignore[attr-defined]
+    app.add_folders([photos])
+    cancel = CancelToken()
+    messages = []
+    started = None
+    for progress in app.index(tiny_encoder.spec, cancel=cancel):  # type: ignore[attr-defined]
+        if progress.phase == "export" and progress.done == 0:
+            cancel.cancel()  # as closing the window does
+            started = time.monotonic()
+        messages.append(progress.message)
+    assert started is not None and time.monotonic() - started < 5
+    assert messages[-1] == "the model was not exported: the export was cancelled"
+    exports = tmp_path / "models" / "exports"
+    assert exported.find_export(tiny_encoder.spec.key) is None  # type: ignore[attr-defined]
+    assert not list(exports.glob(".*.part")) if exports.exists() else True
+    library.close()
