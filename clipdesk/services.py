@@ -125,10 +125,8 @@ class LibraryStatus:
 # probe is optimistic: OpenVINO bf16 kept the top-10 of 95.7 % of 93 test photos but of only
 # 84 % of all 372. 256 costs ~13 s of fp32 ViT-B-32 on 2 cores, once per model and machine.
 PROBE_PHOTOS = 256
-MAX_SEARCH_DEPTH = 4096
-AUTO_EXPORT_ENV = (
-    "CLIPDESK_AUTO_EXPORT"  # neighbours looked at, at most, to find k photos that still exist
-)
+MAX_SEARCH_DEPTH = 4096  # neighbours looked at, at most, to find k photos that still exist
+AUTO_EXPORT_ENV = "CLIPDESK_AUTO_EXPORT"  # "0": no export after a model's first full index
 
 
 def _probe_batch(encoder: Encoder, paths: list[str], max_pixels: int) -> np.ndarray | None:
