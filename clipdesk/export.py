@@ -228,7 +228,10 @@ def _export_in_child(
     from clipdesk.encoder import ModelSpec
     from clipdesk.imaging import ImageRejected, load_rgb
 
-    encoder = ClipEncoder(ModelSpec(*fields), "cpu", Path(cache_dir) if cache_dir else None)
+    try:
+        encoder = ClipEncoder(ModelSpec(*fields), "cpu", Path(cache_dir) if cache_dir else None)
+    except ClipdeskError as exc:
+        raise SystemExit(f"clipdesk: cannot export: {exc}") from None
     rows = []
     for path in probe_paths:
         try:
@@ -236,7 +239,10 @@ def _export_in_child(
         except ImageRejected:
             continue
     probe = np.stack(rows) if len(rows) >= 24 else None
-    export_model(encoder, Path(exports_dir), probe=probe)
+    try:
+        export_model(encoder, Path(exports_dir), probe=probe)
+    except ClipdeskError as exc:  # one line, not a traceback, in the parent's terminal
+        raise SystemExit(f"clipdesk: cannot export: {exc}") from None
 
 
 def export_model_aside(

@@ -343,9 +343,17 @@ class Clipdesk:
         encoder = self.encoder(spec or self.current_spec() or self.default_spec())
         if not isinstance(encoder, ClipEncoder):
             raise ClipdeskError("exporting needs torch: run it with the full clipdesk")
-        paths = [ref.path for ref in self.browse()]
+        paths = self._probe_paths()
         probe = _probe_batch(encoder, paths, DEFAULT_MAX_PIXELS) if paths else None
         return export_model(encoder, exports_dir, probe=probe, report=report)
+
+    def _probe_paths(self) -> list[str]:
+        """Up to PROBE_PHOTOS of the library's photos, spread over it (one id query and
+        one page of rows, also at a million photos)."""
+        ids = self.browse_ids()
+        step = max(len(ids) // PROBE_PHOTOS, 1)
+        refs = self.photo_refs([int(i) for i in ids[::step][:PROBE_PHOTOS]])
+        return [ref.path for ref in refs.values()]
 
     # -- indexing ----------------------------------------------------------------------
 
@@ -423,24 +431,27 @@ class Clipdesk:
         from clipdesk.export import export_model_aside
         from clipdesk.models import default_models_dir
 
+        failed_setting = f"export_failed:{encoder.spec.key}"
         if os.environ.get(AUTO_EXPORT_ENV, "1") == "0":
             return
         if exported.find_export(encoder.spec.key) is not None:
             return
+        if self.library.get_setting(failed_setting):
+            return  # tried once and it failed: not a minute on every index run
         yield Progress("export", 0, 1, message="preparing fast searches (once per model)")
-        paths = [ref.path for ref in self.browse()]
-        step = max(len(paths) // PROBE_PHOTOS, 1)
         try:
             export_model_aside(
                 encoder.spec,
                 self.library.models_dir,
                 default_models_dir() / exported.EXPORTS_SUBDIR,
-                paths[::step][:PROBE_PHOTOS],
+                self._probe_paths(),
                 cancel,
             )
             message = "searches from the command line now start without torch"
         except ClipdeskError as exc:  # a model that cannot be exported still works
             message = f"the model was not exported: {exc}"
+            if not cancel.cancelled:
+                self.library.set_setting(failed_setting, str(exc))
         yield Progress("export", 1, 1, message=message)
 
     # -- search ------------------------------------------------------------------------
