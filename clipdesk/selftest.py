@@ -58,8 +58,12 @@ def self_test_spec(work: Path) -> ModelSpec:
 def run_self_test(out: TextIO = sys.stdout, keep: bool = False) -> int:
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="clipdesk-self-test-"))
-    saved_env = {k: os.environ.get(k) for k in ("CLIPDESK_MODELS_DIR", "QT_QPA_PLATFORM")}
+    saved_env = {
+        k: os.environ.get(k)
+        for k in ("CLIPDESK_MODELS_DIR", "QT_QPA_PLATFORM", "CLIPDESK_AUTO_EXPORT")
+    }
     os.environ["CLIPDESK_MODELS_DIR"] = str(work / "models")  # backend choices land here
+    os.environ["CLIPDESK_AUTO_EXPORT"] = "0"  # a throw-away library: nothing to speed up
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     failures: list[str] = []
 
