@@ -19,6 +19,11 @@ CORE = [
     "clipdesk.thumbnails",
     "clipdesk.tagging",
     "clipdesk.models",
+    "clipdesk.exported",
+    "clipdesk.export",
+    "clipdesk.compact",
+    "clipdesk.tokenizer",
+    "clipdesk.selftest",
 ]
 
 
