@@ -19,6 +19,7 @@ from clipdesk.errors import ClipdeskError
 from clipdesk.progress import Progress
 
 if TYPE_CHECKING:
+    from clipdesk.encoder import ModelSpec
     from clipdesk.services import Clipdesk
 
 DEFAULT_K = 20
@@ -309,7 +310,7 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
     from clipdesk.encoder import ModelSpec
     from clipdesk.models import ModelStore
 
-    spec = ModelStore().spec_for(args.name)
+    spec = ModelStore().spec_for(args.name) or _exported_spec(args.name)
     if spec is None:
         if ":" not in args.name:
             raise ClipdeskError(
@@ -323,6 +324,16 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
     args.model = args.model_config = None
     args.batch_size = 32
     return _run_index(app, args)
+
+
+def _exported_spec(name: str) -> ModelSpec | None:
+    """The model of an installed export, by folder name or label (``models list``)."""
+    from clipdesk.exported import available_exports
+
+    for folder, manifest in available_exports():
+        if name in (folder.name, manifest.label, manifest.name):
+            return manifest.spec
+    return None
 
 
 def _run_export(app: Clipdesk, args: argparse.Namespace) -> int:

@@ -211,15 +211,20 @@ class Clipdesk:
 
     def default_spec(self) -> ModelSpec:
         """clipdesk's default model; without torch (the CPU bundle), the default model's
-        export, else the first export there is."""
+        export, else the first export there is. Never the bundle's self-test model: a
+        model trained on clothing photos must not quietly index someone's holidays."""
         spec = ModelSpec.parse(DEFAULT_MODEL)
         if exported.torch_available():
             return spec
-        exports = exported.available_exports()
-        for _folder, manifest in exports:
+        exports = [
+            manifest
+            for _folder, manifest in exported.available_exports()
+            if manifest.extra.get("role") != "self-test"
+        ]
+        for manifest in exports:
             if manifest.key == spec.key:
                 return manifest.spec
-        return exports[0][1].spec if exports else spec
+        return exports[0].spec if exports else spec
 
     def _load(self, spec: ModelSpec, device: str) -> Encoder:
         from clipdesk.models import default_models_dir

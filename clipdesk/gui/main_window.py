@@ -160,8 +160,8 @@ class WelcomeWidget(QWidget):
         if not torch_available():  # the CPU bundle runs exported models only
             self.model_text.setText(
                 "clipdesk needs a CLIP model to understand photos. This CPU version of "
-                "clipdesk runs exported models: import one (a folder made by `clipdesk "
-                "models export` in the full version)."
+                "clipdesk runs exported models: import one (a folder that the full version "
+                "of clipdesk makes with “clipdesk models export”)."
             )
             self.download_button.hide()
             self.import_button.setText("Import exported model…")

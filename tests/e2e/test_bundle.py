@@ -66,6 +66,11 @@ def test_bundle_first_run_then_add_a_folder_and_search(tmp_path: Path) -> None:
     library = home / ".local" / "share" / "clipdesk" / "library"
     assert (library / "library.sqlite3").is_file()  # the library: in the user data folder
 
+    # The bundle never indexes someone's photos with its self-test model by itself: the
+    # user imports a model (here that one, as a person would import a real one).
+    (test_model,) = (BUNDLE.parent / "_internal" / "models").glob("clothing-clip-*")
+    _bundle("models", "import", "--export", str(test_model), home=home)
+    _bundle("models", "use", test_model.name, "--no-index", home=home)
     _bundle("add", str(photos), home=home)
     second = tmp_path / "search.png"
     out = _bundle(
@@ -117,7 +122,14 @@ def test_install_upgrade_uninstall_keep_the_library_and_photos(tmp_path: Path) -
     photos = tmp_path / "Pictures"
     shutil.copytree(FIXTURE_PHOTOS, photos, ignore=shutil.ignore_patterns("LICENSE"))
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in photos.rglob("*.jpg")}
+    (test_model,) = (share / "clipdesk-app" / "current" / "_internal" / "models").glob("clothing*")
     sh(str(exe), "add", str(photos))
+    refused = subprocess.run(
+        [str(exe), "index"], capture_output=True, text=True, env=env, timeout=300
+    )  # no model yet: the bundled test model is not used on someone's photos
+    assert refused.returncode == 2 and "not available in exported form" in refused.stderr
+    sh(str(exe), "models", "import", "--export", str(test_model))
+    sh(str(exe), "models", "use", test_model.name, "--no-index")
     sh(str(exe), "index")
     library = share / "clipdesk" / "library"
     found = sh(str(exe), "search", "a photo of shoes", "-k", "1")
