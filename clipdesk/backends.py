@@ -132,28 +132,18 @@ def _export_in_child(
 def export_visual_onnx_aside(
     spec: Any, cache_dir: Path | None, image_size: int, target: Path, timeout: float = 900
 ) -> Path:
-    """:func:`export_visual_onnx` in a child process. TorchScript's tracer holds the GIL
-    for long stretches (it froze the window for 0.6 s); a child costs a few seconds of
-    start-up instead, once per model and machine."""
-    import multiprocessing
+    """:func:`export_visual_onnx` in a child process (:mod:`clipdesk.aside`), once per model
+    and machine."""
+    from clipdesk.aside import run_aside, spec_fields
 
     if target.is_file():
         return target
-    context = multiprocessing.get_context("spawn")
-    fields = (spec.arch, spec.pretrained, spec.config_json, spec.key)
-    child = context.Process(
-        target=_export_in_child,
-        args=(fields, str(cache_dir) if cache_dir else None, image_size, str(target)),
-        name="clipdesk-export",
-        daemon=True,
+    cache = str(cache_dir) if cache_dir else None
+    code = run_aside(
+        _export_in_child, (spec_fields(spec), cache, image_size, str(target)), timeout=timeout
     )
-    child.start()
-    child.join(timeout)
-    if child.is_alive():
-        child.kill()
-        child.join()
-    if child.exitcode != 0 or not target.is_file():
-        raise BackendUnavailable(f"exporting the image tower failed (exit {child.exitcode})")
+    if code != 0 or not target.is_file():
+        raise BackendUnavailable(f"exporting the image tower failed (exit {code})")
     return target
 
 

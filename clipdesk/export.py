@@ -26,6 +26,7 @@ from clipdesk.encoder import ClipEncoder
 from clipdesk.errors import ClipdeskError
 from clipdesk.exported import MANIFEST_NAME, ExportManifest, export_name
 from clipdesk.models import sha256_file
+from clipdesk.progress import CancelToken
 from clipdesk.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file
 
 # Texts to judge the text tower on: CLIP-style prompts over everyday photo subjects.
@@ -250,35 +251,21 @@ def export_model_aside(
     cache_dir: Path | None,
     exports_dir: Path,
     probe_paths: list[str],
-    cancel: Any = None,
+    cancel: CancelToken | None = None,
 ) -> None:
-    """:func:`export_model` in a child process: the exporter holds the GIL for long
-    stretches (a window would freeze), and the child's memory is returned when it ends."""
-    import multiprocessing
+    """:func:`export_model` in a child process (:mod:`clipdesk.aside`); ``cancel`` kills
+    it at once (closing the app must not wait a minute)."""
+    from clipdesk.aside import run_aside, spec_fields
 
-    context = multiprocessing.get_context("spawn")
-    child = context.Process(
-        target=_export_in_child,
-        args=(
-            (spec.arch, spec.pretrained, spec.config_json, spec.key),
-            str(cache_dir) if cache_dir else None,
-            str(exports_dir),
-            probe_paths,
-        ),
-        name="clipdesk-export",
-        daemon=True,
-    )
-    child.start()
-    while child.is_alive():
-        child.join(0.2)
-        if cancel is not None and cancel.cancelled:  # closing the app must not wait a minute
-            child.kill()
-            child.join()
-            for leftover in exports_dir.glob(".*.part"):  # the killed child's half export
-                shutil.rmtree(leftover, ignore_errors=True)
-            raise ClipdeskError("the export was cancelled")
-    if child.exitcode != 0:
-        raise ClipdeskError(f"the export process failed (exit {child.exitcode})")
+    cache = str(cache_dir) if cache_dir else None
+    args = (spec_fields(spec), cache, str(exports_dir), probe_paths)
+    code = run_aside(_export_in_child, args, cancel)
+    if code is None:
+        for leftover in exports_dir.glob(".*.part"):  # the killed child's half export
+            shutil.rmtree(leftover, ignore_errors=True)
+        raise ClipdeskError("the export was cancelled")
+    if code != 0:
+        raise ClipdeskError(f"the export process failed (exit {code})")
 
 
 def _text_agreement(images: np.ndarray, want: np.ndarray, got: np.ndarray, k: int = 10) -> float:

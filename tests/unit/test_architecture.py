@@ -24,6 +24,7 @@ CORE = [
     "clipdesk.compact",
     "clipdesk.tokenizer",
     "clipdesk.selftest",
+    "clipdesk.aside",
 ]
 
 

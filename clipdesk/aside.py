@@ -1,0 +1,44 @@
+"""Run a function in a child process (spawned, so it works in a frozen app too).
+
+Exporting a model with torch's TorchScript exporter holds the GIL for long stretches: in
+the app's process it froze the window (0.6 s). A child costs a few seconds of start-up,
+returns its memory when it ends, and can be killed at once when the user cancels.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from typing import Any
+
+from clipdesk.progress import CancelToken
+
+
+def run_aside(
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    cancel: CancelToken | None = None,
+    timeout: float = 3600.0,
+) -> int | None:
+    """Run ``target(*args)`` in a child process and wait; the child's exit code, or None
+    when ``cancel`` or ``timeout`` stopped it (killed)."""
+    import time
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=target, args=args, name="clipdesk-aside", daemon=True
+    )
+    child.start()
+    deadline = time.monotonic() + timeout
+    while child.is_alive():
+        child.join(0.2)
+        stop = cancel is not None and cancel.cancelled
+        if child.is_alive() and (stop or time.monotonic() > deadline):
+            child.kill()
+            child.join()
+            return None
+    return child.exitcode
+
+
+def spec_fields(spec: Any) -> tuple[str, str, str | None, str | None]:
+    """A ModelSpec as plain values for a child process to rebuild it from."""
+    return (spec.arch, spec.pretrained, spec.config_json, spec.key)
