@@ -95,6 +95,16 @@ def run_models_command(args: argparse.Namespace) -> int:
     from clipdesk.models import ModelStore
 
     command = args.models_command
+    from clipdesk.exported import torch_available
+
+    if not torch_available() and (
+        command == "download" or (command == "import" and not args.export)
+    ):
+        raise ClipdeskError(
+            "this is the CPU version of clipdesk: it runs exported models only (see `clipdesk "
+            "models list`); download or import weights with the full version, export them "
+            "there with `clipdesk models export`, then `clipdesk models import --export FOLDER`"
+        )
     if command == "list":
         _print_list(ModelStore().available(), args.json, sys.stdout)
         return 0

@@ -100,3 +100,20 @@ def test_without_torch_a_model_without_export_fails_clearly(tmp_path: Path, phot
     )
     assert proc.returncode == 2, proc.stderr
     assert "not available in exported form" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_without_torch_downloads_and_weights_imports_are_refused_clearly(tmp_path: Path) -> None:
+    env = {"CLIPDESK_MODELS_DIR": str(tmp_path / "models")}
+    for args in (
+        ["models", "download", "vit-b-32"],
+        ["models", "import", "--name", "x", "--weights", str(tmp_path / "x.safetensors")],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-c", WITHOUT_TORCH, "--library", str(tmp_path / "lib"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert "CPU version" in proc.stderr and "Traceback" not in proc.stderr
