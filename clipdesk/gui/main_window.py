@@ -900,11 +900,11 @@ class MainWindow(QMainWindow):
             return
         if progress.phase == "export":
             self.job_progress.setRange(0, 0 if progress.done == 0 else 1)
-            self.job_label.setText(
-                "Preparing fast searches (once per model)…"
-                if progress.done == 0
-                else progress.message[:1].upper() + progress.message[1:] + "."
-            )
+            if progress.done == 0:
+                self.job_label.setText("Preparing fast searches (once per model)…")
+            else:  # outlives the job's own "up to date" line for a while
+                sentence = progress.message[:1].upper() + progress.message[1:] + "."
+                self.statusBar().showMessage(sentence, 15000)
             return
         if progress.phase == "prepare":
             self.job_progress.setRange(0, 0)

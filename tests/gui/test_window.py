@@ -302,3 +302,33 @@ def test_watched_folders_pick_up_new_and_deleted_photos(
     _settle(qtbot, window)
     assert window.status is not None and window.status.photos == 61
     assert window.model.rowCount() == 61  # the grid shows the library as it is now
+
+
+def test_the_first_index_exports_the_model_and_says_so(
+    qtbot: Any,
+    window: MainWindow,
+    clothing_photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clipdesk import exported
+
+    monkeypatch.setenv("CLIPDESK_AUTO_EXPORT", "1")
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    from PySide6.QtCore import QTimer
+
+    labels: list[str] = []
+
+    def shown(progress: Any) -> None:  # the label is set right after the signal
+        if progress.phase == "export":
+            QTimer.singleShot(0, lambda: labels.append(window.job_label.text()))
+
+    window.job_progressed.connect(shown)
+    _index(qtbot, window, clothing_photos)
+    assert labels[0] == "Preparing fast searches (once per model)…"
+    message = window.statusBar().currentMessage()
+    assert message == "Searches from the command line now start without torch."
+    key = window.services.current_spec().key  # type: ignore[union-attr]
+    assert exported.find_export(key) is not None
+    _search(qtbot, window, "a photo of shoes")  # the window keeps its loaded model
+    assert _labels_of_results(window, 1) == ["shoes"]
