@@ -32,14 +32,20 @@ sys.exit(code)
 QUERIES = ["a photo of shoes", "a red dress", "pants", "a hat"]
 
 
-def _no_torch_cli(*args: str, library: Path, env: dict[str, str]) -> str:
-    proc = subprocess.run(
+def _no_torch_run(
+    *args: str, library: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-c", WITHOUT_TORCH, "--library", str(library), *args],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
     )
+
+
+def _no_torch_cli(*args: str, library: Path, env: dict[str, str]) -> str:
+    proc = _no_torch_run(*args, library=library, env=env)
     assert proc.returncode == 0, f"{args}: {proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -91,13 +97,7 @@ def test_without_torch_a_model_without_export_fails_clearly(tmp_path: Path, phot
     env = {"CLIPDESK_MODELS_DIR": str(tmp_path / "models")}
     library = tmp_path / "library"
     _no_torch_cli("add", str(photos), library=library, env=env)
-    proc = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TORCH, "--library", str(library), "index"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
-    )
+    proc = _no_torch_run("index", library=library, env=env)
     assert proc.returncode == 2, proc.stderr
     assert "not available in exported form" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -108,12 +108,6 @@ def test_without_torch_downloads_and_weights_imports_are_refused_clearly(tmp_pat
         ["models", "download", "vit-b-32"],
         ["models", "import", "--name", "x", "--weights", str(tmp_path / "x.safetensors")],
     ):
-        proc = subprocess.run(
-            [sys.executable, "-c", WITHOUT_TORCH, "--library", str(tmp_path / "lib"), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
-        )
+        proc = _no_torch_run(*args, library=tmp_path / "lib", env=env)
         assert proc.returncode == 2, proc.stderr
         assert "CPU version" in proc.stderr and "Traceback" not in proc.stderr

@@ -4,7 +4,9 @@ the project's trained model and on random weights, checked on disk, and used by 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -167,9 +169,12 @@ def test_an_export_whose_weights_are_gone_is_the_model(
     library.close()
 
 
-def test_the_first_full_index_exports_the_model_once(
+@pytest.fixture()
+def exporting_app(
     tiny_encoder: object, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> Iterator[Any]:
+    """A library with the photos added, the tiny model loaded, and exporting after the
+    first full index switched on (the test suite switches it off elsewhere)."""
     from clipdesk.library import Library
     from clipdesk.services import Clipdesk
 
@@ -179,33 +184,35 @@ def test_the_first_full_index_exports_the_model_once(
     app = Clipdesk(library)
     app._encoders[tiny_encoder.spec.key] = tiny_encoder  # type: ignore[attr-defined]
     app.add_folders([photos])
+    yield app
+    library.close()
+
+
+def test_the_first_full_index_exports_the_model_once(
+    exporting_app: Any, tiny_encoder: object, tmp_path: Path
+) -> None:
+    from clipdesk.services import Clipdesk
+
+    app = exporting_app
     phases = [(p.phase, p.message) for p in app.index(tiny_encoder.spec)]  # type: ignore[attr-defined]
     assert ("export", "searches from the command line now start without torch") in phases
     folder = exported.find_export(tiny_encoder.spec.key)  # type: ignore[attr-defined]
     assert folder is not None and folder.parent == tmp_path / "models" / "exports"
-    fresh = Clipdesk(library)
+    fresh = Clipdesk(app.library)
     assert isinstance(fresh.query_encoder(), exported.ExportedEncoder)
     assert fresh.search_text("a photo of shoes", k=3)
     # Once: the next index run does not export again.
     assert "export" not in [p.phase for p in app.index()]
-    library.close()
 
 
 def test_cancelling_during_the_export_stops_it_at_once(
-    tiny_encoder: object, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    exporting_app: Any, tiny_encoder: object, tmp_path: Path
 ) -> None:
     import time
 
-    from clipdesk.library import Library
     from clipdesk.progress import CancelToken
-    from clipdesk.services import Clipdesk
 
-    monkeypatch.setenv("CLIPDESK_AUTO_EXPORT", "1")
-    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
-    library = Library(tmp_path / "library")
-    app = Clipdesk(library)
-    app._encoders[tiny_encoder.spec.key] = tiny_encoder  # type: ignore[attr-defined]
-    app.add_folders([photos])
+    app = exporting_app
     cancel = CancelToken()
     messages = []
     started = None
@@ -218,5 +225,4 @@ def test_cancelling_during_the_export_stops_it_at_once(
     assert messages[-1] == "the model was not exported: the export was cancelled"
     exports = tmp_path / "models" / "exports"
     assert exported.find_export(tiny_encoder.spec.key) is None  # type: ignore[attr-defined]
-    assert not list(exports.glob(".*.part")) if exports.exists() else True
-    library.close()
+    assert not exports.exists() or not list(exports.glob(".*.part"))  # no half export left
