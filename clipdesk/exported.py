@@ -69,10 +69,8 @@ class ExportManifest:
 
     @property
     def label(self) -> str:
-        pretrained = self.pretrained
-        if os.sep in pretrained or pretrained.endswith((".safetensors", ".pt", ".bin", ".pth")):
-            pretrained = Path(pretrained).name
-        return f"{self.arch}:{pretrained}"
+        weights = self.spec.weights_file
+        return f"{self.arch}:{weights.name if weights else self.pretrained}"
 
     def write(self, folder: Path) -> None:
         tmp = folder / (MANIFEST_NAME + ".part")
