@@ -8,10 +8,15 @@ process, every backend on the same inputs in the same run:
   real photos (clothing-small when ../shared/data is present, else the committed ones);
 - export-fp32/-bf16: the same tower from `clipdesk models export` (OpenVINO IR, fp16
   weights), as the CPU bundle runs it; its setup time includes the export;
-- achieved GFLOP/s against a rough peak: cores x clock x FLOPs/cycle (AVX-512: 2 FMA units
-  x 16 fp32 lanes x 2 = 64 FLOPs/cycle/core; avx512_bf16 doubles it; AMX far more).
+- achieved GFLOP/s against a rough peak: cores x clock x fp32 FLOPs/cycle (see
+  `fp32_flops_per_cycle`), x2 for bf16 with avx512_bf16, x4 for int8 with VNNI; AMX not
+  counted;
+- with --int8 (needs `pip install nncf`): the OpenVINO tower quantized to int8 by NNCF's
+  post-training quantization, calibrated on other photos than the fidelity ones; with
+  --int8-control also NNCF's accuracy-controlled variant, which puts the layers that cost
+  most fidelity back in floating point until the min cosine reaches 0.9995 (minutes).
 
-    .venv/bin/python bench/bench_backends.py [--model ViT-B-32:random] [--photos 256]
+    .venv/bin/python bench/bench_backends.py [--model ViT-B-32:random] [--photos 256] [--int8]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,12 +47,88 @@ def _clock_ghz() -> float | None:
     return None
 
 
+def fp32_flops_per_cycle(flags: set[str]) -> int:
+    """fp32 FLOPs per cycle and core: FMA units x lanes x 2. AMD before Zen 5 runs
+    AVX-512 on 256-bit units (Zen 4: 2 FMA x 8 lanes), so AVX-512 does not double it there;
+    Intel server cores with AVX-512 have 2 FMA units of 16 lanes (some Xeon Silver: 1)."""
+    vendor, family = "", 0
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    vendor = value.strip()
+                elif key.strip() == "cpu family":
+                    family = int(value)
+                    break
+    except (OSError, ValueError):
+        pass
+    if "avx512f" in flags and not (vendor == "AuthenticAMD" and family < 26):
+        return 64
+    return 32 if ("avx2" in flags or "avx512f" in flags) else 16
+
+
+def peak_multiplier(name: str, flags: set[str]) -> int:
+    """How many times the fp32 rate the CPU's vector units reach in this backend's format."""
+    if "int8" in name and "avx512_vnni" in flags:
+        return 4  # vpdpbusd: 4 int8 multiply-adds per 32-bit lane
+    if "bf16" in name and "avx512_bf16" in flags:
+        return 2  # vdpbf16ps: 2 bf16 multiply-adds per 32-bit lane
+    return 1
+
+
+def quantize_int8(onnx_file: Path, calibration: Any, target: Path, control: Any = None) -> Path:
+    """NNCF's post-training int8 quantization of the OpenVINO tower (transformer preset).
+    ``control``: (validation photos, their fp32 vectors) for the accuracy-controlled one."""
+    import nncf
+    import numpy as np
+    import openvino as ov
+
+    model = ov.Core().read_model(str(onnx_file))
+    calibration_set = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    if control is None:
+        quantized = nncf.quantize(
+            model,
+            calibration_set,
+            subset_size=len(calibration),
+            model_type=nncf.ModelType.TRANSFORMER,
+        )
+    else:
+        photos, expected = control
+
+        def min_cosine(compiled: Any, items: Any) -> float:
+            worst = 1.0
+            for x, want in items:
+                got = compiled(x)[0]
+                got = got / np.linalg.norm(got, axis=1, keepdims=True)
+                worst = min(worst, float(np.min(np.sum(got * want, axis=1))))
+            return worst
+
+        batches = [(photos[i : i + 32], expected[i : i + 32]) for i in range(0, len(photos), 32)]
+        quantized = nncf.quantize_with_accuracy_control(
+            model,
+            calibration_set,
+            nncf.Dataset(batches),
+            validation_fn=min_cosine,
+            max_drop=0.0005,
+            drop_type=nncf.DropType.ABSOLUTE,
+            subset_size=len(calibration),
+            model_type=nncf.ModelType.TRANSFORMER,
+        )
+    ov.save_model(quantized, str(target))
+    return target
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ViT-B-32:random")
     parser.add_argument("--photos", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=8.0, help="timing per backend")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--int8", action="store_true", help="also NNCF int8 (pip install nncf)")
+    parser.add_argument(
+        "--int8-control", action="store_true", help="also NNCF's accuracy-controlled int8 (slow)"
+    )
     args = parser.parse_args()
     print_machine("Image-encoder backends")
     import numpy as np
@@ -58,20 +140,28 @@ def main() -> int:
     encoder = ClipEncoder(ModelSpec.parse(args.model), "cpu")
     source = DATA / "clothing-small"
     if source.is_dir():
-        paths = sorted(source.rglob("*.jpg"))
-        paths = paths[:: max(len(paths) // args.photos, 1)][: args.photos]
-        where = f"{len(paths)} photos spread over ../shared/data/clothing-small"
+        every = sorted(source.rglob("*.jpg"))
+        where = "photos spread over ../shared/data/clothing-small"
     else:
-        paths = sorted((REPO / "tests" / "fixtures" / "clothing-test").rglob("*.jpg"))
-        paths = paths[:: max(len(paths) // args.photos, 1)][: args.photos]
-        where = f"{len(paths)} committed test photos"
-    photos = np.stack(
-        [encoder.preprocess_image(load_rgb(str(p), encoder.decode_side)) for p in paths]
-    )
+        every = sorted((REPO / "tests" / "fixtures" / "clothing-test").rglob("*.jpg"))
+        where = "committed test photos"
+    step = max(len(every) // args.photos, 2)
+    paths = every[::step][: args.photos]
+    where = f"{len(paths)} {where}"
+    # int8 calibration: other photos of the same kind, so fidelity is not judged on them
+    calibration_paths = every[1::step][: args.photos]
+
+    def prepare(files: list[Path]) -> np.ndarray:
+        return np.stack(
+            [encoder.preprocess_image(load_rgb(str(p), encoder.decode_side)) for p in files]
+        )
+
+    photos = prepare(paths)
     print(f"model {args.model}; fidelity on {where}; batch {args.batch}\n")
 
-    def encode_all(backend: backends.ImageBackend) -> np.ndarray:
-        parts = [backend.encode(photos[i : i + 64]) for i in range(0, len(photos), 64)]
+    def encode_all(backend: backends.ImageBackend, inputs: np.ndarray | None = None) -> np.ndarray:
+        inputs = photos if inputs is None else inputs
+        parts = [backend.encode(inputs[i : i + 64]) for i in range(0, len(inputs), 64)]
         out = np.concatenate(parts)
         return out / np.linalg.norm(out, axis=1, keepdims=True)  # type: ignore[no-any-return]
 
@@ -80,14 +170,21 @@ def main() -> int:
         timing_batch = np.resize(timing_batch, (args.batch, *photos.shape[1:]))
     names = ["torch-fp32", "torch-bf16", "openvino-fp32", "openvino-bf16"]
     names += ["export-fp32", "export-bf16"]  # the exported model's runtime (no torch)
+    if args.int8 or args.int8_control:
+        names += ["openvino-int8", "openvino-int8-bf16"]  # int8 layers, the rest f32 / bf16
+    if args.int8_control:
+        names += ["ov-int8-control", "ov-int8-control-bf16"]
+    int8_files: dict[str, Path] = {}
     reference = encoder.image_backend
     export_folder = None
     expected = encode_all(reference)
     ghz = _clock_ghz()
+    fp32_per_cycle = fp32_flops_per_cycle(set(cpu_flags()))
     cores = len(os.sched_getaffinity(0))
     flags = set(cpu_flags())
     rows = []
     for name in names:
+        backend: backends.ImageBackend
         try:
             started = time.perf_counter()
             if name.startswith("export-"):
@@ -102,6 +199,28 @@ def main() -> int:
                 backend = backends.OpenVinoBackend(
                     export_folder / "visual.xml", name.removeprefix("export-")
                 )
+            elif "int8" in name:
+                kind = "control" if "control" in name else "plain"
+                if kind not in int8_files:
+                    import tempfile
+
+                    onnx = backends.export_visual_onnx(
+                        encoder.model,
+                        encoder.image_size,
+                        Path(tempfile.mkdtemp(prefix="clipdesk-bench-int8-")) / "visual.onnx",
+                    )
+                    control = None
+                    if kind == "control":  # validated on the calibration photos' vectors
+                        calibration = prepare(calibration_paths)
+                        control = (calibration, encode_all(reference, calibration))
+                    int8_files[kind] = quantize_int8(
+                        onnx,
+                        prepare(calibration_paths),
+                        onnx.with_name(f"int8-{kind}.xml"),
+                        control,
+                    )
+                precision = "bf16" if name.endswith("bf16") else "fp32"
+                backend = backends.OpenVinoBackend(int8_files[kind], precision)
             else:
                 backend = reference if name == "torch-fp32" else encoder._make_backend(name)
             setup = time.perf_counter() - started
@@ -115,23 +234,24 @@ def main() -> int:
         rows.append((name, rate, cosine, agreement, setup))
     base = rows[0][1]
     print(
-        f"{'backend':14s} {'images/s':>9s} {'x fp32':>7s} {'cos min':>9s} {'same top10':>10s} "
+        f"{'backend':20s} {'images/s':>9s} {'x fp32':>7s} {'cos min':>9s} {'same top10':>10s} "
         f"{'GFLOP/s':>8s} {'of peak':>8s} {'setup s':>8s}  faithful"
     )
     for name, rate, cosine, agreement, setup in rows:
         gflops = rate * VIT_B32_GFLOP
-        per_cycle = 64 * (2 if "bf16" in name and "avx512_bf16" in flags else 1)
+        per_cycle = fp32_per_cycle * peak_multiplier(name, flags)
         peak = cores * ghz * per_cycle if ghz else None
         share = f"{gflops / peak:8.0%}" if peak else "       ?"
         faithful = cosine >= backends.FAITHFUL_COSINE and agreement >= backends.FAITHFUL_AGREEMENT
         print(
-            f"{name:14s} {rate:9.1f} {rate / base:7.2f} {cosine:9.6f} {agreement:10.1%} "
+            f"{name:20s} {rate:9.1f} {rate / base:7.2f} {cosine:9.6f} {agreement:10.1%} "
             f"{gflops:8.0f} {share} {setup:8.1f}  {'yes' if faithful else 'NO'}"
         )
     if ghz:
         print(
-            f"\npeak assumed: {cores} cores x {ghz:.2f} GHz x 64 FLOP/cycle (fp32 AVX-512), "
-            "x2 for bf16 with avx512_bf16; AMX not counted"
+            f"\npeak assumed: {cores} cores x {ghz:.2f} GHz x {fp32_per_cycle} fp32 FLOP/cycle, "
+            "x2 for bf16 with avx512_bf16, x4 for int8 with avx512_vnni; AMX not counted. "
+            "int8 rows: the int8 layers' peak, though some layers stay in f32 / bf16"
         )
     return 0
 
