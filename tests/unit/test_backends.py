@@ -129,6 +129,47 @@ def test_the_choice_keeps_only_faithful_backends(tiny_encoder: Any) -> None:
     assert choice.name == reference.name  # never the perturbed one, however fast
 
 
+class _Copy(backends.ImageBackend):
+    """The reference under another name: faithful by construction."""
+
+    def __init__(self, inner: backends.ImageBackend, name: str) -> None:
+        self.inner, self.name, self.description = inner, name, name
+
+    def encode(self, batch: Any) -> np.ndarray:
+        return self.inner.encode(batch)
+
+
+def test_a_slower_sibling_is_not_measured_when_the_faster_one_is_faithful(
+    tiny_encoder: Any,
+) -> None:
+    reference = tiny_encoder.image_backend
+    batch = backends.probe_images(tiny_encoder.image_size, count=8)
+    built: list[str] = []
+
+    def factory(make: Any, name: str, skip_if: str | None = None) -> Any:
+        def build() -> backends.ImageBackend:
+            built.append(name)
+            return make()  # type: ignore[no-any-return]
+
+        build.backend_name = name  # type: ignore[attr-defined]
+        if skip_if:
+            build.skip_if_faithful = skip_if  # type: ignore[attr-defined]
+        return build
+
+    faithful_bf16 = factory(lambda: _Copy(reference, "fast-bf16"), "fast-bf16")
+    slow_fp32 = factory(lambda: _Copy(reference, "slow-fp32"), "slow-fp32", "fast-bf16")
+    measured = backends.measure(reference, [faithful_bf16, slow_fp32], batch, seconds=0.05)
+    assert built == ["fast-bf16"]  # the fp32 sibling was never even built
+    assert measured[2].name == "slow-fp32" and not measured[2].faithful
+    assert "fast-bf16 is faithful" in measured[2].error
+
+    built.clear()
+    broken_bf16 = factory(lambda: _Perturbed(reference), "fast-bf16")
+    measured = backends.measure(reference, [broken_bf16, slow_fp32], batch, seconds=0.05)
+    assert built == ["fast-bf16", "slow-fp32"]  # bf16 unfaithful: fp32 is measured
+    assert measured[2].faithful and measured[2].images_per_s > 0
+
+
 def test_a_measured_choice_is_remembered_per_model_and_machine(
     tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
