@@ -47,6 +47,44 @@ def _make_photo(args: tuple[Path, int]) -> None:
     Image.fromarray(pixels).save(path, quality=90)
 
 
+def decode_ceilings(paths: list[Path], side: int, device: str) -> None:
+    """What decoding alone can deliver: clipdesk's CPU path (libjpeg-turbo DCT scaling) on
+    every core, and nvJPEG on the GPU (torchvision.io.decode_jpeg, batched) plus a resize
+    there, which is the alternative when the CPU path is slower than the model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipdesk.imaging import load_rgb
+
+    cores = os.cpu_count() or 1
+    started = time.perf_counter()
+    with ThreadPoolExecutor(cores) as pool:
+        list(pool.map(lambda p: load_rgb(str(p), side), paths))
+    rate = len(paths) / (time.perf_counter() - started)
+    print(f"decode ceiling, CPU (load_rgb at {side} px, {cores} threads): {rate:.0f} photos/s")
+    if device != "cuda":
+        return
+    import torch
+    import torch.nn.functional as F
+    from torchvision.io import decode_jpeg
+
+    datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths]
+    for chunk in (32, 128):
+        decode_jpeg(datas[:chunk], device="cuda")  # warm-up: nvJPEG handles, pinned buffers
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for i in range(0, len(datas), chunk):
+            images = decode_jpeg(datas[i : i + chunk], device="cuda")
+            small = [
+                F.interpolate(im[None].float(), size=(224, 224), antialias=True) for im in images
+            ]
+        torch.cuda.synchronize()
+        rate = len(datas) / (time.perf_counter() - started)
+        print(
+            f"decode ceiling, nvJPEG (batches of {chunk}, + resize on the GPU): {rate:.0f} photos/s"
+        )
+        del images, small
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=512)
@@ -73,6 +111,7 @@ def main() -> int:
     print(f"{args.photos} photos of 4000x3000 made in {time.perf_counter() - started:.0f} s")
 
     encoder = ClipEncoder(ModelSpec.parse(args.model), args.device)
+    decode_ceilings(sorted(photos.glob("*.jpg")), encoder.decode_side, encoder.device)
     batch_size = encoder.cuda_batch_size(DEFAULT_BATCH_SIZE)
     print(f"device: {encoder.device_reason}; batch {batch_size} (from free memory on CUDA)")
     batch = np.random.default_rng(0).standard_normal(
