@@ -75,7 +75,8 @@ def decode_ceilings(paths: list[Path], side: int, device: str) -> None:
         for i in range(0, len(datas), chunk):
             images = decode_jpeg(datas[i : i + chunk], device="cuda")
             small = [
-                F.interpolate(im[None].float(), size=(224, 224), antialias=True) for im in images
+                F.interpolate(im[None].float(), size=(224, 224), mode="bilinear", antialias=True)
+                for im in images
             ]
         torch.cuda.synchronize()
         rate = len(datas) / (time.perf_counter() - started)

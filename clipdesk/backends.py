@@ -65,8 +65,9 @@ class TorchBackend(ImageBackend):
             precision
         ]
         visual = model.visual
-        if self.dtype != torch.float32 and next(visual.parameters()).dtype != self.dtype:
-            # A private low-precision copy: the fp32 tower stays for the reference and text.
+        if next(visual.parameters()).dtype != self.dtype:
+            # A private copy in this precision: the model's own tower stays for the reference
+            # and text. (fp32 from a CUDA model that was loaded in fp16 gets an fp32 copy.)
             visual = copy.deepcopy(visual).to(self.dtype)
         self.visual = visual.eval()
 

@@ -15,5 +15,7 @@ export PYTHONPATH="/tmp/site:$PWD"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 nproc | tee -a "$OUT/gpu.txt"
 timeout 330 python3 bench/bench_gpu.py --photos "${PHOTOS:-2048}" 2>&1 | tee "$OUT/bench_gpu.txt"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/unit/test_devices.py \
-  tests/unit/test_backends.py 2>&1 | tail -25 | tee "$OUT/pytest.txt"
+# -c /dev/null: the project's pytest settings name pytest-qt, which the device lacks
+timeout 200 python3 -m pytest -q -rs -c /dev/null --rootdir "$PWD" -p no:cacheprovider \
+  tests/unit/test_cuda.py tests/unit/test_devices.py tests/unit/test_backends.py 2>&1 |
+  tail -30 | tee "$OUT/pytest.txt"

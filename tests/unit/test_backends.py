@@ -129,6 +129,22 @@ def test_the_choice_keeps_only_faithful_backends(tiny_encoder: Any) -> None:
     assert choice.name == reference.name  # never the perturbed one, however fast
 
 
+def test_fp32_from_a_half_precision_model_gets_its_own_fp32_tower(tiny_encoder: Any) -> None:
+    """On CUDA the model is loaded in fp16; CLIPDESK_BACKEND=torch-fp32 there must still run
+    (it crashed on fp32 input against fp16 weights)."""
+    import copy
+
+    half = copy.deepcopy(tiny_encoder.model).half()
+    backend = backends.TorchBackend(half, "cpu", "fp32")
+    assert next(backend.visual.parameters()).dtype.is_floating_point
+    assert str(next(backend.visual.parameters()).dtype) == "torch.float32"
+    assert str(next(half.visual.parameters()).dtype) == "torch.float16"  # left as it was
+    batch = backends.probe_images(tiny_encoder.image_size, count=4)
+    got = backend.encode(batch)
+    expected = tiny_encoder.image_backend.encode(batch)
+    assert float(np.min(backends._cosines(expected, got))) > 0.999
+
+
 class _Copy(backends.ImageBackend):
     """The reference under another name: faithful by construction."""
 

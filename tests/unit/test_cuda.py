@@ -1,0 +1,82 @@
+"""The CUDA path on a real NVIDIA GPU: skipped where there is none (CI, these machines);
+tools/device_check.sh runs it on a lent GPU machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from clipdesk import backends
+from clipdesk.encoder import ClipEncoder, ModelSpec
+from clipdesk.imaging import load_rgb
+from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURES
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+
+
+@pytest.fixture(scope="module")
+def clothing_spec() -> ModelSpec:
+    return ModelSpec.parse(CLOTHING_SPEC, CLOTHING_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def held_out(clothing_spec: ModelSpec) -> np.ndarray:
+    """The 372 held-out clothing photos, preprocessed as the pipeline does."""
+    cpu = ClipEncoder(clothing_spec, "cpu")
+    paths = sorted((FIXTURES / "clothing-test").rglob("*.jpg"))
+    return np.stack([cpu.preprocess_image(load_rgb(str(p), cpu.decode_side)) for p in paths])
+
+
+def test_auto_takes_cuda_in_fp16(clothing_spec: ModelSpec) -> None:
+    encoder = ClipEncoder(clothing_spec, "auto")
+    assert encoder.device == "cuda" and encoder.precision == "fp16"
+    assert "fp16" in encoder.device_reason
+
+
+def test_fp16_on_the_gpu_is_faithful_to_fp32_on_the_cpu(
+    clothing_spec: ModelSpec, held_out: np.ndarray
+) -> None:
+    cpu = ClipEncoder(clothing_spec, "cpu")
+    gpu = ClipEncoder(clothing_spec, "cuda")
+    expected = np.concatenate([cpu.encode_batch(held_out[i : i + 64]) for i in range(0, 372, 64)])
+    got = np.concatenate([gpu.encode_batch(held_out[i : i + 64]) for i in range(0, 372, 64)])
+    cosine = np.sum(expected * got, axis=1)
+    agreement = backends.top10_agreement(expected, got)
+    print(f"fp16 on CUDA: min cosine {cosine.min():.6f}, same top-10 {agreement:.1%}")
+    assert cosine.min() >= backends.FAITHFUL_COSINE
+    texts = ["a photo of a hat", "a photo of shoes"]
+    text_cosine = np.sum(cpu.encode_texts(texts) * gpu.encode_texts(texts), axis=1)
+    assert text_cosine.min() >= backends.FAITHFUL_COSINE
+
+
+def test_the_batch_grows_with_free_memory(clothing_spec: ModelSpec) -> None:
+    gpu = ClipEncoder(clothing_spec, "cuda")
+    batch = gpu.cuda_batch_size(32)
+    assert 32 <= batch <= 1024
+    gpu.encode_batch(np.zeros((batch, 3, gpu.image_size, gpu.image_size), np.float32))
+
+
+def test_index_and_search_on_the_gpu_find_what_the_cpu_finds(
+    clothing_spec: ModelSpec, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipdesk.library import Library
+    from clipdesk.services import Clipdesk
+
+    results: dict[str, list[str]] = {}
+    for device in ("cpu", "cuda"):
+        # the CPU as the fp32 reference; the GPU as a user gets it (auto: fp16)
+        monkeypatch.setenv(backends.BACKEND_ENV, "torch-fp32" if device == "cpu" else "auto")
+        app: Any = Clipdesk(Library(tmp_path / f"library-{device}"))
+        try:
+            app.add_folders([photos])
+            list(app.index(clothing_spec, device))
+            assert app.status().indexed == 30
+            results[device] = [Path(h.path).name for h in app.search_text("a photo of a hat", k=10)]
+        finally:
+            app.library.close()
+    assert results["cuda"][:3] == results["cpu"][:3]
+    assert len(set(results["cuda"]) & set(results["cpu"])) >= 9
