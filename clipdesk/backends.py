@@ -302,9 +302,21 @@ def _speed(backend: ImageBackend, batch: np.ndarray, seconds: float) -> float:
 TIMING_BATCH = 32  # speed is timed on batches of the size the pipeline uses
 
 
-def _encode_in_batches(backend: ImageBackend, batch: np.ndarray) -> np.ndarray:
-    parts = [backend.encode(batch[i : i + 64]) for i in range(0, len(batch), 64)]
-    return np.concatenate(parts)
+def _encode_timed(backend: ImageBackend, batch: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """Vectors of all of ``batch`` and images/s. The fidelity pass is the timing: it runs
+    in batches of TIMING_BATCH, and all full batches after the first (the warm-up) are
+    timed, which spares a first index 2-3 s per backend. None: too few photos for that
+    (under 3 timed batches); :func:`_speed` then times it apart."""
+    parts, done, elapsed = [], 0, 0.0
+    for i in range(0, len(batch), TIMING_BATCH):
+        chunk = batch[i : i + TIMING_BATCH]
+        started = time.perf_counter()
+        parts.append(backend.encode(chunk))
+        if i > 0 and len(chunk) == TIMING_BATCH:
+            elapsed += time.perf_counter() - started
+            done += len(chunk)
+    vectors = np.concatenate(parts)
+    return vectors, (done / elapsed if done >= 3 * TIMING_BATCH and elapsed > 0 else None)
 
 
 def measure(
@@ -314,18 +326,17 @@ def measure(
     seconds: float = 2.0,
 ) -> list[Measurement]:
     """Speed and fidelity of each candidate against the fp32 reference: fidelity on all of
-    ``batch`` (the probe photos), speed on batches of TIMING_BATCH for about ``seconds``.
+    ``batch`` (the probe photos), speed from that same pass (see :func:`_encode_timed`), or
+    on batches of TIMING_BATCH for about ``seconds`` when the probe is small.
 
     A factory with a ``skip_if_faithful`` attribute (the name of a candidate before it) is
     not measured when that one was faithful: e.g. OpenVINO fp32 cannot beat a faithful
     OpenVINO bf16 on a CPU with native bf16, and measuring it cost 15 s of a first index."""
-    expected = _encode_in_batches(reference, batch)
     timing = batch[:TIMING_BATCH]
-    results = [
-        Measurement(
-            reference.name, reference.description, _speed(reference, timing, seconds), 1.0, True
-        )
-    ]
+    expected, speed = _encode_timed(reference, batch)
+    if speed is None:
+        speed = _speed(reference, timing, seconds)
+    results = [Measurement(reference.name, reference.description, speed, 1.0, True)]
     for make in candidates:
         sibling = getattr(make, "skip_if_faithful", None)
         if sibling and any(m.name == sibling and m.faithful for m in results):
@@ -336,12 +347,14 @@ def measure(
             continue
         try:
             backend = make()
-            got = _encode_in_batches(backend, batch)
+            got, speed = _encode_timed(backend, batch)
             cosine = float(np.min(_cosines(expected, got)))
             agreement = top10_agreement(expected, got)
             faithful = cosine >= FAITHFUL_COSINE and agreement >= FAITHFUL_AGREEMENT
-            # Only a faithful backend is worth timing.
-            speed = _speed(backend, timing, seconds) if faithful else 0.0
+            if not faithful:
+                speed = 0.0  # never chosen, however fast: not worth timing
+            elif speed is None:
+                speed = _speed(backend, timing, seconds)
             results.append(
                 Measurement(
                     backend.name,

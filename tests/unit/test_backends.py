@@ -145,6 +145,21 @@ def test_fp32_from_a_half_precision_model_gets_its_own_fp32_tower(tiny_encoder: 
     assert float(np.min(backends._cosines(expected, got))) > 0.999
 
 
+def test_a_large_probe_is_timed_in_its_own_fidelity_pass(
+    tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = tiny_encoder.image_backend
+    batch = backends.probe_images(tiny_encoder.image_size, count=4 * backends.TIMING_BATCH)
+
+    def no_extra_timing(*_args: Any) -> float:
+        raise AssertionError("timed apart although the probe was large enough")
+
+    monkeypatch.setattr(backends, "_speed", no_extra_timing)
+    measured = backends.measure(reference, [lambda: _Copy(reference, "copy")], batch)
+    assert [m.faithful for m in measured] == [True, True]
+    assert all(m.images_per_s > 0 for m in measured)
+
+
 class _Copy(backends.ImageBackend):
     """The reference under another name: faithful by construction."""
 
