@@ -145,7 +145,8 @@ def main() -> int:
     else:
         every = sorted((REPO / "tests" / "fixtures" / "clothing-test").rglob("*.jpg"))
         where = "committed test photos"
-    step = max(len(every) // args.photos, 2)
+    # with int8, every other photo is kept apart for its calibration
+    step = max(len(every) // args.photos, 2 if (args.int8 or args.int8_control) else 1)
     paths = every[::step][: args.photos]
     where = f"{len(paths)} {where}"
     # int8 calibration: other photos of the same kind, so fidelity is not judged on them

@@ -18,6 +18,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -39,7 +40,7 @@ def _make_photo(args: tuple[Path, int]) -> None:
     image = Image.fromarray(base.clip(0, 255).astype(np.uint8)).resize((width, height))
     draw = ImageDraw.Draw(image)
     for _ in range(12):
-        x, y = rng.integers(0, width), rng.integers(0, height)
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
         r = int(rng.integers(50, 600))
         draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.integers(0, 255, 3).tolist()))
     grain = rng.normal(0, 6, (height, width, 3))
@@ -47,25 +48,40 @@ def _make_photo(args: tuple[Path, int]) -> None:
     Image.fromarray(pixels).save(path, quality=90)
 
 
-def decode_ceilings(paths: list[Path], side: int, device: str) -> None:
-    """What decoding alone can deliver: clipdesk's CPU path (libjpeg-turbo DCT scaling) on
-    every core, and nvJPEG on the GPU (torchvision.io.decode_jpeg, batched) plus a resize
-    there, which is the alternative when the CPU path is slower than the model."""
+def decode_ceilings(paths: list[Path], encoder: Any) -> None:
+    """What decoding + preprocessing alone can deliver, per photo the same work: clipdesk's
+    CPU path (libjpeg-turbo DCT scaling, then the model's resize, crop and normalisation)
+    on every core, and nvJPEG on the GPU (torchvision.io.decode_jpeg, batched) with the
+    resize (shorter side to the model's input, antialiased), crop and normalisation there:
+    the alternative when the CPU path is slower than the model."""
     from concurrent.futures import ThreadPoolExecutor
 
     from clipdesk.imaging import load_rgb
 
+    side, size = encoder.decode_side, encoder.image_size
     cores = os.cpu_count() or 1
     started = time.perf_counter()
     with ThreadPoolExecutor(cores) as pool:
-        list(pool.map(lambda p: load_rgb(str(p), side), paths))
+        list(pool.map(lambda p: encoder.preprocess_image(load_rgb(str(p), side)), paths))
     rate = len(paths) / (time.perf_counter() - started)
-    print(f"decode ceiling, CPU (load_rgb at {side} px, {cores} threads): {rate:.0f} photos/s")
-    if device != "cuda":
+    print(f"decode ceiling, CPU (load_rgb + preprocess, {cores} threads): {rate:.0f} photos/s")
+    if encoder.device != "cuda":
         return
     import torch
     import torch.nn.functional as F
     from torchvision.io import decode_jpeg
+
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device="cuda").view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device="cuda").view(1, 3, 1, 1)
+
+    def prepare(image: Any) -> Any:
+        height, width = image.shape[-2:]
+        scale = size / min(height, width)
+        shape = (max(size, round(height * scale)), max(size, round(width * scale)))
+        resized = F.interpolate(image[None].float(), size=shape, mode="bicubic", antialias=True)
+        top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
+        crop = resized[:, :, top : top + size, left : left + size] / 255
+        return (crop - mean) / std
 
     datas = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths]
     for chunk in (32, 128):
@@ -74,16 +90,14 @@ def decode_ceilings(paths: list[Path], side: int, device: str) -> None:
         started = time.perf_counter()
         for i in range(0, len(datas), chunk):
             images = decode_jpeg(datas[i : i + chunk], device="cuda")
-            small = [
-                F.interpolate(im[None].float(), size=(224, 224), mode="bilinear", antialias=True)
-                for im in images
-            ]
+            batch = torch.cat([prepare(image) for image in images])
         torch.cuda.synchronize()
         rate = len(datas) / (time.perf_counter() - started)
         print(
-            f"decode ceiling, nvJPEG (batches of {chunk}, + resize on the GPU): {rate:.0f} photos/s"
+            f"decode ceiling, nvJPEG (batches of {chunk}, + preprocess on the GPU): "
+            f"{rate:.0f} photos/s"
         )
-        del images, small
+        del images, batch
 
 
 def main() -> int:
@@ -112,7 +126,7 @@ def main() -> int:
     print(f"{args.photos} photos of 4000x3000 made in {time.perf_counter() - started:.0f} s")
 
     encoder = ClipEncoder(ModelSpec.parse(args.model), args.device)
-    decode_ceilings(sorted(photos.glob("*.jpg")), encoder.decode_side, encoder.device)
+    decode_ceilings(sorted(photos.glob("*.jpg")), encoder)
     batch_size = encoder.cuda_batch_size(DEFAULT_BATCH_SIZE)
     print(f"device: {encoder.device_reason}; batch {batch_size} (from free memory on CUDA)")
     batch = np.random.default_rng(0).standard_normal(

@@ -330,8 +330,9 @@ def measure(
     on batches of TIMING_BATCH for about ``seconds`` when the probe is small.
 
     A factory with a ``skip_if_faithful`` attribute (the name of a candidate before it) is
-    not measured when that one was faithful: e.g. OpenVINO fp32 cannot beat a faithful
-    OpenVINO bf16 on a CPU with native bf16, and measuring it cost 15 s of a first index."""
+    not measured when that one was faithful: e.g. OpenVINO fp32 against a faithful OpenVINO
+    bf16 on a CPU with native bf16, measured at half its speed (bench/README.md), where
+    measuring it cost 15 s of a first index. A wrong skip costs speed, never fidelity."""
     timing = batch[:TIMING_BATCH]
     expected, speed = _encode_timed(reference, batch)
     if speed is None:

@@ -456,7 +456,7 @@ class ClipEncoder:
 
             make.backend_name = name  # type: ignore[attr-defined]
             if name == "openvino-fp32" and "openvino-bf16" in names:
-                # native bf16 is about twice as fast: fp32 only matters if bf16 is unfaithful
+                # native bf16 measured twice as fast: fp32 only matters if bf16 is unfaithful
                 make.skip_if_faithful = "openvino-bf16"  # type: ignore[attr-defined]
             factories.append(make)
         return factories

@@ -195,9 +195,16 @@ def test_a_slower_sibling_is_not_measured_when_the_faster_one_is_faithful(
     assert "fast-bf16 is faithful" in measured[2].error
 
     built.clear()
-    broken_bf16 = factory(lambda: _Perturbed(reference), "fast-bf16")
+
+    def perturbed_bf16() -> backends.ImageBackend:
+        broken = _Perturbed(reference)
+        broken.name = "fast-bf16"  # the sibling's name: only its fidelity differs
+        return broken
+
+    broken_bf16 = factory(perturbed_bf16, "fast-bf16")
     measured = backends.measure(reference, [broken_bf16, slow_fp32], batch, seconds=0.05)
     assert built == ["fast-bf16", "slow-fp32"]  # bf16 unfaithful: fp32 is measured
+    assert measured[1].name == "fast-bf16" and not measured[1].faithful
     assert measured[2].faithful and measured[2].images_per_s > 0
 
 

@@ -42,8 +42,9 @@ def test_fp16_on_the_gpu_is_faithful_to_fp32_on_the_cpu(
 ) -> None:
     cpu = ClipEncoder(clothing_spec, "cpu")
     gpu = ClipEncoder(clothing_spec, "cuda")
-    expected = np.concatenate([cpu.encode_batch(held_out[i : i + 64]) for i in range(0, 372, 64)])
-    got = np.concatenate([gpu.encode_batch(held_out[i : i + 64]) for i in range(0, 372, 64)])
+    starts = range(0, len(held_out), 64)
+    expected = np.concatenate([cpu.encode_batch(held_out[i : i + 64]) for i in starts])
+    got = np.concatenate([gpu.encode_batch(held_out[i : i + 64]) for i in starts])
     cosine = np.sum(expected * got, axis=1)
     agreement = backends.top10_agreement(expected, got)
     print(f"fp16 on CUDA: min cosine {cosine.min():.6f}, same top-10 {agreement:.1%}")
@@ -55,9 +56,26 @@ def test_fp16_on_the_gpu_is_faithful_to_fp32_on_the_cpu(
 
 def test_the_batch_grows_with_free_memory(clothing_spec: ModelSpec) -> None:
     gpu = ClipEncoder(clothing_spec, "cuda")
+    free, _total = torch.cuda.mem_get_info()
     batch = gpu.cuda_batch_size(32)
-    assert 32 <= batch <= 1024
+    if free > 8 << 30:  # a 64 px model on a data-centre GPU: the cap
+        assert batch == 1024
+    assert batch >= 32
     gpu.encode_batch(np.zeros((batch, 3, gpu.image_size, gpu.image_size), np.float32))
+
+
+def test_fp32_by_setting_on_the_gpu_runs_in_fp32(
+    clothing_spec: ModelSpec, held_out: np.ndarray
+) -> None:
+    """The model is loaded in fp16 on CUDA; an fp32 override gets its own fp32 tower (it
+    crashed on fp32 input against fp16 weights)."""
+    cpu = ClipEncoder(clothing_spec, "cpu")
+    gpu = ClipEncoder(clothing_spec, "cuda")
+    fp32 = backends.TorchBackend(gpu.model, "cuda", "fp32")
+    assert next(fp32.visual.parameters()).dtype == torch.float32
+    got = fp32.encode(held_out[:64])
+    expected = cpu.image_backend.encode(held_out[:64])
+    assert float(np.min(backends._cosines(expected, got))) >= backends.FAITHFUL_COSINE
 
 
 def test_index_and_search_on_the_gpu_find_what_the_cpu_finds(
@@ -78,5 +96,5 @@ def test_index_and_search_on_the_gpu_find_what_the_cpu_finds(
             results[device] = [Path(h.path).name for h in app.search_text("a photo of a hat", k=10)]
         finally:
             app.library.close()
-    assert results["cuda"][:3] == results["cpu"][:3]
+    assert set(results["cuda"][:3]) == set(results["cpu"][:3])  # fp16 may swap near ties
     assert len(set(results["cuda"]) & set(results["cpu"])) >= 9
