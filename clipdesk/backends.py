@@ -13,6 +13,7 @@ Backends take a preprocessed float32 batch (N, 3, H, W) and return unnormalised 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
@@ -82,6 +83,12 @@ class TorchBackend(ImageBackend):
             tensor = tensor.to(self.device, self.dtype, non_blocking=True)
             features = self.visual(tensor).float()
         return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
+
+
+def visual_onnx_name(model_key: str) -> str:
+    """The file name of a model's image tower exported for OpenVINO, in the exports folder.
+    ``clipdesk models export`` starts from it when it is there."""
+    return hashlib.sha256(model_key.encode()).hexdigest()[:16] + "-visual-v1.onnx"
 
 
 def export_visual_onnx(model: Any, image_size: int, target: Path) -> Path:

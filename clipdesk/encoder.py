@@ -419,12 +419,11 @@ class ClipEncoder:
             if export is not None:
                 source = export / "visual.xml"
             else:
-                stem = hashlib.sha256(self.spec.key.encode()).hexdigest()[:16]
                 source = backends.export_visual_onnx_aside(
                     self.spec,
                     self._cache_dir,
                     self.image_size,
-                    self._exports_dir() / f"{stem}-visual-v1.onnx",
+                    self._exports_dir() / backends.visual_onnx_name(self.spec.key),
                 )
             return backends.OpenVinoBackend(source, name.removeprefix("openvino-"))
         raise ModelUnavailableError(

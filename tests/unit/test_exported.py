@@ -82,6 +82,50 @@ def test_export_of_random_weights_is_faithful(tmp_path: Path) -> None:
     assert _min_cosine(encoder.encode_texts(texts), tiny.encode_texts(texts)) >= 0.999
 
 
+def test_the_export_reuses_the_tower_measured_for_the_backends_unless_it_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipdesk import backends
+    from clipdesk import export as export_module
+
+    tiny = ClipEncoder(ModelSpec.parse(TINY_SPEC, TINY_CONFIG), "cpu")
+    measured = tmp_path / backends.visual_onnx_name(tiny.spec.key)
+    backends.export_visual_onnx(tiny.model, tiny.image_size, measured)
+    traced: list[str] = []
+    real_export = export_module._export_onnx
+
+    def counting(module: Any, example: Any, input_name: str, target: Path) -> None:
+        traced.append(input_name)
+        real_export(module, example, input_name, target)
+
+    monkeypatch.setattr(export_module, "_export_onnx", counting)
+    folder = export_model(tiny, tmp_path / "fresh")
+    assert traced == ["image", "tokens"]  # another folder: nothing to reuse
+    traced.clear()
+    shutil.rmtree(folder)
+    folder = export_model(tiny, tmp_path)
+    assert traced == ["tokens"]  # the image tower came from the measurement
+    assert exported.verify_export(folder).fidelity["visual_min_cosine"] >= 0.999
+
+    # a stale tower (other weights under that name) is judged unfaithful and replaced
+    import torch
+
+    other = ClipEncoder(ModelSpec.parse(TINY_SPEC, TINY_CONFIG), "cpu")
+    with torch.no_grad():
+        for parameter in other.model.visual.parameters():
+            parameter.mul_(-1.0)
+    shutil.rmtree(folder)
+    measured.unlink()
+    backends.export_visual_onnx(other.model, other.image_size, measured)
+    traced.clear()
+    folder = export_model(tiny, tmp_path)
+    assert traced == ["tokens", "image"]  # reused, judged unfaithful, exported afresh
+    assert not measured.exists()
+    encoder = exported.ExportedEncoder(folder)
+    images = [load_rgb(str(p), tiny.decode_side) for p in fixture_photo_paths()[:8]]
+    assert _min_cosine(encoder.encode_images(images), tiny.encode_images(images)) >= 0.999
+
+
 def test_damaged_or_unfinished_exports_are_refused(clothing_export: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
     installed = exported.install_export(clothing_export, models)
