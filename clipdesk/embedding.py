@@ -103,7 +103,7 @@ def _commit_batch(
             s.execute(update(db.Photo).where(db.Photo.id.in_(item.photo_ids)).values(error=reason))
         after = db.current_generation(s.connection())
         s.commit()
-    if index is not None:
+    if index is not None and done:  # a batch of failures only has nothing to add
         ids = [pid for item in done for pid in item.photo_ids]
         rows = [row for item, row in zip(done, vectors, strict=False) for _ in item.photo_ids]
         index.add(

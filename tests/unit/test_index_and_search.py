@@ -126,6 +126,16 @@ def test_bad_files_are_recorded_and_do_not_stop_the_run(
     assert set(reasons) == set(expected)
     for name, part in expected.items():
         assert part in reasons[name]
+    # Again, and a folder of bad files only: the failed files are decoded again (they may
+    # have been half copied) and a batch of nothing but failures crashed the index.
+    only_bad = photos.parent / "only-bad"
+    make_bad_files(only_bad, next(photos.rglob("*.jpg")))
+    app.add_folders([only_bad])
+    for _ in range(2):
+        _index(app, tiny_spec)
+        again = app.status()
+        assert again.indexed == 30
+        assert len(again.failed) == 2 * len(expected)
 
 
 def test_file_deleted_between_scan_and_decode(
