@@ -36,6 +36,15 @@ log = logging.getLogger(__name__)
 FAITHFUL_COSINE = 0.999
 FAITHFUL_AGREEMENT = 0.95  # share of queries whose top-10 neighbours are exactly the same
 BACKEND_ENV = "CLIPDESK_BACKEND"  # force one (e.g. torch-fp32) instead of measuring
+# What ``index --backend`` and the override setting accept ("auto": measure and choose).
+BACKEND_NAMES = (
+    "auto",
+    "torch-fp32",
+    "torch-bf16",
+    "torch-fp16",
+    "openvino-fp32",
+    "openvino-bf16",
+)
 CHOICES_FILE = "backends.json"
 _CHOICE_VERSION = 1
 

@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         help="register a custom open_clip architecture from its JSON config",
     )
     index.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
-    index.add_argument("--batch-size", type=int, default=32, metavar="N")
+    index.add_argument("--batch-size", type=positive_int, default=32, metavar="N")
     index.add_argument(
         "--cores", type=int, metavar="N", help="use at most N CPU cores (default: all)"
     )
@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument(arg, metavar=argname)
         cmd.add_argument(
             "-k",
-            type=int,
+            type=positive_int,
             default=DEFAULT_K,
             metavar="N",
             help=f"number of results (default {DEFAULT_K})",
@@ -232,8 +232,13 @@ def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
     if not app.library.roots():
         raise ClipdeskError("the library has no folders yet: add one with `clipdesk add FOLDER`")
     if args.backend:
+        from clipdesk.backends import BACKEND_NAMES
         from clipdesk.services import BACKEND_SETTING
 
+        if args.backend not in BACKEND_NAMES:  # a typo must not be stored as the setting
+            raise ClipdeskError(
+                f"unknown encoder backend {args.backend!r} (use {', '.join(BACKEND_NAMES)})"
+            )
         app.library.set_setting(BACKEND_SETTING, args.backend)
     progress_bar = ProgressBar(sys.stderr)
     report = ScanReport()
@@ -387,6 +392,17 @@ def _print_status(status: object, as_json: bool) -> None:
         print("failed:")
         for path, reason in status.failed:
             print(f"  {path}: {reason}")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts: a clear usage error (exit 2) for 0, -1 or "ten"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def main(argv: Iterable[str] | None = None) -> int:

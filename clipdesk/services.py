@@ -258,7 +258,11 @@ class Clipdesk:
             if loaded is None or (device != "auto" and loaded.device != device):
                 loaded = self._load(spec, device)
                 self._encoders[spec.key] = loaded
-                self.library.set_setting(DEVICE_USED_SETTING, loaded.device_reason)
+                used = self.library.get_setting(DEVICE_USED_SETTING) or ""
+                # A load for a search knows the device, not yet the backend that indexing
+                # chose on it ("cpu: bf16 via OpenVINO, 2.3x"): keep that line for status.
+                if not used.startswith(f"{loaded.device}:"):
+                    self.library.set_setting(DEVICE_USED_SETTING, loaded.device_reason)
             self._last_used[spec.key] = time.monotonic()
             return loaded
 

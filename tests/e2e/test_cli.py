@@ -125,6 +125,10 @@ def test_tiny_model_from_a_config_and_a_local_weights_file(tmp_path: Path, photo
         (["search", "a dog"], "nothing is indexed yet"),
         (["similar", "/nowhere/x.jpg"], "no such photo"),
         (["add", "/nowhere/at/all"], "not a folder"),
+        (["index", "--backend", "bogus"], "unknown encoder backend 'bogus'"),
+        (["index", "--batch-size", "0"], "must be 1 or more"),
+        (["search", "a dog", "-k", "0"], "must be 1 or more"),
+        (["similar", "x.jpg", "-k", "ten"], "is not a whole number"),
         (["remove", "/nowhere"], "not a library folder"),
     ],
 )
@@ -138,6 +142,13 @@ def test_errors_are_clear_and_exit_2(tmp_path: Path, args: list[str], message: s
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+    if "--backend" in args:  # refused, and not kept as the setting for later runs
+        con = sqlite3.connect(library / "library.sqlite3")
+        try:
+            stored = con.execute("SELECT value FROM settings WHERE key = 'backend'").fetchall()
+        finally:
+            con.close()
+        assert stored == []
 
 
 def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) -> None:

@@ -138,6 +138,18 @@ def test_bad_files_are_recorded_and_do_not_stop_the_run(
         assert len(again.failed) == 2 * len(expected)
 
 
+def test_status_keeps_the_backend_indexing_chose_after_a_search(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
+    app.add_folders([photos])
+    _index(app, tiny_spec)
+    chosen = app.status().device
+    assert "chosen by setting" in chosen  # the tests' CLIPDESK_BACKEND, as indexing said
+    later = Clipdesk(app.library)  # a new process: the model loads again, for a search
+    later.search_text("a hat", k=3)
+    assert later.status().device == chosen  # not the bare "cpu: ..., fp32" of a load
+
+
 def test_file_deleted_between_scan_and_decode(
     app: Clipdesk, library: object, photos: Path, tiny_spec: object
 ) -> None:
