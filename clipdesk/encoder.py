@@ -11,6 +11,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import socket
@@ -231,6 +232,23 @@ class Encoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+@contextlib.contextmanager
+def _no_weights_notice() -> Iterator[None]:
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" warning
+    while building a model whose weights clipdesk loads itself (or that is ``random`` on
+    purpose, which status reports): users read it as their model being broken."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 class ClipEncoder:
     """A loaded CLIP model on one device, encoding to L2-normalised float32 numpy rows."""
 
@@ -292,7 +310,7 @@ class ClipEncoder:
         spec = self.spec
         if spec.is_random:
             # Seeded, so every process builds identical weights (tests and benchmarks).
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), _no_weights_notice():
                 torch.manual_seed(RANDOM_SEED)
                 return open_clip.create_model(arch, pretrained=None)
         weights = spec.weights_file
@@ -306,7 +324,8 @@ class ClipEncoder:
                 # A downloaded catalog model: open_clip's settings for that tag (QuickGELU,
                 # mean/std) come with it.
                 return create_pretrained_model(arch, entry.pretrained, weights)
-            model = open_clip.create_model(arch, pretrained=None)
+            with _no_weights_notice():  # the weights are loaded right below
+                model = open_clip.create_model(arch, pretrained=None)
             try:
                 open_clip.load_checkpoint(model, str(weights), weights_only=True)
             except Exception as exc:

@@ -38,3 +38,20 @@ def test_cuda_batches_fill_half_the_free_memory() -> None:
 
 def test_the_cpu_keeps_the_default_batch(tiny_encoder: object) -> None:
     assert tiny_encoder.cuda_batch_size(32) == 32  # type: ignore[attr-defined]
+
+
+def test_a_model_from_a_weights_file_raises_no_false_alarm(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" before
+    clipdesk loads the weights file itself; users took it for a broken model."""
+    import logging
+
+    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC
+
+    with caplog.at_level(logging.WARNING):
+        ClipEncoder(ModelSpec.parse(CLOTHING_SPEC, CLOTHING_CONFIG), "cpu")
+    assert not [r for r in caplog.records if "No pretrained weights" in r.getMessage()]
+    logging.getLogger().warning("No pretrained weights loaded (elsewhere)")  # not muted for good
+    assert [r for r in caplog.records if "elsewhere" in r.getMessage()]
