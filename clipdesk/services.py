@@ -466,7 +466,14 @@ class Clipdesk:
     # -- search ------------------------------------------------------------------------
 
     def _allowed(self, index: VectorIndex, tag: str | None) -> set[int] | None:
-        return None if tag is None else photos_with_tag(self.library, index.model_id, tag)
+        if tag is None:
+            return None
+        with self.library.session() as s:
+            names = list(s.scalars(select(db.Label.name).order_by(db.Label.name)))
+        if tag not in names:  # a typo would otherwise just find nothing
+            known = ", ".join(names) if names else "none yet; see `clipdesk labels --help`"
+            raise ClipdeskError(f"no label named {tag!r} (labels: {known})")
+        return photos_with_tag(self.library, index.model_id, tag)
 
     def _hits(
         self,
@@ -626,6 +633,8 @@ class Clipdesk:
         """Tag the indexed photos (under ``folder``) from their stored vectors."""
         index = self.vector_index()
         target = None if folder is None else normalise_folder(folder)
+        if target is not None and os.path.isfile(target):
+            raise ClipdeskError(f"{folder} is a file: tag a folder, or the whole library")
         if target is not None and not any(
             target == r.path
             or target.startswith(r.path.rstrip(os.sep) + os.sep)

@@ -92,6 +92,8 @@ def test_tagging_stores_tags_with_confidence_set_and_model(
     tagged = {r.path for r in results if any(t == label for t, _ in r.tags)}
     hits = app.search_text("something", k=30, tag=label)
     assert {h.path for h in hits} == tagged
+    with pytest.raises(ClipdeskError, match=r"no label named 'hats' \(labels: .*hat"):
+        app.search_text("something", k=30, tag="hats")  # a typo says so, not "no results"
 
 
 def test_retagging_replaces_and_folder_limits(
@@ -108,6 +110,9 @@ def test_retagging_replaces_and_folder_limits(
     assert count == sum(len(r.tags) for r in only_hats) <= 3  # single-label: at most one each
     with pytest.raises(ClipdeskError, match="not inside a library folder"):
         list(app.tag("two", folder="/somewhere/else"))
+    a_photo = next((photos / "hat").glob("*.jpg"))
+    with pytest.raises(ClipdeskError, match="is a file: tag a folder"):
+        list(app.tag("two", folder=a_photo))  # said "0 of 0 photos tagged" before
     with pytest.raises(ClipdeskError, match="no label set named"):
         list(app.tag("three"))
 
