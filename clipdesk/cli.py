@@ -318,6 +318,13 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
     spec = ModelStore().spec_for(args.name) or _exported_spec(args.name)
     if spec is None:
         if ":" not in args.name:
+            from clipdesk.models import CATALOG, catalog_entry
+
+            if catalog_entry(args.name) is None:  # not a name clipdesk could download
+                raise ClipdeskError(
+                    f"no model named {args.name!r}: `clipdesk models list` shows the models "
+                    f"(catalog: {', '.join(e.name for e in CATALOG)})"
+                )
             raise ClipdeskError(
                 f"model {args.name!r} is not installed: `clipdesk models download {args.name}` "
                 "or `clipdesk models import ...` first (see `clipdesk models list`)"

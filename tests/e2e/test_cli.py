@@ -129,6 +129,8 @@ def test_tiny_model_from_a_config_and_a_local_weights_file(tmp_path: Path, photo
         (["index", "--batch-size", "0"], "must be 1 or more"),
         (["search", "a dog", "-k", "0"], "must be 1 or more"),
         (["similar", "x.jpg", "-k", "ten"], "is not a whole number"),
+        (["models", "use", "nosuch"], "no model named 'nosuch'"),
+        (["models", "use", "vit-b-32"], "`clipdesk models download vit-b-32`"),
         (["remove", "/nowhere"], "not a library folder"),
     ],
 )
