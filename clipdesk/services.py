@@ -405,8 +405,10 @@ class Clipdesk:
                     self.library.get_setting(BACKEND_SETTING),
                     probe=_probe_batch(encoder, [p.path for p in pending], max_pixels),
                 )
-                self.library.set_setting(DEVICE_USED_SETTING, encoder.device_reason)
                 yield Progress("prepare", 1, 1, message=encoder.device_reason)
+            if encoder.backend_choice is not None and pending:
+                # what encodes this library's photos, for status (chosen now or earlier)
+                self.library.set_setting(DEVICE_USED_SETTING, encoder.device_reason)
             if isinstance(encoder, exported.ExportedEncoder):
                 encoder.limit_threads(throttle.max_cores if throttle else None)
             elif isinstance(encoder, ClipEncoder) and batch_size == DEFAULT_BATCH_SIZE and pending:
