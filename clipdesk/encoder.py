@@ -446,8 +446,7 @@ class ClipEncoder:
                 )
             return backends.OpenVinoBackend(source, name.removeprefix("openvino-"))
         raise ModelUnavailableError(
-            f"unknown encoder backend {name!r} (use auto, torch-fp32, torch-bf16, "
-            "torch-fp16, openvino-fp32 or openvino-bf16)"
+            f"unknown encoder backend {name!r} (use {', '.join(backends.BACKEND_NAMES)})"
         )
 
     def _backend_candidates(self) -> list[Any]:
