@@ -56,6 +56,7 @@ class BackendUnavailable(ClipdeskError):
 class ImageBackend:
     name = "base"
     description = ""
+    takes_tensors = False  # numpy batches only
 
     def encode(self, batch: Any) -> np.ndarray:
         raise NotImplementedError
@@ -81,12 +82,14 @@ class TorchBackend(ImageBackend):
             visual = copy.deepcopy(visual).to(self.dtype)
         self.visual = visual.eval()
 
+    takes_tensors = True  # a torch tensor may come in, already on the device
+
     def encode(self, batch: Any) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             tensor = torch.as_tensor(batch)
-            if self.device == "cuda":
+            if self.device == "cuda" and not tensor.is_cuda:
                 # Page-locked memory: the copy to the GPU runs by DMA, asynchronously.
                 tensor = tensor.pin_memory()
             tensor = tensor.to(self.device, self.dtype, non_blocking=True)

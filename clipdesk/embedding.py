@@ -12,14 +12,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from clipdesk import db
-from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
+from clipdesk.device_decode import DeviceDecoder
+from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, PlainJpeg, load_rgb
 from clipdesk.library import Library
 from clipdesk.progress import CancelToken, Progress, RateMeter
 from clipdesk.throttle import lower_this_thread
@@ -58,10 +59,11 @@ def pending_images(library: Library, model_id: int) -> list[PendingImage]:
     return list(grouped.values())
 
 
-Decoded = tuple[PendingImage, "np.ndarray | None", str | None]
+# a preprocessed image, or a JPEG's bytes for the device decoder; None and why: it failed
+Decoded = tuple[PendingImage, "np.ndarray | PlainJpeg | None", str | None]
 
 
-def _decoder(encoder: Encoder, max_pixels: int) -> Callable[[PendingImage], Decoded]:
+def _cpu_decoder(encoder: Encoder, max_pixels: int) -> Callable[[PendingImage], Decoded]:
     def decode(item: PendingImage) -> Decoded:
         try:
             image = load_rgb(item.path, encoder.decode_side, max_pixels)
@@ -72,6 +74,58 @@ def _decoder(encoder: Encoder, max_pixels: int) -> Callable[[PendingImage], Deco
             return item, None, f"unexpected {type(exc).__name__}: {exc}"
 
     return decode
+
+
+def _decoder(
+    encoder: Encoder, max_pixels: int, device_decoder: DeviceDecoder | None
+) -> Callable[[PendingImage], Decoded]:
+    """What a decode thread does: with a device decoder, only read plain JPEGs (the batch
+    is decoded on the GPU); everything else, and everything without one, on the CPU."""
+    cpu = _cpu_decoder(encoder, max_pixels)
+    if device_decoder is None:
+        return cpu
+
+    def read_or_decode(item: PendingImage) -> Decoded:
+        try:
+            jpeg = device_decoder.read(item.path, max_pixels)
+        except ImageRejected as exc:
+            return item, None, str(exc)
+        except Exception:
+            jpeg = None  # the CPU path reads it again and words what is wrong
+        return (item, jpeg, None) if jpeg is not None else cpu(item)
+
+    return read_or_decode
+
+
+def _device_batch(
+    inputs: list[np.ndarray | PlainJpeg],
+    done: list[PendingImage],
+    failed: list[tuple[PendingImage, str]],
+    device_decoder: DeviceDecoder,
+    cpu_decode: Callable[[PendingImage], Decoded],
+) -> object | None:
+    """The batch as one tensor on the device, in ``done``'s order. A JPEG the device
+    decoder fails on is decoded on the CPU instead; if that fails too, it moves from
+    ``done`` to ``failed``. None when nothing is left to encode."""
+    import torch
+
+    prepared = iter(device_decoder.prepare([p for p in inputs if isinstance(p, PlainJpeg)]))
+    rows, kept = [], []
+    for item, part in zip(done, inputs, strict=True):
+        tensor = next(prepared) if isinstance(part, PlainJpeg) else None
+        if tensor is None:
+            pixels: object = part
+            if isinstance(part, PlainJpeg):
+                _, pixels, reason = cpu_decode(item)
+                if pixels is None:
+                    failed.append((item, reason or "unknown error"))
+                    continue
+            assert isinstance(pixels, np.ndarray)
+            tensor = torch.from_numpy(pixels[None]).to(device_decoder.device)
+        rows.append(tensor)
+        kept.append(item)
+    done[:] = kept
+    return torch.cat(rows) if rows else None
 
 
 def _commit_batch(
@@ -136,7 +190,8 @@ def embed_pending(
     workers = workers or max(2, os.cpu_count() or 2)
     # Enough decoded images queued that the next batch is ready when the model is.
     lookahead = 2 * batch_size + workers
-    decode = _decoder(encoder, max_pixels)
+    device_decoder = DeviceDecoder.for_encoder(encoder)
+    decode = _decoder(encoder, max_pixels, device_decoder)
     finished = failures = 0
     queue = iter(work)
     inflight: deque[Future[Decoded]] = deque()
@@ -154,31 +209,36 @@ def embed_pending(
 
         top_up()
         done: list[PendingImage] = []
-        tensors: list[np.ndarray] = []
+        inputs: list[np.ndarray | PlainJpeg] = []
         failed: list[tuple[PendingImage, str]] = []
         try:
             while inflight:
-                item, tensor, reason = inflight.popleft().result()
+                item, decoded, reason = inflight.popleft().result()
                 top_up()
-                if tensor is None:
+                if decoded is None:
                     failed.append((item, reason or "unknown error"))
                 else:
                     done.append(item)
-                    tensors.append(tensor)
+                    inputs.append(decoded)
                 # The first batch is small, so the model starts while the look-ahead fills
                 # instead of idling until a whole batch is decoded.
                 wanted = batch_size if finished else max(1, batch_size // 4)
-                if len(tensors) < wanted and inflight:
+                if len(inputs) < wanted and inflight:
                     continue
-                vectors = (
-                    encoder.encode_batch(np.stack(tensors))
-                    if tensors
-                    else np.zeros((0, 0), np.float32)
-                )
+                batch: Any = None
+                if device_decoder is not None and inputs:
+                    batch = _device_batch(
+                        inputs, done, failed, device_decoder, _cpu_decoder(encoder, max_pixels)
+                    )
+                elif inputs:
+                    batch = np.stack(inputs)  # type: ignore[arg-type]  # all arrays here
+                vectors = np.zeros((0, 0), np.float32)
+                if batch is not None:
+                    vectors = encoder.encode_batch(batch)
                 _commit_batch(library, model_id, done, vectors, failed, index)
                 finished += len(done) + len(failed)
                 failures += len(failed)
-                done, tensors, failed = [], [], []
+                done, inputs, failed = [], [], []
                 yield meter.report("embed", finished, failures, "embedding photos")
                 if cancel.cancelled:
                     break

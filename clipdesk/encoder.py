@@ -546,9 +546,16 @@ class ClipEncoder:
         self._std = np.asarray(normalize.std, dtype=np.float32).reshape(3, 1, 1)
         self._pil_steps = steps[:-2]
 
+    # encode_batch also takes a torch tensor, on the model's device (device_decode.py)
+    takes_tensors = True
+
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         if self.backend_choice is None and self._choices_dir is not None:
             self.select_backend()
+        if not isinstance(batch, np.ndarray) and not getattr(
+            self.image_backend, "takes_tensors", False
+        ):
+            batch = batch.cpu().numpy()  # an exported runtime reads numpy
         features: np.ndarray = self.image_backend.encode(batch)
         norms = np.linalg.norm(features, axis=1, keepdims=True)
         unit: np.ndarray = (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)

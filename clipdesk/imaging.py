@@ -212,10 +212,20 @@ def _draft_factor(width: int, height: int, min_side: int) -> int:
     return next(f for f in (8, 4, 2, 1) if fits >= f)
 
 
-def _load_jpeg_fast(path: str, min_side: int, max_pixels: int) -> Image.Image | None:
-    """libjpeg-turbo through simplejpeg: the same DCT-scaled decode as Pillow's draft
-    mode, without Pillow's per-image overhead. None: let Pillow decode it (not a plain
-    RGB/grey JPEG, or anything odd, which Pillow then explains)."""
+@dataclass(frozen=True)
+class PlainJpeg:
+    """A baseline or progressive JPEG in RGB or grey, read whole but not decoded yet."""
+
+    data: bytes
+    width: int
+    height: int
+    orientation: int  # EXIF 1-8, applied after decoding
+
+
+def read_plain_jpeg(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> PlainJpeg | None:
+    """The bytes and header of a plain JPEG, for a fast decoder (libjpeg-turbo here, nvJPEG
+    on a GPU). None: not one (CMYK, another format, an unreadable header), so let Pillow
+    decode it, which handles or explains the rest. Raises ImageRejected over max_pixels."""
     if simplejpeg is None:
         return None
     with open(path, "rb") as fh:
@@ -227,22 +237,35 @@ def _load_jpeg_fast(path: str, min_side: int, max_pixels: int) -> Image.Image | 
         if colorspace not in ("YCbCr", "Gray"):
             return None  # CMYK and friends: Pillow converts them properly
         _check_pixels(width, height, max_pixels)
-        factor = _draft_factor(width, height, min_side)
-        # libjpeg-turbo also scales by M/8; asking for exactly 1/factor of each side keeps
-        # to the powers of two Pillow's draft mode uses, so both give the same pixels.
-        pixels = simplejpeg.decode_jpeg(
-            data,
-            colorspace="RGB",
-            min_height=-(-height // factor),
-            min_width=-(-width // factor),
-        )
         with Image.open(io.BytesIO(data)) as header:  # reads the EXIF only
-            orientation = header.getexif().get(0x0112, 1)
+            orientation = int(header.getexif().get(0x0112, 1) or 1)
     except ImageRejected:
         raise
     except Exception:
         return None
-    return Image.fromarray(np.ascontiguousarray(_orient(pixels, int(orientation or 1))))
+    return PlainJpeg(data, width, height, orientation if 1 <= orientation <= 8 else 1)
+
+
+def _load_jpeg_fast(path: str, min_side: int, max_pixels: int) -> Image.Image | None:
+    """libjpeg-turbo through simplejpeg: the same DCT-scaled decode as Pillow's draft
+    mode, without Pillow's per-image overhead. None: let Pillow decode it (not a plain
+    RGB/grey JPEG, or anything odd, which Pillow then explains)."""
+    jpeg = read_plain_jpeg(path, max_pixels)
+    if jpeg is None:
+        return None
+    factor = _draft_factor(jpeg.width, jpeg.height, min_side)
+    try:
+        # libjpeg-turbo also scales by M/8; asking for exactly 1/factor of each side keeps
+        # to the powers of two Pillow's draft mode uses, so both give the same pixels.
+        pixels = simplejpeg.decode_jpeg(
+            jpeg.data,
+            colorspace="RGB",
+            min_height=-(-jpeg.height // factor),
+            min_width=-(-jpeg.width // factor),
+        )
+    except Exception:
+        return None
+    return Image.fromarray(np.ascontiguousarray(_orient(pixels, jpeg.orientation)))
 
 
 def load_rgb(path: str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
