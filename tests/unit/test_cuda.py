@@ -12,7 +12,7 @@ import pytest
 from clipdesk import backends
 from clipdesk.encoder import ClipEncoder, ModelSpec
 from clipdesk.imaging import load_rgb
-from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURES
+from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURES, make_bad_files
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
@@ -98,3 +98,58 @@ def test_index_and_search_on_the_gpu_find_what_the_cpu_finds(
             app.library.close()
     assert set(results["cuda"][:3]) == set(results["cpu"][:3])  # fp16 may swap near ties
     assert len(set(results["cuda"]) & set(results["cpu"])) >= 9
+
+
+def test_nvjpeg_decodes_as_the_cpu_path(clothing_spec: ModelSpec, held_out: np.ndarray) -> None:
+    """Decoding and resizing on the GPU (device_decode.py) against the CPU path, on the
+    trained model's held-out photos: the bar of a decode variant and of a backend."""
+    from clipdesk.device_decode import DeviceDecoder, resize_plan
+    from clipdesk.imaging import read_plain_jpeg
+
+    cpu = ClipEncoder(clothing_spec, "cpu")
+    plan = resize_plan(cpu)
+    assert plan is not None
+    paths = sorted((FIXTURES / "clothing-test").rglob("*.jpg"))
+    jpegs = [read_plain_jpeg(str(p)) for p in paths]
+    tensors = DeviceDecoder(plan, "cuda").prepare(jpegs)  # type: ignore[arg-type]
+    assert all(t is not None and t.is_cuda for t in tensors)
+    got = torch.cat(tensors).cpu().numpy()
+    print(f"nvJPEG pixels: max difference {np.abs(got - held_out).max() * 0.27 * 255:.1f} levels")
+    expected, decoded = cpu.encode_batch(held_out), cpu.encode_batch(got)
+    cosine = np.sum(expected * decoded, axis=1)
+    agreement = backends.top10_agreement(expected, decoded)
+    print(f"nvJPEG: min cosine {cosine.min():.6f}, same top-10 {agreement:.1%}")
+    assert cosine.min() >= backends.FAITHFUL_COSINE
+    assert agreement >= backends.FAITHFUL_AGREEMENT
+
+
+def test_the_gpu_pipeline_decodes_on_the_gpu_and_words_bad_files(
+    clothing_spec: ModelSpec, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipdesk.device_decode import DeviceDecoder
+    from clipdesk.library import Library
+    from clipdesk.services import Clipdesk
+
+    expected = make_bad_files(photos / "bad", next(photos.rglob("*.jpg")))
+    decoded: list[int] = []
+    real_prepare = DeviceDecoder.prepare
+
+    def counting(self: DeviceDecoder, jpegs: list[Any]) -> list[Any]:
+        out = real_prepare(self, jpegs)
+        decoded.extend(1 for tensor in out if tensor is not None)
+        return out
+
+    monkeypatch.setattr(DeviceDecoder, "prepare", counting)
+    app: Any = Clipdesk(Library(tmp_path / "library"))
+    try:
+        app.add_folders([photos])
+        list(app.index(clothing_spec, "cuda"))
+        status = app.status()
+    finally:
+        app.library.close()
+    assert status.indexed == 30 and decoded == [1] * 30  # every good photo by nvJPEG
+    reasons = {Path(path).name: reason for path, reason in status.failed}
+    print("bad files on the GPU path:", reasons)
+    assert set(reasons) == set(expected)
+    for name, part in expected.items():
+        assert part in reasons[name]
