@@ -33,6 +33,17 @@ DEVICE_DECODE_ENV = "CLIPDESK_GPU_DECODE"
 # Photos decoded in one nvJPEG call: a 12 MP photo is 36 MB of pixels on the GPU.
 _DECODE_CHUNK = 32
 
+# Larger photos go the CPU way (DCT-scaled there): as float on the GPU a 250 MP panorama
+# would take 3 GB, and CUDA's antialiased resize refuses very large scale factors.
+DEVICE_MAX_PIXELS = 64_000_000
+
+# The longest batch the pipeline builds when decoding on the device: its threads then hold
+# whole JPEG files (~5 MB at 12 MP) rather than 0.6 MB tensors, so a GPU-memory-sized batch
+# of 1024 would keep ~10 GB of files in RAM. 128 keeps it near 1 GB.
+DEVICE_BATCH_CAP = 128
+
+_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
+
 
 @dataclass(frozen=True)
 class ResizePlan:
@@ -93,6 +104,9 @@ class DeviceDecoder:
     def __init__(self, plan: ResizePlan, device: str) -> None:
         import torch
 
+        # torchvision 0.29 points to TorchCodec for decoding; nvJPEG here is the same. Set
+        # once: catch_warnings() per call would race with the decode threads' warnings.
+        warnings.filterwarnings("ignore", _DEPRECATION, DeprecationWarning)
         self.plan = plan
         self.device = device
         self._mean = torch.tensor(plan.mean, device=device).view(1, 3, 1, 1)
@@ -108,8 +122,15 @@ class DeviceDecoder:
 
     @staticmethod
     def read(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> PlainJpeg | None:
-        """In a decode thread: the file's bytes when nvJPEG should decode it."""
-        return read_plain_jpeg(path, max_pixels)
+        """In a decode thread: the file's bytes when nvJPEG should decode it. A file
+        without its end-of-image marker (cut off in a copy) goes the CPU way, which
+        refuses it: nvJPEG may decode such a file without an error."""
+        jpeg = read_plain_jpeg(path, max_pixels)
+        if jpeg is None or jpeg.width * jpeg.height > DEVICE_MAX_PIXELS:
+            return None
+        if not jpeg.data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            return None
+        return jpeg
 
     def prepare(self, jpegs: Sequence[PlainJpeg]) -> list[Any]:
         """One (1, 3, size, size) float32 tensor on the device per JPEG, or None where
@@ -118,10 +139,11 @@ class DeviceDecoder:
         for start in range(0, len(jpegs), _DECODE_CHUNK):
             chunk = jpegs[start : start + _DECODE_CHUNK]
             images = self._decode(chunk)
-            out.extend(
-                None if image is None else self._preprocess(image, jpeg.orientation)
-                for jpeg, image in zip(chunk, images, strict=True)
-            )
+            for jpeg, image in zip(chunk, images, strict=True):
+                try:
+                    out.append(None if image is None else self._preprocess(image, jpeg.orientation))
+                except Exception:  # out of GPU memory, a resize CUDA refuses: the CPU way
+                    out.append(None)
         return out
 
     def _decode(self, jpegs: Sequence[PlainJpeg]) -> list[Any]:
@@ -129,21 +151,22 @@ class DeviceDecoder:
         from torchvision.io import ImageReadMode, decode_jpeg
 
         datas = [torch.frombuffer(bytearray(j.data), dtype=torch.uint8) for j in jpegs]
-        with warnings.catch_warnings():
-            # torchvision 0.29 points to TorchCodec for decoding; nvJPEG here is the same
-            warnings.simplefilter("ignore", DeprecationWarning)
+        if self.device == "cuda":
+            # torchvision decodes on its own stream without waiting for ours: memory that
+            # queued kernels still read could be handed to it (pytorch/vision#9606)
+            torch.cuda.current_stream().synchronize()
+        try:
+            batch = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device)
+            return list(batch)
+        except Exception:
+            pass  # one bad photo fails the whole call: find it, one by one
+        images: list[Any] = []
+        for data in datas:
             try:
-                batch = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device)
-                return list(batch)
+                images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
             except Exception:
-                pass  # one bad photo fails the whole call: find it, one by one
-            images: list[Any] = []
-            for data in datas:
-                try:
-                    images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
-                except Exception:
-                    images.append(None)
-            return images
+                images.append(None)
+        return images
 
     def _preprocess(self, image: Any, orientation: int) -> Any:
         """As open_clip's transform does it to a PIL image: upright, shorter side to

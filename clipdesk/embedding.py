@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from clipdesk import db
-from clipdesk.device_decode import DeviceDecoder
+from clipdesk.device_decode import DEVICE_BATCH_CAP, DeviceDecoder
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, PlainJpeg, load_rgb
 from clipdesk.library import Library
 from clipdesk.progress import CancelToken, Progress, RateMeter
@@ -97,35 +97,48 @@ def _decoder(
     return read_or_decode
 
 
-def _device_batch(
+def _assemble_batch(
     inputs: list[np.ndarray | PlainJpeg],
     done: list[PendingImage],
     failed: list[tuple[PendingImage, str]],
-    device_decoder: DeviceDecoder,
     cpu_decode: Callable[[PendingImage], Decoded],
-) -> object | None:
-    """The batch as one tensor on the device, in ``done``'s order. A JPEG the device
-    decoder fails on is decoded on the CPU instead; if that fails too, it moves from
-    ``done`` to ``failed``. None when nothing is left to encode."""
-    import torch
-
-    prepared = iter(device_decoder.prepare([p for p in inputs if isinstance(p, PlainJpeg)]))
-    rows, kept = [], []
+    device_decoder: DeviceDecoder | None,
+) -> Any:
+    """The batch in ``done``'s order: one tensor on the device decoder's device, or with
+    none, a numpy array with every JPEG decoded on the CPU. A JPEG the device decoder fails
+    on is decoded on the CPU instead; if that fails too, it moves from ``done`` to
+    ``failed``. None when nothing is left to encode."""
+    jpegs = [p for p in inputs if isinstance(p, PlainJpeg)]
+    prepared = iter(device_decoder.prepare(jpegs) if device_decoder else [None] * len(jpegs))
+    rows: list[Any] = []
+    kept, refused = [], []
     for item, part in zip(done, inputs, strict=True):
-        tensor = next(prepared) if isinstance(part, PlainJpeg) else None
-        if tensor is None:
+        row = next(prepared) if isinstance(part, PlainJpeg) else None
+        if row is None:
             pixels: object = part
             if isinstance(part, PlainJpeg):
                 _, pixels, reason = cpu_decode(item)
                 if pixels is None:
-                    failed.append((item, reason or "unknown error"))
+                    refused.append((item, reason or "unknown error"))
                     continue
             assert isinstance(pixels, np.ndarray)
-            tensor = torch.from_numpy(pixels[None]).to(device_decoder.device)
-        rows.append(tensor)
+            row = pixels[None]
+            if device_decoder is not None:
+                import torch
+
+                row = torch.from_numpy(row).to(device_decoder.device)
+        rows.append(row)
         kept.append(item)
-    done[:] = kept
-    return torch.cat(rows) if rows else None
+    batch: Any = None
+    if device_decoder is None:
+        batch = np.concatenate(rows) if rows else None
+    else:
+        import torch
+
+        batch = torch.cat(rows) if rows else None
+    done[:] = kept  # only now: if anything above raised, the caller can start over
+    failed.extend(refused)
+    return batch
 
 
 def _commit_batch(
@@ -191,6 +204,9 @@ def embed_pending(
     # Enough decoded images queued that the next batch is ready when the model is.
     lookahead = 2 * batch_size + workers
     device_decoder = DeviceDecoder.for_encoder(encoder)
+    if device_decoder is not None:  # the threads hold whole files: see DEVICE_BATCH_CAP
+        batch_size = min(batch_size, DEVICE_BATCH_CAP)
+        lookahead = batch_size + workers
     decode = _decoder(encoder, max_pixels, device_decoder)
     finished = failures = 0
     queue = iter(work)
@@ -227,9 +243,13 @@ def embed_pending(
                     continue
                 batch: Any = None
                 if device_decoder is not None and inputs:
-                    batch = _device_batch(
-                        inputs, done, failed, device_decoder, _cpu_decoder(encoder, max_pixels)
-                    )
+                    cpu_decode = _cpu_decoder(encoder, max_pixels)
+                    try:
+                        batch = _assemble_batch(inputs, done, failed, cpu_decode, device_decoder)
+                    except Exception:
+                        # the device failed on the batch as a whole (out of memory, say):
+                        # this once, decode it all on the CPU; one photo never stops a run
+                        batch = _assemble_batch(inputs, done, failed, cpu_decode, None)
                 elif inputs:
                     batch = np.stack(inputs)  # type: ignore[arg-type]  # all arrays here
                 vectors = np.zeros((0, 0), np.float32)

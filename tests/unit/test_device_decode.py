@@ -13,7 +13,7 @@ from PIL import Image
 from clipdesk import device_decode
 from clipdesk.device_decode import DeviceDecoder, resize_plan
 from clipdesk.encoder import ClipEncoder, ModelSpec
-from clipdesk.imaging import load_rgb, read_plain_jpeg
+from clipdesk.imaging import load_rgb, load_rgb_full, read_plain_jpeg
 from clipdesk.library import Library
 from clipdesk.services import Clipdesk
 from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURES, make_bad_files, top_k
@@ -74,6 +74,8 @@ def test_exif_orientation_as_the_cpu_path(
     assert cpu.shape == device.shape
     # a turned-wrong image differs by whole colours (~4 in normalised units)
     assert np.abs(cpu - device).max() < 0.2
+    # and against Pillow's own ImageOps.exif_transpose (load_rgb_full), not our mapping
+    assert np.abs(clothing.preprocess_image(load_rgb_full(str(path))) - device[0]).max() < 0.2
 
 
 def test_grey_jpegs_become_three_channels(tmp_path: Path, clothing: ClipEncoder) -> None:
@@ -103,6 +105,44 @@ def test_a_failed_decode_is_reported_per_photo(tmp_path: Path, clothing: ClipEnc
     assert plan is not None
     out = DeviceDecoder(plan, "cpu").prepare(jpegs)  # type: ignore[arg-type]
     assert out[1] is None and out[0] is not None and out[2] is not None
+
+
+def test_cut_off_and_huge_jpegs_go_the_cpu_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nvJPEG may decode a file cut off in a copy without an error; the CPU way refuses
+    it. Huge ones would take GBs on the GPU; the CPU decodes them DCT-scaled."""
+    photo = next((FIXTURES / "photos" / "hat").glob("*.jpg"))
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(photo.read_bytes()[:-5000])
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(photo.read_bytes() + b"\x00" * 16)  # some cameras pad after the end
+    assert DeviceDecoder.read(str(photo)) is not None
+    assert DeviceDecoder.read(str(padded)) is not None
+    assert read_plain_jpeg(str(cut)) is not None and DeviceDecoder.read(str(cut)) is None
+    monkeypatch.setattr(device_decode, "DEVICE_MAX_PIXELS", 1000)
+    assert DeviceDecoder.read(str(photo)) is None
+
+
+def test_a_failed_resize_on_the_device_is_per_photo(
+    monkeypatch: pytest.MonkeyPatch, clothing: ClipEncoder
+) -> None:
+    plan = resize_plan(clothing)
+    assert plan is not None
+    decoder = DeviceDecoder(plan, "cpu")
+    real = decoder._preprocess
+    calls: list[int] = []
+
+    def second_fails(image: object, orientation: int) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory")
+        return real(image, orientation)
+
+    monkeypatch.setattr(decoder, "_preprocess", second_fails)
+    photos = sorted((FIXTURES / "photos" / "hat").glob("*.jpg"))
+    out = decoder.prepare([read_plain_jpeg(str(p)) for p in photos])  # type: ignore[misc]
+    assert [t is None for t in out] == [False, True, False]
 
 
 def test_other_preprocessing_stays_on_the_cpu(clothing: ClipEncoder) -> None:
@@ -184,3 +224,28 @@ def _stored(app: Clipdesk) -> tuple[list[str], np.ndarray]:
             .order_by(db.Photo.path)
         ).all()
     return [r[0] for r in rows], np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+
+
+def test_a_device_failure_on_a_whole_batch_falls_back_to_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
+    """Batches as long as DEVICE_BATCH_CAP; a batch the device cannot take at all (out of
+    memory, say) is decoded on the CPU, and its broken files are counted once."""
+    from clipdesk import embedding
+
+    expected = make_bad_files(photos / "bad", next(photos.rglob("*.jpg")))
+    monkeypatch.setenv(device_decode.DEVICE_DECODE_ENV, "1")
+    monkeypatch.setattr(embedding, "DEVICE_BATCH_CAP", 8)
+
+    def out_of_memory(self: DeviceDecoder, jpegs: object) -> list[object]:
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(DeviceDecoder, "prepare", out_of_memory)
+    app.add_folders([photos])
+    progress = [p for p in app.index(tiny_spec, "cpu") if p.phase == "embed"]  # type: ignore[arg-type]
+    steps = np.diff([0] + [p.done for p in progress])
+    assert steps.max() <= 8 + len(expected)  # a batch, plus failures that came between
+    # the cut-off and the scrambled JPEG fail here, once each; the other bad files at the scan
+    assert progress[-1].done == 32 and progress[-1].failed == 2
+    status = app.status()
+    assert status.indexed == 30 and len(status.failed) == len(expected)
