@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,6 +110,21 @@ class OpenClipReference:
             features = self.model.encode_text(self.tokenizer([text])).float()
         features /= features.norm(dim=-1, keepdim=True)
         return features.numpy()[0]
+
+
+def stored_vectors(app: Any) -> tuple[list[str], np.ndarray]:
+    """Every photo path with a vector in the app's library, and the vectors, by path."""
+    from sqlalchemy import select
+
+    from clipdesk import db
+
+    with app.library.session() as s:
+        rows = s.execute(
+            select(db.Photo.path, db.Embedding.vector)
+            .join(db.Embedding, db.Embedding.fingerprint == db.Photo.fingerprint)
+            .order_by(db.Photo.path)
+        ).all()
+    return [r[0] for r in rows], np.stack([np.frombuffer(r[1], np.float32) for r in rows])
 
 
 def top_k(vectors: np.ndarray, query: np.ndarray, k: int, exclude: int | None = None) -> list[int]:

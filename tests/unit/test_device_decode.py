@@ -16,7 +16,14 @@ from clipdesk.encoder import ClipEncoder, ModelSpec
 from clipdesk.imaging import load_rgb, load_rgb_full, read_plain_jpeg
 from clipdesk.library import Library
 from clipdesk.services import Clipdesk
-from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURES, make_bad_files, top_k
+from tests.helpers import (
+    CLOTHING_CONFIG,
+    CLOTHING_SPEC,
+    FIXTURES,
+    make_bad_files,
+    stored_vectors,
+    top_k,
+)
 
 pytest.importorskip("torchvision")
 
@@ -182,7 +189,7 @@ def test_the_pipeline_with_device_decoding(
     expected = make_bad_files(photos / "bad", next(photos.rglob("*.jpg")))
     app.add_folders([photos])
     list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
-    cpu_paths, cpu_vectors = _stored(app)
+    cpu_paths, cpu_vectors = stored_vectors(app)
     cpu_failed = dict(app.status().failed)
 
     monkeypatch.setenv(device_decode.DEVICE_DECODE_ENV, "1")
@@ -199,7 +206,7 @@ def test_the_pipeline_with_device_decoding(
     again._encoders[app.encoder(tiny_spec).spec.key] = app.encoder(tiny_spec)  # type: ignore[arg-type]
     again.add_folders([photos])
     list(again.index(tiny_spec, "cpu", batch_size=8))  # type: ignore[arg-type]
-    paths, vectors = _stored(again)
+    paths, vectors = stored_vectors(again)
     failed = dict(again.status().failed)
     again.library.close()
     assert paths == cpu_paths and len(paths) == 32
@@ -210,20 +217,6 @@ def test_the_pipeline_with_device_decoding(
     assert set(failed) == set(cpu_failed) and len(failed) == len(expected)
     for path, reason in failed.items():
         assert expected[Path(path).name] in reason
-
-
-def _stored(app: Clipdesk) -> tuple[list[str], np.ndarray]:
-    from sqlalchemy import select
-
-    from clipdesk import db
-
-    with app.library.session() as s:
-        rows = s.execute(
-            select(db.Photo.path, db.Embedding.vector)
-            .join(db.Embedding, db.Embedding.fingerprint == db.Photo.fingerprint)
-            .order_by(db.Photo.path)
-        ).all()
-    return [r[0] for r in rows], np.stack([np.frombuffer(r[1], np.float32) for r in rows])
 
 
 def test_a_device_failure_on_a_whole_batch_falls_back_to_the_cpu(

@@ -14,21 +14,11 @@ from clipdesk.errors import ClipdeskError, NotIndexedError
 from clipdesk.progress import CancelToken
 from clipdesk.scanning import ScanReport, scan_folders
 from clipdesk.services import Clipdesk
-from tests.helpers import make_bad_files, top_k
+from tests.helpers import make_bad_files, stored_vectors, top_k
 
 
 def _index(app: Clipdesk, spec: object, **kwargs: object) -> list[object]:
     return list(app.index(spec, "cpu", **kwargs))  # type: ignore[arg-type]
-
-
-def _stored_vectors(app: Clipdesk) -> tuple[list[str], np.ndarray]:
-    with app.library.session() as s:
-        rows = s.execute(
-            select(db.Photo.path, db.Embedding.vector)
-            .join(db.Embedding, db.Embedding.fingerprint == db.Photo.fingerprint)
-            .order_by(db.Photo.path)
-        ).all()
-    return [r[0] for r in rows], np.stack([np.frombuffer(r[1], np.float32) for r in rows])
 
 
 def test_search_before_indexing_says_what_to_do(app: Clipdesk) -> None:
@@ -50,7 +40,7 @@ def test_index_embeds_every_photo_with_unit_vectors(
     assert (status.photos, status.indexed, status.pending, status.failed) == (30, 30, 0, [])
     assert status.random_weights and "random" in (status.model or "")
     assert status.device.startswith("cpu")
-    _, vectors = _stored_vectors(app)
+    _, vectors = stored_vectors(app)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
@@ -59,7 +49,7 @@ def test_search_and_similar_match_brute_force(
 ) -> None:
     app.add_folders([photos])
     _index(app, tiny_spec)
-    paths, vectors = _stored_vectors(app)
+    paths, vectors = stored_vectors(app)
     query = app.encoder().encode_texts(["a photo of a hat"])[0]
     hits = app.search_text("a photo of a hat", k=10)
     assert [h.path for h in hits] == [paths[i] for i in top_k(vectors, query, 10)]
