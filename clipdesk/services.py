@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import case, func, select
 
-from clipdesk import db, exported
+from clipdesk import db, device_decode, exported
 from clipdesk.browsing import (
     PhotoDetails,
     PhotoRef,
@@ -408,7 +408,10 @@ class Clipdesk:
                 yield Progress("prepare", 1, 1, message=encoder.device_reason)
             if encoder.backend_choice is not None and pending:
                 # what encodes this library's photos, for status (chosen now or earlier)
-                self.library.set_setting(DEVICE_USED_SETTING, encoder.device_reason)
+                used = encoder.device_reason
+                if encoder.device == "cuda" and device_decode.wanted(encoder):
+                    used += "; JPEGs decoded on the GPU (nvJPEG)"
+                self.library.set_setting(DEVICE_USED_SETTING, used)
             if isinstance(encoder, exported.ExportedEncoder):
                 encoder.limit_threads(throttle.max_cores if throttle else None)
             elif isinstance(encoder, ClipEncoder) and batch_size == DEFAULT_BATCH_SIZE and pending:

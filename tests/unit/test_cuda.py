@@ -154,6 +154,7 @@ def test_the_gpu_pipeline_decodes_on_the_gpu_and_words_bad_files(
     silently = int("corrupt.jpg" not in reasons)
     print(f"scrambled JPEG decoded without an error by nvJPEG: {bool(silently)}")
     assert status.indexed == 30 + silently
+    assert "JPEGs decoded on the GPU (nvJPEG)" in status.device
     assert len(decoded) == 30 + silently  # every good photo by nvJPEG
     assert set(reasons) | {"corrupt.jpg"} == set(expected)
     for name, reason in reasons.items():
