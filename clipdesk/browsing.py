@@ -6,6 +6,7 @@ one SQL query and no ORM objects.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -140,16 +141,27 @@ def _camera_of(path: str) -> tuple[str | None, str | None]:
         sub = exif.get_ifd(_EXIF_IFD)
     except Exception:
         sub = {}
-    if (exposure := sub.get(_EXPOSURE_TIME)) is not None:
-        seconds = float(exposure)
-        parts.append(f"1/{round(1 / seconds)} s" if 0 < seconds < 1 else f"{seconds:g} s")
-    if (f_number := sub.get(_F_NUMBER)) is not None:
-        parts.append(f"f/{float(f_number):.1f}")
-    if (iso := sub.get(_ISO)) is not None:
-        parts.append(f"ISO {iso}")
-    if (focal := sub.get(_FOCAL_LENGTH)) is not None:
-        parts.append(f"{float(focal):g} mm")
+    # Cameras write 0 (or 0/0) for what they do not know: shown as unknown, not "f/0.0"
+    if (seconds := _known(sub.get(_EXPOSURE_TIME))) is not None:
+        parts.append(f"1/{round(1 / seconds)} s" if seconds < 1 else f"{seconds:g} s")
+    if (f_number := _known(sub.get(_F_NUMBER))) is not None:
+        parts.append(f"f/{f_number:.1f}")
+    if (iso := _known(sub.get(_ISO))) is not None:
+        parts.append(f"ISO {iso:g}")
+    if (focal := _known(sub.get(_FOCAL_LENGTH))) is not None:
+        parts.append(f"{focal:g} mm")
     return camera, ", ".join(parts) or None
+
+
+def _known(value: object) -> float | None:
+    """An EXIF number when it is a real, positive one (the first of a list, as ISO may be)."""
+    if isinstance(value, tuple | list):
+        value = value[0] if value else None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def photo_details(library: Library, photo_id: int, model_id: int | None) -> PhotoDetails | None:

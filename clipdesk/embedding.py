@@ -260,6 +260,7 @@ def embed_pending(
                 failures += len(failed)
                 done, inputs, failed = [], [], []
                 yield meter.report("embed", finished, failures, "embedding photos")
+                meter.resumed()
                 if cancel.cancelled:
                     break
         finally:

@@ -45,14 +45,25 @@ class Progress:
 
 @dataclass
 class RateMeter:
-    """Items/s and ETA for a phase, measured from its first item."""
+    """Items/s and ETA for a phase, measured from its first item, without the time the
+    service spent handed over to its caller (``resumed``): a paused job holds still there,
+    and minutes of pause would otherwise count as minutes of work."""
 
     total: int
     started: float = field(default_factory=time.perf_counter)
+    _reported: float | None = None
 
     def report(self, phase: str, done: int, failed: int = 0, message: str = "") -> Progress:
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        now = time.perf_counter()
+        self._reported = now
+        elapsed = max(now - self.started, 1e-9)
         rate = done / elapsed
         remaining = max(self.total - done, 0)
         eta = remaining / rate if rate > 0 else None
         return Progress(phase, done, self.total, failed, rate, eta, message)
+
+    def resumed(self) -> None:
+        """Call right after yielding a report: the time away does not count."""
+        if self._reported is not None:
+            self.started += time.perf_counter() - self._reported
+            self._reported = None

@@ -406,6 +406,7 @@ def tag_photos(
             )
             s.commit()
         yield meter.report("tag", min(start + _CHUNK, len(ids)), message="tagging photos")
+        meter.resumed()
         if cancel.cancelled:
             return
 

@@ -1,4 +1,5 @@
-"""Dialogs: a label set editor, an import-weights form, and the quick-look preview."""
+"""Dialogs: a label set editor, an import-weights form, the quick-look preview, and the
+list of files that could not be read."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -213,3 +216,53 @@ class QuickLookDialog(QDialog):
             self.step_requested.emit(-1)
         else:
             super().keyPressEvent(event)
+
+
+class UnreadableDialog(QDialog):
+    """The files the library could not read, each with the reason, so a person can act on
+    them (replace a half-copied file, say). clipdesk tries them again on each index."""
+
+    def __init__(
+        self,
+        failed: list[tuple[str, str]],
+        show_in_folder: Callable[[str], object],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Files that could not be read")
+        self.resize(760, 360)
+        intro = QLabel(
+            f"{len(failed):,} file{'' if len(failed) == 1 else 's'} could not be read. They "
+            "stay where they are, untouched; clipdesk tries them again each time it "
+            "indexes, so a fixed or replaced file is picked up."
+        )
+        intro.setWordWrap(True)
+        self.table = QTreeWidget()
+        self.table.setHeaderLabels(["File", "Why"])
+        self.table.setRootIsDecorated(False)
+        for path, reason in sorted(failed):
+            item = QTreeWidgetItem([os.path.basename(path), reason])
+            item.setToolTip(0, path)
+            item.setToolTip(1, reason)
+            item.setData(0, Qt.ItemDataRole.UserRole, path)
+            self.table.addTopLevelItem(item)
+        self.table.resizeColumnToContents(0)
+        first = self.table.topLevelItem(0)
+        if first is not None:
+            self.table.setCurrentItem(first)
+        show = QPushButton("Show in folder")
+
+        def show_current() -> None:
+            item = self.table.currentItem()
+            if item is not None:
+                show_in_folder(item.data(0, Qt.ItemDataRole.UserRole))
+
+        show.clicked.connect(show_current)
+        self.table.itemActivated.connect(lambda _item, _col: show_current())
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.addButton(show, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(buttons)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QPoint, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QPoint, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -48,7 +48,12 @@ from clipdesk.cli_output import duration, human_size
 from clipdesk.exported import ExportManifest, find_export, install_export, torch_available
 from clipdesk.gui import desktop
 from clipdesk.gui.details import DetailsPanel
-from clipdesk.gui.dialogs import ImportWeightsDialog, LabelSetDialog, QuickLookDialog
+from clipdesk.gui.dialogs import (
+    ImportWeightsDialog,
+    LabelSetDialog,
+    QuickLookDialog,
+    UnreadableDialog,
+)
 from clipdesk.gui.grid import (
     DEFAULT_ZOOM,
     MAX_ZOOM,
@@ -86,10 +91,14 @@ class SearchField(QLineEdit):
     """The search box: Esc clears; pasting an image (or an image file) searches by it."""
 
     image_pasted = Signal(object)  # QImage or a file path
+    down_pressed = Signal()  # on to the results, as in a browser's address bar
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Escape:
             self.clear()
+            return
+        if event.key() in (Qt.Key.Key_Down, Qt.Key.Key_PageDown):
+            self.down_pressed.emit()
             return
         if event.matches(QKeySequence.StandardKey.Paste):
             mime = QGuiApplication.clipboard().mimeData()
@@ -103,6 +112,50 @@ class SearchField(QLineEdit):
         super().keyPressEvent(event)
 
 
+def window_wording(message: str) -> str:
+    """A service message whose advice names CLI commands, said the window's way."""
+    reason, cli, _ = message.partition("; import a weights file with `clipdesk models import")
+    if cli:
+        reason += (
+            ". Check the connection and try again; or, if you have the model's weights file, "
+            "use File → Import weights file…"
+        )
+    return reason[:1].upper() + reason[1:]
+
+
+class ElidedLabel(QLabel):
+    """One line that never widens the window: text too long for the space ends in "…"
+    (or loses its middle, for paths), with the whole text as the tooltip."""
+
+    def __init__(self, mode: Qt.TextElideMode = Qt.TextElideMode.ElideRight) -> None:
+        super().__init__()
+        self._full = ""
+        self._mode = mode
+
+    def setText(self, text: str) -> None:
+        self._full = text
+        self.setToolTip(text if len(text) > 60 else "")
+        self._elide()
+
+    def text(self) -> str:
+        return self._full
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(0, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:
+        return QSize(min(super().sizeHint().width(), 400), super().sizeHint().height())
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        room = self.contentsRect().width()
+        shown = self.fontMetrics().elidedText(self._full, self._mode, room) if room else ""
+        super().setText(shown if room > 0 else self._full)
+
+
 class WelcomeWidget(QWidget):
     """What an empty library shows: add a folder, and get a model if there is none."""
 
@@ -113,12 +166,10 @@ class WelcomeWidget(QWidget):
         font.setPointSizeF(font.pointSizeF() * 2)
         font.setBold(True)
         title.setFont(font)
-        text = QLabel(
-            "Find your photos by describing them: “a dog on a beach at sunset”, "
-            "“receipts”, “grandma's birthday”. Add a photo folder to begin; clipdesk "
-            "only reads your photos and never changes them."
-        )
+        self.title = title
+        text = QLabel()
         text.setWordWrap(True)
+        self.text = text
         self.add_button = QPushButton("Add a folder…")
         self.add_button.setDefault(True)
         self.model_text = QLabel()
@@ -134,6 +185,7 @@ class WelcomeWidget(QWidget):
         box.setContentsMargins(0, 16, 0, 0)
         box.addWidget(self.model_text)
         box.addLayout(model_row)
+        self.model_box.hide()  # until the status says whether a model is there
         inner = QWidget()
         inner.setMaximumWidth(560)
         column = QVBoxLayout(inner)
@@ -153,6 +205,28 @@ class WelcomeWidget(QWidget):
         outer.addStretch(1)
         outer.addLayout(middle)
         outer.addStretch(1)
+        self.set_state(0, model_needed=False)
+
+    def set_state(self, folders: int, model_needed: bool) -> None:
+        """A newcomer's page; with folders already added (and no model yet), the step
+        that is left."""
+        if folders:
+            self.title.setText("One more step")
+            self.text.setText(
+                f"Your folder{'s are' if folders > 1 else ' is'} added. clipdesk looks at your "
+                "photos with a CLIP model, on this computer; once there is one, indexing "
+                "starts by itself. clipdesk only reads your photos and never changes them."
+            )
+            self.add_button.setText("Add another folder…")
+        else:
+            self.title.setText("Welcome to clipdesk")
+            self.text.setText(
+                "Find your photos by describing them: “a dog on a beach at sunset”, "
+                "“receipts”, “grandma's birthday”. Add a photo folder to begin; clipdesk "
+                "only reads your photos and never changes them."
+            )
+            self.add_button.setText("Add a folder…")
+        self.set_model_needed(model_needed)
 
     def set_model_needed(self, needed: bool) -> None:
         entry = next(e for e in CATALOG if e.name == DEFAULT_NAME)
@@ -209,6 +283,7 @@ class MainWindow(QMainWindow):
         self._quick_look: QuickLookDialog | None = None
         self._preview_wanted: PhotoRef | None = None
         self._reindex_after_job = False
+        self._partial_search = False  # the results shown were found while indexing
         self._watched: list[str] = []
         self.watcher = FolderWatcher(self.folders_changed.emit) if watch_folders else None
         self.folders_changed.connect(self._folders_changed)
@@ -254,6 +329,7 @@ class MainWindow(QMainWindow):
         self.search_field.returnPressed.connect(self._search_typed_text)
         self.search_field.textChanged.connect(self._text_changed)
         self.search_field.image_pasted.connect(self._image_pasted)
+        self.search_field.down_pressed.connect(self._focus_results)
         toolbar.addWidget(self.search_field)
         self.zoom_slider = QSlider(Qt.Orientation.Horizontal)
         self.zoom_slider.setRange(MIN_ZOOM, MAX_ZOOM)
@@ -271,6 +347,7 @@ class MainWindow(QMainWindow):
         self.sidebar.all_requested.connect(lambda: self.navigate(View("all")))
         self.sidebar.folder_requested.connect(lambda p: self.navigate(View("folder", p)))
         self.sidebar.tag_requested.connect(self._show_tag)
+        self.sidebar.unreadable_requested.connect(self.show_unreadable)
         self.sidebar.add_folder_requested.connect(self.choose_folder)
         self.sidebar.remove_folder_requested.connect(self.remove_folder)
         self.sidebar.show_folder_requested.connect(desktop.open_file)
@@ -295,7 +372,7 @@ class MainWindow(QMainWindow):
             lambda step: self.zoom_slider.setValue(self.zoom_slider.value() + 24 * step)
         )
         self.grid.selectionModel().currentChanged.connect(self._current_changed)
-        self.header_label = QLabel()
+        self.header_label = ElidedLabel()
         self.header_label.setContentsMargins(8, 4, 8, 4)
         self.empty_label = QLabel()
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -339,7 +416,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.splitter)
 
         status = self.statusBar()
-        self.job_label = QLabel()
+        self.job_label = ElidedLabel(Qt.TextElideMode.ElideMiddle)
         self.job_progress = QProgressBar()
         self.job_progress.setMaximumWidth(220)
         self.job_progress.setTextVisible(False)
@@ -360,6 +437,7 @@ class MainWindow(QMainWindow):
         self.resume_button.hide()
         self._build_menus()
         self._update_history_actions()
+        QWidget.setTabOrder(self.search_field, self.grid)  # Tab: from the query to its results
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -497,8 +575,9 @@ class MainWindow(QMainWindow):
         )
 
     def show_error(self, message: str) -> None:
+        """For 15 s in the status bar (it hides the job line meanwhile), then gone: a
+        message that stayed would go on describing something long past."""
         self.statusBar().showMessage(message, 15000)
-        self.job_label.setText(message)
         log.warning("%s", message)
 
     # -- status and sidebar --------------------------------------------------------------
@@ -520,7 +599,7 @@ class MainWindow(QMainWindow):
             self._watch([f.path for f in self.status.folders] if self._model_ready else [])
             self._update_model_label()
             empty = not self.status.folders
-            self.welcome.set_model_needed(not self._model_ready)
+            self.welcome.set_state(len(self.status.folders), not self._model_ready)
             self.pages.setCurrentIndex(0 if empty else 1)
             if then_index and self.status.folders and self._model_ready:
                 self.start_indexing()
@@ -614,7 +693,12 @@ class MainWindow(QMainWindow):
             self.model.set_ids(refs, self.services.photo_refs)
         else:
             self.model.set_photos(refs, scores)
-        self.header_label.setText(view.describe(len(refs)) if not error else "")
+        # found among the photos indexed so far: said, and searched again at the end
+        self._partial_search = view.is_search and self.job is not None and self.job_kind == "index"
+        header = view.describe(len(refs)) if not error else ""
+        if header and self._partial_search:
+            header += " · indexing: among the photos indexed so far"
+        self.header_label.setText(header)
         if error:
             self.empty_label.setText(error)
         elif not len(refs):
@@ -686,6 +770,19 @@ class MainWindow(QMainWindow):
         # Refining a query replaces it in the history instead of adding every keystroke.
         self.navigate(view, replace_current=current is not None and current.kind == "text")
 
+    def show_unreadable(self) -> None:
+        if self.status is None or not self.status.failed:
+            return
+        dialog = UnreadableDialog(self.status.failed, desktop.show_in_folder, self)
+        dialog.open()
+
+    def _focus_results(self) -> None:
+        if not self.grid.isVisible() or not self.model.rowCount():
+            return
+        self.grid.setFocus()
+        if not self.grid.currentIndex().isValid():
+            self.grid.setCurrentIndex(self.model.index(0))
+
     def search_image_file(self, path: str) -> None:
         self.search_field.clear()
         self.navigate(View("image", path, tag=self._current_tag()))
@@ -697,12 +794,24 @@ class MainWindow(QMainWindow):
         assert isinstance(image, QImage)
         folder = self.services.library.cache_dir / "pasted"
         folder.mkdir(exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=folder, suffix=".png")
+        # the header names it ("… that look like pasted image 14.05.09.png")
+        stamp = time.strftime("%H.%M.%S")
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f"pasted image {stamp}", suffix=".png")
         os.close(fd)
+        name = self._plain_pasted_name(name, stamp)
         if image.isNull() or not image.save(name):  # PNG, from the suffix
             self.show_error("The pasted image could not be read.")
             return
         self.search_image_file(name)
+
+    @staticmethod
+    def _plain_pasted_name(name: str, stamp: str) -> str:
+        """mkstemp's random tail off the name, where that name is free."""
+        plain = os.path.join(os.path.dirname(name), f"pasted image {stamp}.png")
+        if os.path.exists(plain):
+            return name
+        os.replace(name, plain)
+        return plain
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if any(u.isLocalFile() and is_image_name(u.toLocalFile()) for u in event.mimeData().urls()):
@@ -828,6 +937,9 @@ class MainWindow(QMainWindow):
         self.run(lambda _: self.services.add_folders(list(folders)), added, "add folders")
 
     def remove_folder(self, folder: str) -> None:
+        if self.job is not None:  # say so before asking, not after
+            self.show_error("Wait for the current job to finish (or cancel it) first.")
+            return
         answer = QMessageBox.question(
             self,
             "Remove folder",
@@ -835,9 +947,6 @@ class MainWindow(QMainWindow):
             "clipdesk's index of them is forgotten.",
         )
         if answer != QMessageBox.StandardButton.Yes:
-            return
-        if self.job is not None:
-            self.show_error("Wait for the current job to finish (or cancel it) first.")
             return
 
         def removed(_: object) -> None:
@@ -902,9 +1011,8 @@ class MainWindow(QMainWindow):
             self.job_progress.setRange(0, 0 if progress.done == 0 else 1)
             if progress.done == 0:
                 self.job_label.setText("Preparing fast searches (once per model)…")
-            else:  # outlives the job's own "up to date" line for a while
-                sentence = progress.message[:1].upper() + progress.message[1:] + "."
-                self.statusBar().showMessage(sentence, 15000)
+            elif progress.message.startswith("the model was not exported"):
+                log.warning("%s", progress.message)  # searches work as before; for the log
             return
         if progress.phase == "prepare":
             self.job_progress.setRange(0, 0)
@@ -942,7 +1050,12 @@ class MainWindow(QMainWindow):
         self.job = None
         self._show_job_controls(False)
         cancelled = worker is not None and worker.token.cancelled
-        if cancelled:
+        if cancelled and kind == "index" and self._job_phase == "export":
+            self.job_label.setText(
+                "Library up to date. Preparing fast searches was stopped; it runs again "
+                "after the next indexing."
+            )
+        elif cancelled:
             self.job_label.setText(
                 "Indexing stopped. What was done is kept; resume to go on."
                 if kind == "index"
@@ -956,8 +1069,15 @@ class MainWindow(QMainWindow):
         def refreshed() -> None:
             self.status_refreshed.disconnect(refreshed)
             current = self.history.current
-            if current is not None and (not current.is_search or kind == "tag"):
+            searched_early = kind == "index" and self._partial_search
+            if current is not None and (not current.is_search or kind == "tag" or searched_early):
                 self.navigate(current, record=False)
+            failed = len(self.status.failed) if self.status else 0
+            if kind == "index" and failed and not cancelled and not self._job_stopped:
+                self.job_label.setText(
+                    f"Library up to date · {failed:,} file{'' if failed == 1 else 's'} could "
+                    "not be read (see “Could not be read” in the sidebar)"
+                )
             self.job_finished.emit(kind)
 
         self.status_refreshed.connect(refreshed)
@@ -1048,7 +1168,7 @@ class MainWindow(QMainWindow):
 
         def failed(message: str) -> None:
             dialog.close()
-            QMessageBox.warning(self, "Download failed", message)
+            QMessageBox.warning(self, "Download failed", window_wording(message))
 
         worker = self.runner.start(
             fetch, name="download", on_yield=moved, on_success=done, on_failure=failed
@@ -1127,13 +1247,17 @@ class MainWindow(QMainWindow):
         super().keyPressEvent(event)
 
     def shutdown(self) -> None:
-        """Stop every background thread (a running index saves what it has)."""
+        """Stop every background thread (a running index saves what it has), and forget
+        the pasted images: only this window's history pointed at them."""
         self._debounce.stop()
         if self.watcher is not None:
             self.watcher.stop()
         self.job_runner.shutdown()
         self.runner.shutdown()
         self.thumbnails.shutdown()
+        pasted = self.services.library.cache_dir / "pasted"
+        for leftover in pasted.glob("*.png") if pasted.is_dir() else []:
+            leftover.unlink(missing_ok=True)  # clipdesk's own copies, never a user's file
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self._save_settings()

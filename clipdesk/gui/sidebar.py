@@ -3,6 +3,8 @@ and label sets. It only shows what a :class:`LibraryStatus` says and emits reque
 
 from __future__ import annotations
 
+import os
+
 from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -25,6 +27,7 @@ class SidebarWidget(QWidget):
     all_requested = Signal()
     folder_requested = Signal(str)
     tag_requested = Signal(str)
+    unreadable_requested = Signal()
     add_folder_requested = Signal()
     remove_folder_requested = Signal(str)
     show_folder_requested = Signal(str)
@@ -65,6 +68,12 @@ class SidebarWidget(QWidget):
             item.setExpanded(True)
             self._sections[title] = item
         self._all_item = self._child("Library", "All photos", "all", "")
+        self._unreadable_item = self._child("Library", "", "unreadable", "")
+        self._unreadable_item.setIcon(
+            0, self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
+        )
+        self._unreadable_item.setToolTip(0, "Files clipdesk could not read, and why")
+        self._unreadable_item.setHidden(True)
 
     def _child(self, section: str, text: str, kind: str, value: str) -> QTreeWidgetItem:
         item = QTreeWidgetItem([text])
@@ -75,19 +84,28 @@ class SidebarWidget(QWidget):
 
     def update_status(self, status: LibraryStatus, label_sets: dict[str, list[str]]) -> None:
         pending = f" · {status.pending:,} to index" if status.pending else ""
-        self._all_item.setText(0, f"All photos ({status.photos:,}{pending})")
+        # the photos that can be shown, as the grid counts them; the others apart
+        readable = status.photos - len(status.failed)
+        self._all_item.setText(0, f"All photos ({readable:,}{pending})")
+        self._unreadable_item.setText(0, f"Could not be read ({len(status.failed):,})")
+        self._unreadable_item.setHidden(not status.failed)
         folders = self._sections["Folders"]
         folders.takeChildren()
         warn = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
         icon = self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon)
         for folder in status.folders:
             name = folder.path.rstrip("/").rsplit("/", 1)[-1] or folder.path
+            inside = folder.path.rstrip(os.sep) + os.sep
+            bad = sum(1 for path, _ in status.failed if path.startswith(inside))
+            readable = folder.photos - bad
             if not folder.available:
                 state = "not found: unplugged or moved?"
-            elif folder.indexed < folder.photos:
-                state = f"{folder.indexed:,} of {folder.photos:,} indexed"
+            elif folder.indexed < readable:
+                state = f"{folder.indexed:,} of {readable:,} indexed"
             else:
-                state = f"{folder.photos:,} photos"
+                state = f"{readable:,} photos"
+            if bad and folder.available:
+                state += f", {bad:,} unreadable"
             item = self._child("Folders", f"{name}  ({state})", "folder", folder.path)
             item.setToolTip(0, folder.path)
             item.setIcon(0, icon if folder.available else warn)
@@ -118,6 +136,8 @@ class SidebarWidget(QWidget):
             self.folder_requested.emit(value)
         elif kind == "tag":
             self.tag_requested.emit(value)
+        elif kind == "unreadable":
+            self.unreadable_requested.emit()
         elif kind == "label_set":
             self.edit_label_set_requested.emit(value)
         elif kind == "add":

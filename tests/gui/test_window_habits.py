@@ -121,6 +121,8 @@ def test_a_failed_download_says_why(
     win.welcome.download_button.click()  # the tests run with HF_HUB_OFFLINE=1
     qtbot.waitUntil(lambda: bool(warnings), timeout=30_000)
     assert "vit-b-32" in warnings[0].lower() or "offline" in warnings[0].lower(), warnings
+    # the window's own way to a weights file, not a command line
+    assert "clipdesk models" not in warnings[0] and "Import weights file" in warnings[0]
     win.close()
 
 

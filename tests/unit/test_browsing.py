@@ -55,6 +55,27 @@ def test_photo_details_reads_camera_from_exif(app: Clipdesk, photos: Path) -> No
     assert app.photo_details(10_000) is None
 
 
+def test_exposure_leaves_out_what_the_camera_did_not_know(app: Clipdesk, photos: Path) -> None:
+    from PIL.TiffImagePlugin import IFDRational
+
+    from clipdesk import browsing
+
+    target = photos / "hat" / "exposure.jpg"
+    exif = Image.Exif()
+    exif[0x010F] = "Dune"
+    sub = exif.get_ifd(browsing._EXIF_IFD)
+    sub[browsing._EXPOSURE_TIME] = IFDRational(1, 250)
+    sub[browsing._F_NUMBER] = IFDRational(0, 1)  # cameras write 0 for "not known"
+    sub[browsing._ISO] = 200
+    sub[browsing._FOCAL_LENGTH] = IFDRational(0, 0)
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(target, exif=exif)
+    _scan(app, photos)
+    photo = app.find_photo(target)
+    assert photo is not None
+    details = app.photo_details(photo.id)
+    assert details is not None and details.exposure == "1/250 s, ISO 200"
+
+
 def test_thumbnails_are_cached_in_the_library(app: Clipdesk, photos: Path) -> None:
     _scan(app, photos)
     ref = app.browse()[0]
