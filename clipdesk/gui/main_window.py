@@ -151,9 +151,9 @@ class ElidedLabel(QLabel):
         self._elide()
 
     def _elide(self) -> None:
+        line = " ".join(self._full.split())  # one line, whatever the message's breaks
         room = self.contentsRect().width()
-        shown = self.fontMetrics().elidedText(self._full, self._mode, room) if room else ""
-        super().setText(shown if room > 0 else self._full)
+        super().setText(self.fontMetrics().elidedText(line, self._mode, room) if room else line)
 
 
 class WelcomeWidget(QWidget):
@@ -411,12 +411,14 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(self.pages)
         self.splitter.addWidget(details_scroll)
-        self.splitter.setStretchFactor(1, 1)
+        # a narrower window takes from the details too, not only the grid
+        self.splitter.setStretchFactor(1, 3)
+        self.splitter.setStretchFactor(2, 1)
         self.splitter.setSizes([240, 760, 320])
         self.setCentralWidget(self.splitter)
 
         status = self.statusBar()
-        self.job_label = ElidedLabel(Qt.TextElideMode.ElideMiddle)
+        self.job_label = ElidedLabel()
         self.job_progress = QProgressBar()
         self.job_progress.setMaximumWidth(220)
         self.job_progress.setTextVisible(False)
@@ -577,8 +579,12 @@ class MainWindow(QMainWindow):
     def show_error(self, message: str) -> None:
         """For 15 s in the status bar (it hides the job line meanwhile), then gone: a
         message that stayed would go on describing something long past."""
-        self.statusBar().showMessage(message, 15000)
         log.warning("%s", message)
+        # elided to the room beside the model's name, where Qt would cut it mid-word
+        room = self.statusBar().width() - self.model_label.width() - 40
+        line = " ".join(message.split())
+        shown = self.statusBar().fontMetrics().elidedText(line, Qt.TextElideMode.ElideMiddle, room)
+        self.statusBar().showMessage(shown if room > 80 else line, 15000)
 
     # -- status and sidebar --------------------------------------------------------------
 
@@ -1076,7 +1082,7 @@ class MainWindow(QMainWindow):
             if kind == "index" and failed and not cancelled and not self._job_stopped:
                 self.job_label.setText(
                     f"Library up to date · {failed:,} file{'' if failed == 1 else 's'} could "
-                    "not be read (see “Could not be read” in the sidebar)"
+                    "not be read (see the sidebar)"
                 )
             self.job_finished.emit(kind)
 
