@@ -144,7 +144,11 @@ class ElidedLabel(QLabel):
         return QSize(0, super().minimumSizeHint().height())
 
     def sizeHint(self) -> QSize:
-        return QSize(min(super().sizeHint().width(), 400), super().sizeHint().height())
+        # from the whole text (QLabel's own hint would follow the elided one, and shrink)
+        margins = self.contentsMargins()
+        wanted = self.fontMetrics().horizontalAdvance(" ".join(self._full.split()))
+        wanted += margins.left() + margins.right() + 2
+        return QSize(min(wanted, 400), super().sizeHint().height())
 
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)
@@ -428,7 +432,7 @@ class MainWindow(QMainWindow):
         self.cancel_button.clicked.connect(self.cancel_job)
         self.resume_button = QPushButton("Resume indexing")
         self.resume_button.clicked.connect(self.start_indexing)
-        self.model_label = QLabel()
+        self.model_label = ElidedLabel()  # at most 400 px: the messages beside it come first
         status.addWidget(self.job_label, 1)
         status.addWidget(self.job_progress)
         status.addWidget(self.pause_button)
