@@ -44,6 +44,8 @@ BACKEND_NAMES = (
     "torch-fp16",
     "openvino-fp32",
     "openvino-bf16",
+    "openvino-fp32-streams",
+    "openvino-bf16-streams",
 )
 CHOICES_FILE = "backends.json"
 _CHOICE_VERSION = 1
@@ -168,9 +170,16 @@ def export_visual_onnx_aside(
 
 
 class OpenVinoBackend(ImageBackend):
-    """The image tower exported to ONNX and compiled by OpenVINO for the CPU."""
+    """The image tower exported to ONNX and compiled by OpenVINO for the CPU.
 
-    def __init__(self, onnx_file: Path, precision: str, threads: int | None = None) -> None:
+    ``streams``: OpenVINO's throughput mode: each batch is split over parallel infer
+    requests, one stream of cores each, instead of all cores on one request. On 2 cores it
+    measured within noise of one request (bench/README.md), so it is not a candidate of the
+    automatic choice; ``--backend openvino-fp32-streams`` and bench_backends.py use it."""
+
+    def __init__(
+        self, onnx_file: Path, precision: str, threads: int | None = None, streams: bool = False
+    ) -> None:
         try:
             import openvino as ov
         except ImportError as exc:
@@ -181,26 +190,45 @@ class OpenVinoBackend(ImageBackend):
             raise BackendUnavailable("this CPU has no native bf16 for OpenVINO")
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-            # One synchronous request at a time: LATENCY puts every core on it. THROUGHPUT
-            # splits the cores into streams that only parallel requests would fill, which
-            # halved the speed on 2 cores (bench/README.md).
-            "PERFORMANCE_HINT": "LATENCY",
+            # LATENCY puts every core on one request. THROUGHPUT splits the cores into
+            # streams, which only parallel requests fill: with one synchronous request it
+            # halved the speed on 2 cores (bench/README.md), so streams mean split batches.
+            "PERFORMANCE_HINT": "THROUGHPUT" if streams else "LATENCY",
         }
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = core.compile_model(core.read_model(str(onnx_file)), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        count = int(self.compiled.get_property("NUM_STREAMS")) if streams else 1
+        self.requests = [self.compiled.create_infer_request() for _ in range(max(count, 1))]
         self._lock = threading.Lock()
         self.precision = precision
-        self.name = f"openvino-{precision}"
-        self.description = f"{precision} via OpenVINO {ov.get_version().split('-')[0]}"
+        version = ov.get_version().split("-")[0]
+        self.name = f"openvino-{precision}" + ("-streams" if streams else "")
+        self.description = f"{precision} via OpenVINO {version}" + (
+            f", {len(self.requests)} streams" if streams else ""
+        )
 
     def encode(self, batch: Any) -> np.ndarray:
         array = np.ascontiguousarray(np.asarray(batch, dtype=np.float32))
-        with self._lock:  # one infer request: calls from two threads take turns
-            result = self.request.infer({0: array})
-            out = next(iter(result.values()))
-        return np.array(out, dtype=np.float32)
+        parts = np.array_split(array, min(len(self.requests), len(array)) or 1)
+        with self._lock:  # the requests are this backend's: calls from two threads take turns
+            if len(parts) == 1:
+                out = next(iter(self.requests[0].infer({0: array}).values()))
+                return np.array(out, dtype=np.float32)
+            for request, part in zip(self.requests, parts, strict=False):
+                request.start_async({0: np.ascontiguousarray(part)})
+            for request in self.requests[: len(parts)]:
+                request.wait()
+            outputs = [r.get_output_tensor(0).data for r in self.requests[: len(parts)]]
+            return np.concatenate(outputs, dtype=np.float32)  # a copy: requests reuse them
+
+
+def openvino_backend(name: str, model_file: Path, threads: int | None = None) -> OpenVinoBackend:
+    """The OpenVINO backend a name says: ``openvino-fp32``, ``openvino-bf16-streams``..."""
+    precision, _, mode = name.removeprefix("openvino-").partition("-")
+    if precision not in ("fp32", "bf16") or mode not in ("", "streams"):
+        raise BackendUnavailable(f"no OpenVINO backend is called {name!r}")
+    return OpenVinoBackend(model_file, precision, threads=threads, streams=mode == "streams")
 
 
 # -- choosing --------------------------------------------------------------------------

@@ -431,7 +431,7 @@ class ClipEncoder:
 
         if name.startswith("torch-"):
             return backends.TorchBackend(self.model, self.device, name.removeprefix("torch-"))
-        if name.startswith("openvino-"):
+        if name.startswith("openvino-") and name in backends.BACKEND_NAMES:
             from clipdesk.exported import find_export
 
             export = find_export(self.spec.key)  # `clipdesk models export` made it already
@@ -444,7 +444,7 @@ class ClipEncoder:
                     self.image_size,
                     self._exports_dir() / backends.visual_onnx_name(self.spec.key),
                 )
-            return backends.OpenVinoBackend(source, name.removeprefix("openvino-"))
+            return backends.openvino_backend(name, source)
         raise ModelUnavailableError(
             f"unknown encoder backend {name!r} (use {', '.join(backends.BACKEND_NAMES)})"
         )

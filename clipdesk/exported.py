@@ -324,16 +324,15 @@ class ExportedEncoder:
             return self._image_backend
 
     def _make_backend(self, name: str) -> Any:
-        from clipdesk.backends import OpenVinoBackend
+        from clipdesk.backends import BACKEND_NAMES, openvino_backend
 
-        if name not in ("openvino-fp32", "openvino-bf16"):
+        if not name.startswith("openvino-") or name not in BACKEND_NAMES:
+            choices = ", ".join(n for n in BACKEND_NAMES if n.startswith("openvino-"))
             raise ModelUnavailableError(
                 f"backend {name!r} needs torch; this clipdesk runs exported models with "
-                "openvino-fp32 or openvino-bf16"
+                f"one of {choices}"
             )
-        return OpenVinoBackend(
-            self.folder / "visual.xml", name.removeprefix("openvino-"), threads=self._threads
-        )
+        return openvino_backend(name, self.folder / "visual.xml", threads=self._threads)
 
     def limit_threads(self, cores: int | None) -> None:
         """Use at most ``cores`` threads for images (None: all); recompiles when it changes."""

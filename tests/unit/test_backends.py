@@ -3,6 +3,7 @@ project's trained model and on random weights, and give the same search results.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,9 @@ def _available_backends() -> list[str]:
     try:
         import openvino as ov
 
-        names.append("openvino-fp32")
+        names += ["openvino-fp32", "openvino-fp32-streams"]
         if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            names.append("openvino-bf16")
+            names += ["openvino-bf16", "openvino-bf16-streams"]
     except ImportError:
         pass
     return names
@@ -80,7 +81,7 @@ def test_backend_fidelity_on_the_trained_model_and_real_photos(
     assert measured[1].faithful == (
         probe_cosine >= backends.FAITHFUL_COSINE and probe_agreement >= backends.FAITHFUL_AGREEMENT
     )
-    if name.endswith("fp32"):  # an exact fp32 runtime must match the reference outright
+    if "fp32" in name:  # an exact fp32 runtime must match the reference outright
         assert cosine >= 0.99999 and agreement == 1.0 and measured[1].faithful
     if cosine >= backends.FAITHFUL_COSINE and agreement >= backends.FAITHFUL_AGREEMENT:
         # Faithful on all 372 photos: text searches rank them the same way too.
@@ -237,3 +238,34 @@ def test_an_override_is_used_as_given_and_a_bad_one_is_refused(
     bad = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
     with pytest.raises(ModelUnavailableError, match="unknown encoder backend"):
         bad.select_backend("turbo-9000")
+
+
+needs_openvino = pytest.mark.skipif(
+    not any(n.startswith("openvino-") for n in BACKENDS), reason="OpenVINO is not installed"
+)
+
+
+@needs_openvino
+def test_streams_split_a_batch_and_put_it_back_in_order(tiny_encoder: Any) -> None:
+    one_request = tiny_encoder._make_backend("openvino-fp32")
+    streams = tiny_encoder._make_backend("openvino-fp32-streams")
+    assert streams.name == "openvino-fp32-streams"
+    if (os.cpu_count() or 1) > 1:
+        assert len(streams.requests) >= 2  # so the batches below are really split
+    batch = backends.probe_images(tiny_encoder.image_size, count=33, seed=5)
+    for size in (1, 2, 3, 33):
+        expected = one_request.encode(batch[:size])
+        got = streams.encode(batch[:size])
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # outputs are copies: the next call reuses the requests' tensors
+    first = streams.encode(batch[:4])
+    streams.encode(batch[4:8])
+    np.testing.assert_allclose(first, one_request.encode(batch[:4]), rtol=1e-4, atol=1e-5)
+
+
+def test_a_backend_name_that_is_not_one_is_refused_before_any_export(tiny_encoder: Any) -> None:
+    with pytest.raises(ModelUnavailableError, match="unknown encoder backend"):
+        tiny_encoder._make_backend("openvino-fp64-turbo")
+    with pytest.raises(backends.BackendUnavailable, match="no OpenVINO backend"):
+        backends.openvino_backend("openvino-int4", Path("unused.xml"))

@@ -270,3 +270,19 @@ def test_cancelling_during_the_export_stops_it_at_once(
     exports = tmp_path / "models" / "exports"
     assert exported.find_export(tiny_encoder.spec.key) is None  # type: ignore[attr-defined]
     assert not exports.exists() or not list(exports.glob(".*.part"))  # no half export left
+
+
+def test_an_export_runs_in_streams_when_asked_and_refuses_torch_backends(
+    clothing_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipdesk import backends
+
+    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    encoder = exported.ExportedEncoder(clothing_export, choices_dir=tmp_path)
+    probe = backends.probe_images(encoder.image_size, count=5)
+    one_request = encoder.image_backend.encode(probe)
+    choice = encoder.select_backend("openvino-fp32-streams")
+    assert choice.name == encoder.image_backend.name == "openvino-fp32-streams"
+    np.testing.assert_allclose(encoder.image_backend.encode(probe), one_request, atol=1e-5)
+    with pytest.raises(ModelUnavailableError, match="needs torch"):
+        encoder._make_backend("torch-bf16")
