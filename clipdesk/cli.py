@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
         "--backend",
         metavar="NAME",
         help="image encoder backend: auto (measure once, keep the fastest faithful; default), "
-        "torch-fp32, torch-bf16, torch-fp16, openvino-fp32 or openvino-bf16",
+        "torch-fp32, torch-bf16, torch-fp16, openvino-fp32 or openvino-bf16 (either with "
+        "-streams: batches split over parallel OpenVINO requests)",
     )
 
     for name, helptext, arg, argname in (
