@@ -136,6 +136,10 @@ class ElidedLabel(QLabel):
         self._full = text
         self.setToolTip(text if len(text) > 60 else "")
         self._elide()
+        # The hint follows the whole text. QLabel only asks the layout again when what it
+        # shows changes: a label squeezed to nothing shows "" before and after, and stayed
+        # 2 px wide (the model's name vanished from the status bar).
+        self.updateGeometry()
 
     def text(self) -> str:
         return self._full

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmapCache
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QLabel, QMessageBox
 
 from clipdesk.gui.dialogs import UnreadableDialog
 from clipdesk.gui.history import View
@@ -169,3 +169,18 @@ def test_a_folder_without_a_model_shows_the_step_that_is_left(
     assert "is added" in win.welcome.text.text()
     assert win.welcome.model_box.isVisible()
     win.close()
+
+
+def test_the_models_name_stays_readable_in_the_status_bar(
+    qtbot: Any, window: MainWindow, clothing_photos: Path
+) -> None:
+    """It was squeezed to 2 px (an empty text) from the first status on, and never grew."""
+    _index(qtbot, window, clothing_photos)
+    label = window.model_label
+    assert label.text().startswith("Model: ")
+    qtbot.waitUntil(lambda: label.width() >= 200, timeout=5_000)
+    shown = QLabel.text(label)  # what is drawn: the whole text, or its start and "…"
+    assert shown.startswith("Model: ") and len(shown) >= 20
+    window.show_error("Could not open " + "/a/long/path" * 30 + ".jpg")
+    qtbot.wait(50)
+    assert label.width() >= 200  # an error beside it leaves it be
