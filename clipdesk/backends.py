@@ -371,6 +371,7 @@ def measure(
     candidates: list[Callable[[], ImageBackend]],
     batch: np.ndarray,
     seconds: float = 2.0,
+    on_reference: Callable[[np.ndarray], None] | None = None,
 ) -> list[Measurement]:
     """Speed and fidelity of each candidate against the fp32 reference: fidelity on all of
     ``batch`` (the probe photos), speed from that same pass (see :func:`_encode_timed`), or
@@ -379,9 +380,14 @@ def measure(
     A factory with a ``skip_if_faithful`` attribute (the name of a candidate before it) is
     not measured when that one was faithful: e.g. OpenVINO fp32 against a faithful OpenVINO
     bf16 on a CPU with native bf16, measured at half its speed (bench/README.md), where
-    measuring it cost 15 s of a first index. A wrong skip costs speed, never fidelity."""
+    measuring it cost 15 s of a first index. A wrong skip costs speed, never fidelity.
+
+    ``on_reference`` is given the reference's features of ``batch`` before any candidate
+    runs: a first index stores them, so its reference pass is not thrown away."""
     timing = batch[:TIMING_BATCH]
     expected, speed = _encode_timed(reference, batch)
+    if on_reference is not None:
+        on_reference(expected)
     if speed is None:
         speed = _speed(reference, timing, seconds)
     results = [Measurement(reference.name, reference.description, speed, 1.0, True)]

@@ -141,7 +141,7 @@ def _assemble_batch(
     return batch
 
 
-def _commit_batch(
+def commit_batch(
     library: Library,
     model_id: int,
     done: list[PendingImage],
@@ -149,6 +149,8 @@ def _commit_batch(
     failed: list[tuple[PendingImage, str]],
     index: VectorIndex | None,
 ) -> None:
+    """Store ``vectors`` (``done``'s, in order) and ``failed``'s reasons in one transaction,
+    then add the vectors to ``index``."""
     with library.session() as s:
         before = db.current_generation(s.connection())
         if done:
@@ -191,14 +193,17 @@ def embed_pending(
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     low_priority: bool = False,
+    embedded_before: int = 0,
 ) -> Iterator[Progress]:
     """Embed every photo that lacks a vector under ``model_id``; yields once per batch.
-    ``low_priority``: the decode threads run at a lower priority too."""
+    ``low_priority``: the decode threads run at a lower priority too. ``embedded_before``:
+    photos this job embedded already (the backend measurement's), shown in the progress."""
     cancel = cancel or CancelToken()
     work = pending_images(library, model_id)
-    meter = RateMeter(total=len(work))
+    meter = RateMeter(total=len(work) + embedded_before, base=embedded_before)
     if not work:
-        yield meter.report("embed", 0, message="nothing new to embed")
+        message = "embedding photos" if embedded_before else "nothing new to embed"
+        yield meter.report("embed", embedded_before, message=message)
         return
     workers = workers or max(2, os.cpu_count() or 2)
     # Enough decoded images queued that the next batch is ready when the model is.
@@ -208,7 +213,7 @@ def embed_pending(
         batch_size = min(batch_size, DEVICE_BATCH_CAP)
         lookahead = batch_size + workers
     decode = _decoder(encoder, max_pixels, device_decoder)
-    finished = failures = 0
+    finished, failures = embedded_before, 0
     queue = iter(work)
     inflight: deque[Future[Decoded]] = deque()
     initializer = lower_this_thread if low_priority else None
@@ -238,7 +243,7 @@ def embed_pending(
                     inputs.append(decoded)
                 # The first batch is small, so the model starts while the look-ahead fills
                 # instead of idling until a whole batch is decoded.
-                wanted = batch_size if finished else max(1, batch_size // 4)
+                wanted = batch_size if finished > embedded_before else max(1, batch_size // 4)
                 if len(inputs) < wanted and inflight:
                     continue
                 batch: Any = None
@@ -255,7 +260,7 @@ def embed_pending(
                 vectors = np.zeros((0, 0), np.float32)
                 if batch is not None:
                     vectors = encoder.encode_batch(batch)
-                _commit_batch(library, model_id, done, vectors, failed, index)
+                commit_batch(library, model_id, done, vectors, failed, index)
                 finished += len(done) + len(failed)
                 failures += len(failed)
                 done, inputs, failed = [], [], []

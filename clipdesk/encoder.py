@@ -17,7 +17,7 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -144,7 +144,7 @@ def pick_device(preference: str = "auto") -> tuple[str, str]:
     if preference in ("auto", "mps") and mps:
         return "mps", "mps: Apple GPU, fp32"
     if preference == "cpu":
-        return "cpu", f"cpu: chosen by setting, fp32, {torch.get_num_threads()} threads"
+        return "cpu", f"cpu: CPU chosen by setting, fp32, {torch.get_num_threads()} threads"
     return "cpu", f"cpu: no CUDA or MPS available, fp32, {torch.get_num_threads()} threads"
 
 
@@ -205,6 +205,24 @@ def _register_config(spec: ModelSpec) -> str:
     return name
 
 
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """L2-normalised float32 rows: the vectors clipdesk stores and compares."""
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    unit: np.ndarray = (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return unit
+
+
+# Told the probe photos' vectors from the reference's pass (unit rows, the probe's order).
+ReferenceVectors = Callable[[np.ndarray], None]
+
+
+def as_unit_rows(told: ReferenceVectors | None) -> ReferenceVectors | None:
+    """``told``, given a backend's raw features as unit rows."""
+    if told is None:
+        return None
+    return lambda features: told(unit_rows(features))
+
+
 class Encoder(Protocol):
     """What services need of a model: :class:`ClipEncoder` (open_clip on torch) or
     :class:`clipdesk.exported.ExportedEncoder` (an export, without torch)."""
@@ -224,7 +242,11 @@ class Encoder(Protocol):
     @property
     def logit_scale(self) -> float: ...
     def select_backend(
-        self, override: str | None = None, seconds: float = 2.0, probe: np.ndarray | None = None
+        self,
+        override: str | None = None,
+        seconds: float = 2.0,
+        probe: np.ndarray | None = None,
+        on_reference: ReferenceVectors | None = None,
     ) -> Any: ...
     def preprocess_image(self, image: Image.Image) -> np.ndarray: ...
     def encode_batch(self, batch: np.ndarray) -> np.ndarray: ...
@@ -383,11 +405,17 @@ class ClipEncoder:
         return f"{self.backend_choice.reason} ({detail})" if detail else self.backend_choice.reason
 
     def select_backend(
-        self, override: str | None = None, seconds: float = 2.0, probe: np.ndarray | None = None
+        self,
+        override: str | None = None,
+        seconds: float = 2.0,
+        probe: np.ndarray | None = None,
+        on_reference: ReferenceVectors | None = None,
     ) -> Any:
         """Use the fastest faithful image backend for this model on this machine: measured
         once and remembered, or ``override`` (a backend name, or $CLIPDESK_BACKEND).
-        ``probe``: preprocessed photos to judge fidelity on (the user's own, ideally)."""
+        ``probe``: preprocessed photos to judge fidelity on (the user's own, ideally).
+        ``on_reference``: given the probe's vectors from the reference pass, if one runs
+        (they are the vectors the default backend stores, so the caller can keep them)."""
         from clipdesk import backends
 
         with self._backend_lock:
@@ -397,6 +425,7 @@ class ClipEncoder:
             folder = self._choices_dir
             machine = backends.machine_signature(self.device)
             store = backends.ChoiceStore(folder) if folder is not None else None
+            built: dict[str, Any] = {}  # the backends measured; the chosen one is kept
             if override and override != "auto":
                 choice = backends.BackendChoice(
                     override, f"{self.device}: {override} (chosen by setting)", []
@@ -404,7 +433,7 @@ class ClipEncoder:
             elif store is not None and (known := store.get(self.spec.key, machine)) is not None:
                 choice = known
             else:
-                candidates = self._backend_candidates()
+                candidates = self._backend_candidates(built)
                 if not candidates:
                     choice = backends.BackendChoice(
                         self.image_backend.name,
@@ -413,12 +442,19 @@ class ClipEncoder:
                     )
                 else:
                     batch = probe if probe is not None else backends.probe_images(self.image_size)
-                    measured = backends.measure(self.image_backend, candidates, batch, seconds)
+                    measured = backends.measure(
+                        self.image_backend,
+                        candidates,
+                        batch,
+                        seconds,
+                        on_reference=as_unit_rows(on_reference),
+                    )
                     choice = backends.decide(self.device, measured)
                     if store is not None:
                         store.put(self.spec.key, machine, choice)
             if choice.name != self.image_backend.name:
-                self.image_backend = self._make_backend(choice.name)
+                # as measured, not built again (an OpenVINO compile is 2 s on 2 cores)
+                self.image_backend = built.get(choice.name) or self._make_backend(choice.name)
             self.backend_choice = choice
             return choice
 
@@ -449,8 +485,9 @@ class ClipEncoder:
             f"unknown encoder backend {name!r} (use {', '.join(backends.BACKEND_NAMES)})"
         )
 
-    def _backend_candidates(self) -> list[Any]:
-        """Factories of the backends worth measuring against fp32 on this device."""
+    def _backend_candidates(self, built: dict[str, Any] | None = None) -> list[Any]:
+        """Factories of the backends worth measuring against fp32 on this device; each puts
+        what it builds into ``built``, by name."""
         from clipdesk import backends
 
         names: list[str] = []
@@ -469,7 +506,10 @@ class ClipEncoder:
         for name in names:
 
             def make(name: str = name) -> Any:
-                return self._make_backend(name)
+                backend = self._make_backend(name)
+                if built is not None:
+                    built[name] = backend
+                return backend
 
             make.backend_name = name  # type: ignore[attr-defined]
             if name == "openvino-fp32" and "openvino-bf16" in names:
@@ -556,10 +596,7 @@ class ClipEncoder:
             self.image_backend, "takes_tensors", False
         ):
             batch = batch.cpu().numpy()  # an exported runtime reads numpy
-        features: np.ndarray = self.image_backend.encode(batch)
-        norms = np.linalg.norm(features, axis=1, keepdims=True)
-        unit: np.ndarray = (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-        return unit
+        return unit_rows(self.image_backend.encode(batch))
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_batch(np.stack([self.preprocess_image(im) for im in images]))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipdesk.encoder import ModelSpec
+from clipdesk.encoder import ModelSpec, ReferenceVectors, as_unit_rows, unit_rows
 from clipdesk.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
@@ -344,7 +344,11 @@ class ExportedEncoder:
                 self._image_backend = self._make_backend(self._image_backend.name)
 
     def select_backend(
-        self, override: str | None = None, seconds: float = 2.0, probe: np.ndarray | None = None
+        self,
+        override: str | None = None,
+        seconds: float = 2.0,
+        probe: np.ndarray | None = None,
+        on_reference: ReferenceVectors | None = None,
     ) -> Any:
         """As ClipEncoder.select_backend: f32 is the reference, bf16 is measured against it
         where the CPU has it, the faster faithful one is kept per model and machine."""
@@ -357,6 +361,7 @@ class ExportedEncoder:
             override = None  # a torch backend named for the full install: measure instead
         machine = runtime_signature()
         store = backends.ChoiceStore(self._choices_dir) if self._choices_dir else None
+        built: dict[str, Any] = {}  # the backends measured; the chosen one is kept
         if override and override != "auto":
             choice = backends.BackendChoice(override, f"cpu: {override} (chosen by setting)", [])
         elif store is not None and (known := store.get(self.spec.key, machine)) is not None:
@@ -367,15 +372,17 @@ class ExportedEncoder:
             if openvino_has_bf16():
 
                 def make() -> Any:
-                    return self._make_backend("openvino-bf16")
+                    built["openvino-bf16"] = self._make_backend("openvino-bf16")
+                    return built["openvino-bf16"]
 
                 make.backend_name = "openvino-bf16"  # type: ignore[attr-defined]
                 candidates.append(make)
             if candidates:
                 batch = probe if probe is not None else backends.probe_images(self.image_size)
-                choice = backends.decide(
-                    "cpu", backends.measure(reference, candidates, batch, seconds)
+                measured = backends.measure(
+                    reference, candidates, batch, seconds, on_reference=as_unit_rows(on_reference)
                 )
+                choice = backends.decide("cpu", measured)
             else:
                 choice = backends.BackendChoice(
                     reference.name, f"cpu: {reference.description} (exported model)", []
@@ -384,7 +391,7 @@ class ExportedEncoder:
                 store.put(self.spec.key, machine, choice)
         with self._lock:
             if self._image_backend is None or choice.name != self._image_backend.name:
-                self._image_backend = self._make_backend(choice.name)
+                self._image_backend = built.get(choice.name) or self._make_backend(choice.name)
         self.backend_choice = choice
         return choice
 
@@ -395,7 +402,7 @@ class ExportedEncoder:
         if self.backend_choice is None and self._choices_dir is not None:
             self.select_backend()
         features: np.ndarray = self.image_backend.encode(np.asarray(batch, dtype=np.float32))
-        return _unit_rows(features)
+        return unit_rows(features)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_batch(np.stack([self.preprocess_image(im) for im in images]))
@@ -413,13 +420,7 @@ class ExportedEncoder:
                 ).create_infer_request()
             result = self._text.infer({0: tokens})
             features = np.array(next(iter(result.values())), dtype=np.float32)
-        return _unit_rows(features)
-
-
-def _unit_rows(features: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    unit: np.ndarray = (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-    return unit
+        return unit_rows(features)
 
 
 def verify_export(folder: Path) -> ExportManifest:

@@ -52,12 +52,13 @@ class RateMeter:
     total: int
     started: float = field(default_factory=time.perf_counter)
     _reported: float | None = None
+    base: int = 0  # done before this meter started: counted in ``done``, not in the rate
 
     def report(self, phase: str, done: int, failed: int = 0, message: str = "") -> Progress:
         now = time.perf_counter()
         self._reported = now
         elapsed = max(now - self.started, 1e-9)
-        rate = done / elapsed
+        rate = (done - self.base) / elapsed
         remaining = max(self.total - done, 0)
         eta = remaining / rate if rate > 0 else None
         return Progress(phase, done, self.total, failed, rate, eta, message)

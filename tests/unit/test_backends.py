@@ -228,6 +228,42 @@ def test_a_measured_choice_is_remembered_per_model_and_machine(
     assert second.image_backend.name == choice.name
 
 
+class _Slowed(backends.ImageBackend):
+    """The reference, made slower: every candidate beats it."""
+
+    def __init__(self, inner: backends.ImageBackend) -> None:
+        self.inner, self.name, self.description = inner, inner.name, inner.description
+
+    def encode(self, batch: Any) -> np.ndarray:
+        import time
+
+        time.sleep(0.02)
+        return self.inner.encode(batch)
+
+
+def test_the_chosen_backend_is_the_one_measured_not_built_again(
+    tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)  # torch-bf16 is a candidate
+    encoder = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
+    fast = encoder.image_backend
+    encoder.image_backend = _Slowed(fast)
+    made: list[backends.ImageBackend] = []
+
+    def make(name: str) -> backends.ImageBackend:
+        made.append(_Copy(fast, name))
+        return made[-1]
+
+    monkeypatch.setattr(encoder, "_make_backend", make)
+    choice = encoder.select_backend(seconds=0.05)
+    assert choice.name != "torch-fp32"
+    measured = [m.name for m in choice.measurements[1:] if m.faithful]
+    assert [b.name for b in made] == measured  # each built once, for its measurement
+    assert any(encoder.image_backend is b for b in made)
+    assert encoder.image_backend.name == choice.name
+
+
 def test_an_override_is_used_as_given_and_a_bad_one_is_refused(
     tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,7 @@ def test_auto_picks_cuda_then_mps_then_cpu_and_says_why() -> None:
         assert device == "cuda" and "fp16" in reason
     elif device == "cpu":
         assert reason.startswith("cpu: no CUDA or MPS available")
-    assert pick_device("cpu")[1].startswith("cpu: chosen by setting")
+    assert pick_device("cpu")[1].startswith("cpu: CPU chosen by setting")
     with pytest.raises(ModelUnavailableError, match="unknown device"):
         pick_device("tpu")
 
