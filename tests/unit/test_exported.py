@@ -72,6 +72,36 @@ def test_export_of_the_trained_model_is_faithful(
     assert visual_bytes < 0.6 * 4 * params  # stored in fp16
 
 
+def test_fp16_weights_are_widened_where_that_is_faster_with_the_same_vectors(
+    clothing_export: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipdesk import backends
+
+    visual = clothing_export / "visual.xml"
+    size = exported.ExportManifest.read(clothing_export).image_size
+    batch = backends.probe_images(size, count=8)
+    monkeypatch.setenv(backends.WIDEN_F16_ENV, "0")
+    kept = backends.openvino_backend("openvino-fp32", visual)
+    monkeypatch.setenv(backends.WIDEN_F16_ENV, "1")
+    widened = backends.openvino_backend("openvino-fp32", visual)
+    assert kept.widened == 0 and widened.widened > 10  # every weight matrix and bias
+    assert float(np.min(backends._cosines(kept.encode(batch), widened.encode(batch)))) > 0.99999
+    if backends.cpu_has_native_bf16():  # bf16 compute: the weights are narrowed anyway
+        assert backends.openvino_backend("openvino-bf16", visual).widened == 0
+    monkeypatch.delenv(backends.WIDEN_F16_ENV)
+    assert backends.widens_f16_weights() is not backends.cpu_has_avx512()
+    import openvino as ov
+
+    model = ov.Core().read_model(str(visual))
+    assert backends.widen_f16_weights(model) == widened.widened
+    left = [
+        op
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16
+    ]
+    assert left == []  # no fp16 weight is read at every product any more
+
+
 def test_export_of_random_weights_is_faithful(tmp_path: Path) -> None:
     tiny = ClipEncoder(ModelSpec.parse(TINY_SPEC, TINY_CONFIG), "cpu")
     folder = export_model(tiny, tmp_path)
