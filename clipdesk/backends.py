@@ -177,13 +177,7 @@ def cpu_has_avx512() -> bool:
     if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return False
     if sys.platform.startswith("linux"):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as fh:
-                for line in fh:
-                    if line.startswith("flags"):
-                        return "avx512f" in line.split(":", 1)[1].split()
-        except OSError:
-            return False
+        return "avx512f" in (_cpuinfo("flags") or "").split()
     if sys.platform == "win32":
         import ctypes
 
@@ -332,15 +326,20 @@ def machine_signature(device: str) -> str:
     return " | ".join(parts)
 
 
-def cpu_name() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` of /proc/cpuinfo (Linux); None where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown cpu"
+    return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown cpu"
 
 
 @dataclass

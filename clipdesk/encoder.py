@@ -212,15 +212,8 @@ def unit_rows(features: np.ndarray) -> np.ndarray:
     return unit
 
 
-# Told the probe photos' vectors from the reference's pass (unit rows, the probe's order).
+# Given the reference backend's raw features of the probe photos, in the probe's order.
 ReferenceVectors = Callable[[np.ndarray], None]
-
-
-def as_unit_rows(told: ReferenceVectors | None) -> ReferenceVectors | None:
-    """``told``, given a backend's raw features as unit rows."""
-    if told is None:
-        return None
-    return lambda features: told(unit_rows(features))
 
 
 class Encoder(Protocol):
@@ -414,8 +407,9 @@ class ClipEncoder:
         """Use the fastest faithful image backend for this model on this machine: measured
         once and remembered, or ``override`` (a backend name, or $CLIPDESK_BACKEND).
         ``probe``: preprocessed photos to judge fidelity on (the user's own, ideally).
-        ``on_reference``: given the probe's vectors from the reference pass, if one runs
-        (they are the vectors the default backend stores, so the caller can keep them)."""
+        ``on_reference``: given the probe's features from the reference pass, if one runs
+        (as unit rows, they are the vectors the default backend stores: the caller can keep
+        them)."""
         from clipdesk import backends
 
         with self._backend_lock:
@@ -447,7 +441,7 @@ class ClipEncoder:
                         candidates,
                         batch,
                         seconds,
-                        on_reference=as_unit_rows(on_reference),
+                        on_reference=on_reference,
                     )
                     choice = backends.decide(self.device, measured)
                     if store is not None:

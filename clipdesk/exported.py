@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipdesk.encoder import ModelSpec, ReferenceVectors, as_unit_rows, unit_rows
+from clipdesk.encoder import ModelSpec, ReferenceVectors, unit_rows
 from clipdesk.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
@@ -380,7 +380,7 @@ class ExportedEncoder:
             if candidates:
                 batch = probe if probe is not None else backends.probe_images(self.image_size)
                 measured = backends.measure(
-                    reference, candidates, batch, seconds, on_reference=as_unit_rows(on_reference)
+                    reference, candidates, batch, seconds, on_reference=on_reference
                 )
                 choice = backends.decide("cpu", measured)
             else:

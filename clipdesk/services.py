@@ -31,7 +31,7 @@ from clipdesk.embedding import (
     embed_pending,
     pending_images,
 )
-from clipdesk.encoder import DEFAULT_MODEL, ClipEncoder, Encoder, ModelSpec
+from clipdesk.encoder import DEFAULT_MODEL, ClipEncoder, Encoder, ModelSpec, unit_rows
 from clipdesk.errors import ClipdeskError, ModelUnavailableError, NotIndexedError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.library import Library
@@ -418,13 +418,13 @@ class Clipdesk:
                 probe = _probe_batch(encoder, [p.path for p in pending], max_pixels)
                 kept: list[PendingImage] = []
 
-                def keep(vectors: np.ndarray, probe: Probe | None = probe) -> None:
+                def keep(features: np.ndarray, probe: Probe | None = probe) -> None:
                     # The reference pass over the probe is the default backend's work on
                     # these photos: stored, it is 256 photos less to embed (23 s of fp32
                     # ViT-B-32 on 2 cores) instead of a measurement thrown away.
                     assert probe is not None
                     kept[:] = [pending[i] for i in probe.used]
-                    commit_batch(self.library, row.id, kept, vectors, [], index)
+                    commit_batch(self.library, row.id, kept, unit_rows(features), [], index)
 
                 encoder.select_backend(
                     self.library.get_setting(BACKEND_SETTING),
