@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -278,64 +279,16 @@ def test_idle_models_are_unloaded_and_load_again_on_demand(
     assert app.loaded_models() == [key]
 
 
-def test_a_first_index_keeps_the_backend_measurements_reference_vectors(
-    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The measurement's fp32 pass over the probe photos is stored, not thrown away: the
-    pipeline embeds only the rest, and every photo ends with the vector fp32 gives it."""
+def _measuring_encoder(
+    app: Clipdesk, spec: object, choices: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, list[int]]:
+    """A fresh encoder whose first index measures one candidate (the reference itself), and
+    the sizes of the batches the pipeline gives it."""
     from clipdesk import backends
     from clipdesk.encoder import ClipEncoder
-    from clipdesk.imaging import load_rgb
 
     monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
-    encoder = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path / "choices")  # type: ignore[arg-type]
-    reference = encoder.image_backend
-
-    def copy_candidate() -> backends.ImageBackend:
-        class Copy(backends.ImageBackend):
-            name, description = "copy", "the reference again"
-
-            def encode(self, batch: object) -> np.ndarray:
-                return reference.encode(batch)
-
-        return Copy()
-
-    copy_candidate.backend_name = "copy"  # type: ignore[attr-defined]
-    monkeypatch.setattr(encoder, "_backend_candidates", lambda _built: [copy_candidate])
-    monkeypatch.setattr(encoder, "_make_backend", lambda name: copy_candidate())
-    app._encoders[encoder.spec.key] = encoder
-    piped: list[int] = []
-    encode_batch = encoder.encode_batch
-    monkeypatch.setattr(
-        encoder, "encode_batch", lambda batch: piped.append(len(batch)) or encode_batch(batch)
-    )
-
-    app.add_folders([photos])
-    progress = _index(app, encoder.spec, batch_size=8)
-    assert encoder.backend_choice is not None and encoder.backend_choice.measurements
-    embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
-    # 30 photos, a probe of all of them (it takes up to PROBE_PHOTOS): nothing left to pipe
-    assert sum(piped) == 0
-    assert embeds[-1].done == embeds[-1].total == 30
-    status = app.status()
-    assert (status.indexed, status.pending, status.failed) == (30, 0, [])
-    paths, stored = stored_vectors(app)
-    fresh = encode_batch(
-        np.stack([encoder.preprocess_image(load_rgb(p, encoder.decode_side)) for p in paths])
-    )
-    assert float(np.min(np.sum(stored * fresh, axis=1))) > 0.9999
-    assert app.search_text("a hat", k=3)
-
-
-def test_a_probe_of_some_photos_leaves_the_rest_to_the_pipeline(
-    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from clipdesk import backends, services
-    from clipdesk.encoder import ClipEncoder
-
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
-    monkeypatch.setattr(services, "PROBE_PHOTOS", 24)  # 30 photos: every one, the first 24
-    encoder = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path / "choices")  # type: ignore[arg-type]
+    encoder = ClipEncoder(spec, "cpu", choices_dir=choices)  # type: ignore[arg-type]
     reference = encoder.image_backend
 
     def same() -> backends.ImageBackend:
@@ -349,10 +302,46 @@ def test_a_probe_of_some_photos_leaves_the_rest_to_the_pipeline(
     monkeypatch.setattr(
         encoder, "encode_batch", lambda batch: piped.append(len(batch)) or encode_batch(batch)
     )
+    return encoder, piped
+
+
+def test_a_first_index_keeps_the_backend_measurements_reference_vectors(
+    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The measurement's fp32 pass over the probe photos is stored, not thrown away: the
+    pipeline embeds only the rest, and every photo ends with the vector fp32 gives it."""
+    from clipdesk.imaging import load_rgb
+
+    encoder, piped = _measuring_encoder(app, tiny_spec, tmp_path / "choices", monkeypatch)
+    app.add_folders([photos])
+    progress = _index(app, encoder.spec, batch_size=8)
+    assert encoder.backend_choice is not None and encoder.backend_choice.measurements
+    embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
+    # 30 photos, a probe of all of them (it takes up to PROBE_PHOTOS): nothing left to pipe
+    assert sum(piped) == 0
+    assert embeds[-1].done == embeds[-1].total == 30
+    status = app.status()
+    assert (status.indexed, status.pending, status.failed) == (30, 0, [])
+    paths, stored = stored_vectors(app)
+    fresh = encoder.image_backend.encode(
+        np.stack([encoder.preprocess_image(load_rgb(p, encoder.decode_side)) for p in paths])
+    )
+    fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
+    assert float(np.min(np.sum(stored * fresh, axis=1))) > 0.9999
+    assert app.search_text("a hat", k=3)
+
+
+def test_a_probe_of_some_photos_leaves_the_rest_to_the_pipeline(
+    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipdesk import services
+
+    monkeypatch.setattr(services, "PROBE_PHOTOS", 24)  # 30 photos, a step of 1: the first 24
+    encoder, piped = _measuring_encoder(app, tiny_spec, tmp_path / "choices", monkeypatch)
     app.add_folders([photos])
     progress = _index(app, encoder.spec, batch_size=8)
     embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
     assert sum(piped) == 6
-    # the progress counts the probe's 24 as done; the rate is of the pipeline's photos only
+    # the progress counts the probe's 24 as done (its rate: tests/unit/test_progress.py)
     assert [(p.done, p.total) for p in embeds] == [(26, 30), (30, 30)]
     assert app.status().indexed == 30

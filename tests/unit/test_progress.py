@@ -24,3 +24,17 @@ def test_time_handed_to_the_caller_does_not_count(monkeypatch: pytest.MonkeyPatc
     meter.resumed()  # resumed at once: nothing to take off
     clock[0] = 730.0
     assert meter.report("embed", 30).rate == pytest.approx(1.0)
+
+
+def test_work_done_before_the_meter_counts_as_done_not_in_the_rate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first index stores the backend measurement's 256 photos before the pipeline starts:
+    they are done, but the ETA comes from the pipeline's own speed."""
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    meter = RateMeter(total=300, started=100.0, base=256)
+    clock[0] = 104.0
+    report = meter.report("embed", 264)
+    assert (report.done, report.total) == (264, 300)
+    assert report.rate == pytest.approx(2.0) and report.eta_s == pytest.approx(18.0)
