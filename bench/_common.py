@@ -33,6 +33,16 @@ _FLAGS_OF_INTEREST = (
 )
 
 
+def clothing_photos(count: int) -> list[Path]:
+    """The first ``count`` photos of ../shared/data/clothing-small, or where it has fewer
+    (or is absent), the 372 committed test photos."""
+    source = DATA / "clothing-small"
+    files = sorted(source.rglob("*.jpg")) if source.is_dir() else []
+    if len(files) < count:
+        files = sorted((REPO / "tests" / "fixtures" / "clothing-test").rglob("*.jpg"))
+    return files[:count]
+
+
 def cpu_model() -> str:
     from clipdesk.backends import cpu_name
 

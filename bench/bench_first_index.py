@@ -23,18 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.pop("CLIPDESK_BACKEND", None)  # measured, as for a user
 
-from bench._common import DATA, REPO, print_machine
+from bench._common import clothing_photos, print_machine
 
 
 def _photos(work: Path, count: int) -> Path:
-    source = DATA / "clothing-small"
-    files = sorted(source.rglob("*.jpg")) if source.is_dir() else []
-    if len(files) < count:
-        print(f"(../shared/data has fewer than {count} photos: the 372 test fixtures instead)")
-        files = sorted((REPO / "tests" / "fixtures" / "clothing-test").rglob("*.jpg"))
     folder = work / "photos"
     folder.mkdir()
-    for i, path in enumerate(files[:count]):
+    for i, path in enumerate(clothing_photos(count)):
         shutil.copy(path, folder / f"{i:05d}.jpg")
     return folder
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["CLIPDESK_BACKEND"] = "torch-fp32"  # the same encoder in every scenario
 
-from bench._common import DATA, REPO, print_machine
+from bench._common import clothing_photos, print_machine
 
 FOREGROUND = """
 import os, sys, time
@@ -69,13 +69,9 @@ def main() -> int:
     from clipdesk.throttle import Throttle
 
     work = Path(tempfile.mkdtemp(prefix="clipdesk-throttle-"))
-    source = DATA / "clothing-small"
-    files = sorted(source.rglob("*.jpg")) if source.is_dir() else []
-    if len(files) < args.photos:
-        files = sorted((REPO / "tests" / "fixtures" / "clothing-test").rglob("*.jpg"))
     folder = work / "photos"
     folder.mkdir()
-    for i, path in enumerate(files[: args.photos]):
+    for i, path in enumerate(clothing_photos(args.photos)):
         shutil.copy(path, folder / f"{i:05d}.jpg")
     count = len(list(folder.iterdir()))
     spec = ModelSpec.parse("ViT-B-32:random")

@@ -13,6 +13,7 @@ Backends take a preprocessed float32 batch (N, 3, H, W) and return unnormalised 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -171,6 +172,7 @@ def export_visual_onnx_aside(
     return target
 
 
+@functools.cache  # read once: backends are rebuilt when the core limit changes
 def cpu_has_avx512() -> bool:
     """Whether this x86 CPU has AVX-512 (False where that cannot be told, and on ARM)."""
     machine = platform.machine().lower()
