@@ -85,7 +85,9 @@ class TorchBackend(ImageBackend):
             # A private copy in this precision: the model's own tower stays for the reference
             # and text. (fp32 from a CUDA model that was loaded in fp16 gets an fp32 copy.)
             visual = copy.deepcopy(visual).to(self.dtype)
-        self.visual = visual.eval()
+        from clipdesk.towers import class_token_tower
+
+        self.visual = class_token_tower(visual.eval())
 
     takes_tensors = True  # a torch tensor may come in, already on the device
 
@@ -104,8 +106,9 @@ class TorchBackend(ImageBackend):
 
 def visual_onnx_name(model_key: str) -> str:
     """The file name of a model's image tower exported for OpenVINO, in the exports folder.
-    ``clipdesk models export`` starts from it when it is there."""
-    return hashlib.sha256(model_key.encode()).hexdigest()[:16] + "-visual-v1.onnx"
+    ``clipdesk models export`` starts from it when it is there, and removes it when done.
+    v2: the class-token tower (towers.py)."""
+    return hashlib.sha256(model_key.encode()).hexdigest()[:16] + "-visual-v2.onnx"
 
 
 def export_visual_onnx(model: Any, image_size: int, target: Path) -> Path:
@@ -115,7 +118,10 @@ def export_visual_onnx(model: Any, image_size: int, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_file():
         return target
-    tower = model.visual.eval()  # its forward is encode_image without the normalisation
+    from clipdesk.towers import class_token_tower
+
+    # its forward is encode_image without the normalisation
+    tower = class_token_tower(model.visual.eval())
     example = torch.zeros(2, 3, image_size, image_size)
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.part")
     os.close(fd)
@@ -139,6 +145,9 @@ def export_visual_onnx(model: Any, image_size: int, target: Path) -> Path:
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
+    stale = target.with_name(target.name.replace("-visual-v2.onnx", "-visual-v1.onnx"))
+    if stale != target:
+        stale.unlink(missing_ok=True)  # the plain tower, as earlier versions exported it
     return target
 
 

@@ -9,6 +9,7 @@ Needs torch: it runs in the full install, or in ``packaging/build.py``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -144,10 +145,12 @@ def export_model(
     os.chmod(work, 0o755)  # mkdtemp makes it private; an export is shared like any model
 
     def export_visual() -> None:
+        from clipdesk.towers import class_token_tower
+
         say("exporting the image tower to ONNX")
         with torch.inference_mode(False):
             _export_onnx(
-                model.visual.eval().cpu(),
+                class_token_tower(model.visual.eval().cpu()),
                 torch.zeros(2, 3, encoder.image_size, encoder.image_size),
                 "image",
                 work / "visual.onnx",
@@ -227,6 +230,8 @@ def export_model(
         )
         manifest.write(work)
         os.replace(work, target)
+        with contextlib.suppress(OSError):
+            measured.unlink(missing_ok=True)  # the export holds that tower now (~350 MB)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     say(f"exported to {target}")

@@ -136,6 +136,7 @@ def test_the_export_reuses_the_tower_measured_for_the_backends_unless_it_is_stal
     folder = export_model(tiny, tmp_path)
     assert traced == ["tokens"]  # the image tower came from the measurement
     assert exported.verify_export(folder).fidelity["visual_min_cosine"] >= 0.999
+    assert not measured.exists()  # the export holds it now: no second copy on disk
 
     # a stale tower (other weights under that name) is judged unfaithful and replaced
     import torch
@@ -145,8 +146,11 @@ def test_the_export_reuses_the_tower_measured_for_the_backends_unless_it_is_stal
         for parameter in other.model.visual.parameters():
             parameter.mul_(-1.0)
     shutil.rmtree(folder)
-    measured.unlink()
+    # the plain tower an earlier version measured, under the name it used: replaced
+    stale = measured.with_name(measured.name.replace("-visual-v2.onnx", "-visual-v1.onnx"))
+    stale.write_bytes(b"an earlier version's tower")
     backends.export_visual_onnx(other.model, other.image_size, measured)
+    assert measured.is_file() and not stale.exists()
     traced.clear()
     folder = export_model(tiny, tmp_path)
     assert traced == ["tokens", "image"]  # reused, judged unfaithful, exported afresh

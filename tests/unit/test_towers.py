@@ -1,0 +1,111 @@
+"""The image tower with its last block for the class token only gives open_clip's own
+features, shares its weights and leaves the model's tower as it was."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from clipdesk import backends
+from clipdesk.encoder import ClipEncoder, ModelSpec
+from tests.helpers import FIXTURES
+
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+
+from clipdesk.towers import ClassTokenBlock, class_token_tower  # noqa: E402
+
+
+def _features(tower: Any, batch: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return tower(torch.from_numpy(batch)).float().numpy()  # type: ignore[no-any-return]
+
+
+def _vit(**vision: Any) -> Any:
+    cfg = {"image_size": 64, "layers": 3, "width": 64, "head_width": 32, "patch_size": 16}
+    return open_clip.model._build_vision_tower(32, open_clip.model.CLIPVisionCfg(**cfg, **vision))
+
+
+def _assert_same_features(plain: Any, lean: Any, image_size: int) -> None:
+    batch = backends.probe_images(image_size, count=6, seed=5)
+    want, got = _features(plain, batch), _features(lean, batch)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("arch", ["ViT-B-32", "ViT-B-16"])
+def test_real_architectures_give_the_plain_towers_features(arch: str) -> None:
+    torch.manual_seed(0)
+    visual = open_clip.create_model(arch, pretrained=None).visual.eval()
+    lean = class_token_tower(visual)
+    assert isinstance(lean.transformer.resblocks[-1], ClassTokenBlock)
+    _assert_same_features(visual, lean, visual.image_size[0])
+
+
+def test_the_models_own_tower_is_left_as_it_was_and_weights_are_shared() -> None:
+    visual = _vit().eval()
+    last = visual.transformer.resblocks[-1]
+    lean = class_token_tower(visual)
+    assert visual.transformer.resblocks[-1] is last  # the reference and text still use it
+    assert lean.transformer.resblocks[-1].block is last
+    assert {id(p) for p in lean.parameters()} == {id(p) for p in visual.parameters()}
+    assert not any(isinstance(m, ClassTokenBlock) for m in visual.modules())
+
+
+def test_the_tokens_first_layout_of_older_open_clip_versions() -> None:
+    visual = _vit().eval()
+    batch = backends.probe_images(64, count=4, seed=1)
+    want = _features(visual, batch)
+    # open_clip before 2.24-ish ran its transformer as (tokens, batch, width)
+    visual.transformer.batch_first = False
+    for block in visual.transformer.resblocks:
+        block.attn.batch_first = False
+    lean = class_token_tower(visual)
+    np.testing.assert_allclose(_features(visual, batch), want, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_features(lean, batch), want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "vision", [{"pool_type": "avg"}, {"output_tokens": True}, {"attentional_pool": True}]
+)
+def test_towers_that_read_more_than_the_class_token_are_left_alone(vision: dict[str, Any]) -> None:
+    visual = _vit(**vision)
+    assert class_token_tower(visual) is visual
+
+
+def test_a_resnet_tower_is_left_alone() -> None:
+    spec = ModelSpec.parse(
+        f"clothing-clip:{FIXTURES / 'clothing-clip.safetensors'}", FIXTURES / "clothing-clip.json"
+    )
+    visual = ClipEncoder(spec, "cpu").model.visual
+    assert class_token_tower(visual) is visual
+
+
+def test_the_torch_backend_and_the_export_run_the_class_token_tower(
+    tiny_encoder: Any, tmp_path: Path
+) -> None:
+    plain = tiny_encoder.model.visual
+    batch = backends.probe_images(tiny_encoder.image_size, count=8, seed=2)
+    want = _features(plain, batch)
+    for precision in ("fp32", "bf16"):
+        backend = backends.TorchBackend(tiny_encoder.model, "cpu", precision)
+        assert isinstance(backend.visual.transformer.resblocks[-1], ClassTokenBlock)
+    np.testing.assert_allclose(
+        backends.TorchBackend(tiny_encoder.model, "cpu", "fp32").encode(batch),
+        want,
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    onnx = pytest.importorskip("onnx")
+    size = tiny_encoder.image_size
+    target = backends.export_visual_onnx(tiny_encoder.model, size, tmp_path / "visual.onnx")
+    weights = [init.name for init in onnx.load(str(target)).graph.initializer]
+    last = len(plain.transformer.resblocks) - 1
+    assert any(name.startswith(f"transformer.resblocks.{last}.block.") for name in weights)
+    if importlib.util.find_spec("openvino"):
+        got = backends.openvino_backend("openvino-fp32", target).encode(batch)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
