@@ -33,6 +33,15 @@ _FLAGS_OF_INTEREST = (
 )
 
 
+def cold_start_env(**extra: str) -> dict[str, str]:
+    """The environment for a timed cold start of clipdesk: Python caches compiled modules,
+    as on a user's machine (pip compiles an install; an editable one writes its cache on the
+    first start). Some machines here set PYTHONDONTWRITEBYTECODE=1, which made every timed
+    start compile clipdesk's own sources."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, "PYTHONWARNINGS": "ignore", **extra}
+
+
 def clothing_photos(count: int) -> list[Path]:
     """The first ``count`` photos of ../shared/data/clothing-small, or where it has fewer
     (or is absent), the 372 committed test photos."""

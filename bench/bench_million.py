@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import print_machine
+from bench._common import cold_start_env, print_machine
 
 DIM = 512
 
@@ -132,7 +132,7 @@ def main() -> int:
     print(f"database: {db_size / 2**30:.2f} GiB ({db_size / args.photos:.0f} bytes per photo)")
 
     # A cold CLI process: start, open the library, count (no model, no index).
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = cold_start_env()
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "clipdesk", "--library", str(library_dir), "status"],

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench._common import REPO, print_machine
+from bench._common import REPO, cold_start_env, print_machine
 
 
 def _timed(cmd: list[str], env: dict[str, str], until: str | None = None) -> float:
@@ -51,13 +51,11 @@ def main() -> int:
     args = parser.parse_args()
     print_machine("Cold starts", torch_threads=False)
     work = Path(tempfile.mkdtemp(prefix="clipdesk-startup-"))
-    env = {
-        **os.environ,
-        "PYTHONWARNINGS": "ignore",
-        "XDG_CONFIG_HOME": str(work / "config"),
-        "CLIPDESK_MODELS_DIR": str(work / "models"),
-        "CLIPDESK_BACKEND": "torch-fp32",
-    }
+    env = cold_start_env(
+        XDG_CONFIG_HOME=str(work / "config"),
+        CLIPDESK_MODELS_DIR=str(work / "models"),
+        CLIPDESK_BACKEND="torch-fp32",
+    )
     cli = [sys.executable, "-m", "clipdesk", "--library", str(work / "library")]
     # A model file on disk, as after a download: ViT-B-32 weights (random values).
 
