@@ -3,6 +3,7 @@ the project's trained model and on random weights, checked on disk, and used by 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,6 +177,36 @@ def test_damaged_or_unfinished_exports_are_refused(clothing_export: Path, tmp_pa
     shutil.copytree(clothing_export, unfinished)
     (unfinished / exported.MANIFEST_NAME).unlink()
     assert [f for f, _ in exported.available_exports(models)] == [installed]
+
+
+def test_the_compiled_text_tower_is_kept_in_the_export_between_processes(
+    clothing_export: Path, tmp_path: Path
+) -> None:
+    folder = exported.install_export(clothing_export, tmp_path / "models")
+    texts = ["a photo of a dress", "a red hat", "shoes"]
+    first = exported.ExportedEncoder(folder).encode_texts(texts)
+    cache = folder / exported.COMPILED_CACHE_SUBDIR
+    blobs = sorted(cache.iterdir())
+    assert blobs, "the first compile left nothing for the next process"
+    again = exported.ExportedEncoder(folder).encode_texts(texts)  # a new compile: from it
+    np.testing.assert_array_equal(again, first)
+    assert sorted(cache.iterdir()) == blobs  # read, not written again
+    exported.verify_export(folder)  # no part of the export's checked files
+    for blob in blobs:  # a damaged entry: OpenVINO compiles afresh
+        blob.chmod(0o644)
+        blob.write_bytes(b"not a compiled model")
+    np.testing.assert_allclose(
+        exported.ExportedEncoder(folder).encode_texts(texts), first, rtol=1e-5, atol=1e-6
+    )
+    shutil.rmtree(cache)
+    folder.chmod(0o555)  # a read-only export (a bundle's): no cache, the same vectors
+    try:
+        got = exported.ExportedEncoder(folder).encode_texts(texts)
+        if os.geteuid() != 0:  # root writes anywhere
+            assert not cache.exists()
+    finally:
+        folder.chmod(0o755)
+    np.testing.assert_allclose(got, first, rtol=1e-5, atol=1e-6)
 
 
 def test_searches_use_the_export_and_find_the_same_photos(
