@@ -111,8 +111,47 @@ def visual_onnx_name(model_key: str) -> str:
     return hashlib.sha256(model_key.encode()).hexdigest()[:16] + "-visual-v2.onnx"
 
 
+def write_onnx(
+    module: Any, example: Any, input_name: str, target: Path, dynamic: tuple[int, ...] = (0,)
+) -> None:
+    """Trace ``module`` on ``example`` into the ONNX file ``target``, written atomically.
+
+    The one place clipdesk calls torch's exporter, so that the image tower the backends are
+    measured on and the one an export ships are traced alike. ``dynamic``: the input's
+    axes left free (the batch, and for text the length).
+    """
+    import torch
+
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.part")
+    os.close(fd)
+    axes = {0: "batch", 1: "length"}
+    try:
+        # Traced with autograd on: under no_grad, nn.MultiheadAttention takes a fused fast
+        # path (aten::_native_multi_head_attention) that ONNX cannot express.
+        with torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
+            # The TorchScript exporter: 10-20x faster than dynamo here, and exact. Its
+            # deprecation notice and the harmless "negative indices" notes are not ours.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example,),
+                tmp,
+                dynamo=False,
+                input_names=[input_name],
+                output_names=["features"],
+                dynamic_axes={
+                    input_name: {axis: axes.get(axis, f"axis{axis}") for axis in dynamic},
+                    "features": {0: "batch"},
+                },
+                opset_version=17,
+            )
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def export_visual_onnx(model: Any, image_size: int, target: Path) -> Path:
-    """Export the image tower to ONNX (fp32, dynamic batch), written atomically."""
+    """Export the image tower to ONNX (fp32, dynamic batch), unless ``target`` exists."""
     import torch
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -122,29 +161,7 @@ def export_visual_onnx(model: Any, image_size: int, target: Path) -> Path:
 
     # its forward is encode_image without the normalisation
     tower = class_token_tower(model.visual.eval())
-    example = torch.zeros(2, 3, image_size, image_size)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.part")
-    os.close(fd)
-    try:
-        # Traced with autograd on: under no_grad, nn.MultiheadAttention takes a fused fast
-        # path (aten::_native_multi_head_attention) that ONNX cannot express.
-        with warnings.catch_warnings():
-            # The TorchScript exporter: 10-20x faster than dynamo here, and exact. Its
-            # deprecation notice and the harmless "negative indices" notes are not ours.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                tower,
-                (example,),
-                tmp,
-                dynamo=False,
-                input_names=["image"],
-                output_names=["features"],
-                dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}},
-                opset_version=17,
-            )
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_onnx(tower, torch.zeros(2, 3, image_size, image_size), "image", target)
     stale = target.with_name(target.name.replace("-visual-v2.onnx", "-visual-v1.onnx"))
     if stale != target:
         stale.unlink(missing_ok=True)  # the plain tower, as earlier versions exported it

@@ -278,6 +278,7 @@ class ClipEncoder:
         import torch
 
         from clipdesk.backends import TorchBackend
+        from clipdesk.towers import short_text_tower
 
         self.spec = spec
         self._cache_dir = cache_dir
@@ -302,6 +303,9 @@ class ClipEncoder:
         self._choices_dir = choices_dir
         self._backend_lock = threading.Lock()
         self.tokenizer = open_clip.get_tokenizer(arch)
+        # Texts read only as many positions as the longest needs, where that is exact
+        # (CLIP's causal text towers): a search or a tagging prompt is ~10 tokens of 77.
+        self._short_text = short_text_tower(model)
         size = model.visual.image_size
         self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
         # The model's own preprocessing (size, mean/std, interpolation, resize mode), as
@@ -598,8 +602,13 @@ class ClipEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        tokens = self.tokenizer(list(texts)).to(self.device)
+        from clipdesk.tokenizer import trim_tokens
+
+        tokens = self.tokenizer(list(texts))
         with torch.inference_mode():
-            features = self.model.encode_text(tokens)
+            if self._short_text is not None:
+                features = self._short_text(trim_tokens(tokens).to(self.device))
+            else:
+                features = self.model.encode_text(tokens.to(self.device))
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)

@@ -15,14 +15,13 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clipdesk import __version__
+from clipdesk import __version__, backends
 from clipdesk.backends import (
     FAITHFUL_AGREEMENT,
     FAITHFUL_COSINE,
@@ -35,7 +34,7 @@ from clipdesk.errors import ClipdeskError
 from clipdesk.exported import MANIFEST_NAME, ExportManifest, export_name
 from clipdesk.models import sha256_file
 from clipdesk.progress import CancelToken
-from clipdesk.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file
+from clipdesk.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file, trim_tokens
 
 # Texts to judge the text tower on: CLIP-style prompts over everyday photo subjects.
 _SUBJECTS = (
@@ -56,27 +55,15 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)  # type: ignore[no-any-return]
 
 
-def _export_onnx(module: Any, example: Any, input_name: str, target: Path) -> None:
+def _text_tower(model: Any) -> tuple[Any, bool]:
+    """The text tower to export, and whether it takes texts trimmed to their longest."""
     import torch
 
-    # Traced with autograd on: under no_grad, nn.MultiheadAttention takes a fused fast path
-    # (aten::_native_multi_head_attention) that ONNX cannot express.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
-        torch.onnx.export(
-            module,
-            (example,),
-            str(target),
-            dynamo=False,
-            input_names=[input_name],
-            output_names=["features"],
-            dynamic_axes={input_name: {0: "batch"}, "features": {0: "batch"}},
-            opset_version=17,
-        )
+    from clipdesk.towers import short_text_tower
 
-
-def _text_tower(model: Any) -> Any:
-    import torch
+    short = short_text_tower(model)
+    if short is not None:
+        return short.eval(), True
 
     class TextTower(torch.nn.Module):
         def __init__(self) -> None:
@@ -87,7 +74,7 @@ def _text_tower(model: Any) -> Any:
             features: torch.Tensor = self.model.encode_text(tokens)
             return features
 
-    return TextTower().eval()
+    return TextTower().eval(), False
 
 
 def _ir_features(xml: Path, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -145,16 +132,9 @@ def export_model(
     os.chmod(work, 0o755)  # mkdtemp makes it private; an export is shared like any model
 
     def export_visual() -> None:
-        from clipdesk.towers import class_token_tower
-
         say("exporting the image tower to ONNX")
-        with torch.inference_mode(False):
-            _export_onnx(
-                class_token_tower(model.visual.eval().cpu()),
-                torch.zeros(2, 3, encoder.image_size, encoder.image_size),
-                "image",
-                work / "visual.onnx",
-            )
+        (work / "visual.onnx").unlink(missing_ok=True)  # a stale copy of the measured one
+        backends.export_visual_onnx(model, encoder.image_size, work / "visual.onnx")
 
     try:
         started = time.perf_counter()
@@ -169,8 +149,12 @@ def export_model(
             else:
                 export_visual()
             say("exporting the text tower to ONNX")
+            text_tower, trims = _text_tower(model)
             tokens = encoder.tokenizer(["a photo", "a dog on a beach"])
-            _export_onnx(_text_tower(model).cpu(), tokens, "tokens", work / "text.onnx")
+            if trims:  # traced shorter than the context, so that the length stays free
+                tokens = trim_tokens(tokens)
+            dynamic = (0, 1) if trims else (0,)
+            backends.write_onnx(text_tower, tokens, "tokens", work / "text.onnx", dynamic)
         with torch.inference_mode():
             want_images = np.concatenate(
                 [
@@ -180,11 +164,13 @@ def export_model(
             )
             text_tokens = encoder.tokenizer(list(texts))
             want_texts = model.encode_text(text_tokens).float().numpy()
+        text_inputs = trim_tokens(text_tokens.numpy()) if trims else text_tokens.numpy()
         weights: dict[str, str] = {}
         fidelity: dict[str, float] = {}
         for tower, inputs, want in (
             ("visual", probe, want_images),
-            ("text", text_tokens.numpy(), want_texts),
+            # as the runtime feeds them: trimmed after the longest text, where it can be
+            ("text", text_inputs, want_texts),
         ):
             judged = _judge(work, tower, inputs, want, want_images, allow_fp16, say)
             if judged is None and tower == "visual" and reused:

@@ -291,6 +291,7 @@ class ExportedEncoder:
         self._choices_dir = choices_dir
         self._lock = threading.Lock()
         self._text: Any = None
+        self._text_trims = False
         self._image_backend: Any = None
         self._threads: int | None = None
         self.backend_choice: Any = None
@@ -411,6 +412,8 @@ class ExportedEncoder:
         return self.encode_batch(np.stack([self.preprocess_image(im) for im in images]))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        from clipdesk.tokenizer import trim_tokens
+
         tokens = self.tokenizer(list(texts))
         with self._lock:
             if self._text is None:
@@ -424,8 +427,11 @@ class ExportedEncoder:
                     # (ViT-B-32, 2 cores; 122 MB on disk). OpenVINO keys it by model,
                     # settings and version, and compiles afresh when an entry is unreadable.
                     config["CACHE_DIR"] = str(self.folder / COMPILED_CACHE_SUBDIR)
+                # Newer exports of a causal text tower take texts of any length (export.py);
+                # earlier exports, and other towers, the whole context.
+                self._text_trims = model.input(0).get_partial_shape()[1].is_dynamic
                 self._text = core.compile_model(model, "CPU", config).create_infer_request()
-            result = self._text.infer({0: tokens})
+            result = self._text.infer({0: trim_tokens(tokens) if self._text_trims else tokens})
             features = np.array(next(iter(result.values())), dtype=np.float32)
         return unit_rows(features)
 

@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import ftfy
 import numpy as np
@@ -218,3 +218,14 @@ class ClipTokenizer:
         if len(self._cache) < _MAX_CACHED_WORDS:
             self._cache[token] = pieces
         return pieces
+
+
+def trim_tokens(tokens: Any) -> Any:
+    """``tokens`` (texts, context) without the padding columns after the longest text.
+
+    The end token has the highest id, so each row's argmax is its end: the position CLIP's
+    causal text tower pools. Works on numpy arrays and torch tensors alike.
+    """
+    if tokens.shape[0] == 0:
+        return tokens
+    return tokens[:, : int(tokens.argmax(-1).max()) + 1]

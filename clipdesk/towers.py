@@ -1,10 +1,17 @@
-"""open_clip's image tower with its last block computed for the class token only.
+"""open_clip's towers, computing only what the pooled feature reads.
 
-A ViT that pools its class token reads one row of the last block's output, yet the plain
-forward computes that block for every token. Only the keys and values need every token;
-the query, the attention output, the MLP and the norms need the class token alone. On
+The image tower: a ViT that pools its class token reads one row of the last block's
+output, yet the plain forward computes that block for every token. Only the keys and values
+need every token; the query, the attention output, the MLP and the norms need the class
+token alone. On
 ViT-B-32 (50 tokens) that skips about 6.6 % of the tower's multiply-adds (ViT-B-16: 6.9 %),
 and the result is the same up to fp32 rounding (tests/unit/test_towers.py).
+
+The text tower: CLIP's text encoder is causal and pools the end token, so no position after
+a text's end token changes its feature. :class:`ShortTextTower` reads as many positions as
+its input has, and ``clipdesk.tokenizer.trim_tokens`` cuts a batch after its longest text:
+a prompt of 12 tokens costs 12 positions instead of 77 (tagging's prompts: about 8x faster
+on ViT-B-32), with the same features up to fp32 rounding.
 
 Imports torch: import this module only where torch is already in use.
 """
@@ -58,6 +65,105 @@ def class_token_tower(visual: Any) -> Any:
     lean._modules = dict(visual._modules)
     lean._modules["transformer"] = transformer
     return lean
+
+
+class ShortTextTower(nn.Module):
+    """Tokens (batch, length) to text features, for any length up to the context length.
+
+    The computation of open_clip's ``encode_text`` on the first ``length`` positions: exact
+    for every text whose end token lies within them (``trim_tokens``). Its attention is
+    written out (the same products as ``nn.MultiheadAttention``'s) because that module,
+    traced to ONNX, fixes the sequence length; here the length stays a dynamic axis.
+    """
+
+    def __init__(self, text: Any) -> None:
+        super().__init__()
+        self.token_embedding = text.token_embedding
+        self.positional_embedding = text.positional_embedding
+        self.blocks = text.transformer.resblocks
+        self.ln_final = text.ln_final
+        self.text_projection = text.text_projection
+        # The model itself, not as a child (for a CLIP that would take in its image tower
+        # too): its causal mask (a buffer) and dtype are read from it at each call, so that
+        # they follow the model's moves between devices and precisions.
+        self.text = [text]
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        import torch
+
+        length = tokens.shape[1]
+        cast_dtype = self.text[0].transformer.get_cast_dtype()  # fp16 where the model is
+        x = self.token_embedding(tokens).to(cast_dtype)
+        x = x + self.positional_embedding[:length].to(cast_dtype)
+        mask = self.text[0].attn_mask[:length, :length].to(x.dtype)
+        for block in self.blocks:
+            x = x + block.ls_1(_attend(block.attn, block.ln_1(x), mask))
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        x = self.ln_final(x)
+        pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        projection = self.text_projection
+        if isinstance(projection, nn.Linear):
+            return projection(pooled)  # type: ignore[no-any-return]
+        return pooled if projection is None else pooled @ projection  # type: ignore[no-any-return]
+
+
+def _attend(attn: nn.MultiheadAttention, x: Tensor, mask: Tensor) -> Tensor:
+    """``attn(x, x, x, attn_mask=mask)`` of a batch-first, packed-projection module."""
+    from torch.nn import functional
+
+    q, k, v = functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in (q, k, v))  # type: ignore[no-untyped-call]
+    out = functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attn.out_proj(out.transpose(1, 2).flatten(-2))  # type: ignore[no-any-return]
+
+
+def short_text_tower(model: Any) -> ShortTextTower | None:
+    """The text tower of ``model`` (an open_clip CLIP, or a custom-text CLIP's text
+    transformer) as a :class:`ShortTextTower`; None where a shorter input would change
+    a feature (no causal mask, padding masks, a class token, another pooling) or the
+    blocks and layout are not the ones it was written for."""
+    text = getattr(model, "text", model)  # CustomTextCLIP keeps its tower in .text
+    pool = getattr(text, "pool_type", getattr(text, "text_pool_type", None))
+    transformer: Any = getattr(text, "transformer", None)
+    if (
+        pool != "argmax"
+        or getattr(text, "cls_emb", None) is not None
+        or getattr(text, "use_pad_mask", False)
+        or not isinstance(getattr(text, "token_embedding", None), nn.Embedding)
+        or not isinstance(getattr(text, "positional_embedding", None), nn.Parameter)
+        or not hasattr(text, "ln_final")
+        # open_clip before 2.26 ran its transformer tokens-first, transposed by the caller
+        or getattr(transformer, "batch_first", None) is not True
+        or not hasattr(transformer, "get_cast_dtype")
+        or not isinstance(getattr(transformer, "resblocks", None), nn.ModuleList)
+        or not all(_plain_block(block) for block in transformer.resblocks)
+        or not _is_causal(getattr(text, "attn_mask", None))
+    ):
+        return None
+    return ShortTextTower(text)
+
+
+def _plain_block(block: Any) -> bool:
+    attn = getattr(block, "attn", None)
+    return (
+        type(block) is ResidualAttentionBlock
+        and not hasattr(block, "ln_1_kv")  # a cross-attention block
+        and isinstance(attn, nn.MultiheadAttention)
+        and attn.batch_first
+        and attn._qkv_same_embed_dim
+        and attn.in_proj_weight is not None
+        and attn.bias_k is None
+        and not attn.add_zero_attn
+    )
+
+
+def _is_causal(mask: Any) -> bool:
+    import torch
+
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
+        return False
+    future = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
+    return bool(torch.equal(torch.isneginf(mask), future) and not mask[~future].any())
 
 
 def _pools_the_class_token(visual: Any) -> bool:

@@ -113,23 +113,52 @@ def test_export_of_random_weights_is_faithful(tmp_path: Path) -> None:
     assert _min_cosine(encoder.encode_texts(texts), tiny.encode_texts(texts)) >= 0.999
 
 
+def test_exported_text_towers_take_trimmed_texts_and_fixed_length_ones_still_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import openvino as ov
+
+    tiny = ClipEncoder(ModelSpec.parse(TINY_SPEC, TINY_CONFIG), "cpu")
+    texts = ["dog", "a dog on a beach at sunset", "", " ".join(["receipts"] * 40)]
+    want = tiny.encode_texts(texts)
+
+    def text_input(folder: Path) -> Any:
+        return ov.Core().read_model(str(folder / "text.xml")).input(0).get_partial_shape()
+
+    folder = export_model(tiny, tmp_path / "short")
+    assert text_input(folder)[1].is_dynamic  # a causal tower: any length
+    encoder = exported.ExportedEncoder(folder)
+    assert _min_cosine(encoder.encode_texts(texts), want) >= 0.9999
+    assert encoder._text_trims
+    assert _min_cosine(encoder.encode_texts(texts[:1]), want[:1]) >= 0.9999  # 3 positions
+
+    # what earlier versions exported, and what non-causal towers get: the whole context
+    from clipdesk import towers
+
+    monkeypatch.setattr(towers, "short_text_tower", lambda model: None)
+    folder = export_model(tiny, tmp_path / "whole")
+    assert text_input(folder)[1].get_length() == tiny.tokenizer.context_length
+    encoder = exported.ExportedEncoder(folder)
+    assert _min_cosine(encoder.encode_texts(texts), want) >= 0.9999
+    assert not encoder._text_trims
+
+
 def test_the_export_reuses_the_tower_measured_for_the_backends_unless_it_is_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from clipdesk import backends
-    from clipdesk import export as export_module
 
     tiny = ClipEncoder(ModelSpec.parse(TINY_SPEC, TINY_CONFIG), "cpu")
     measured = tmp_path / backends.visual_onnx_name(tiny.spec.key)
     backends.export_visual_onnx(tiny.model, tiny.image_size, measured)
     traced: list[str] = []
-    real_export = export_module._export_onnx
+    real_export = backends.write_onnx
 
-    def counting(module: Any, example: Any, input_name: str, target: Path) -> None:
+    def counting(module: Any, example: Any, input_name: str, *args: Any) -> None:
         traced.append(input_name)
-        real_export(module, example, input_name, target)
+        real_export(module, example, input_name, *args)
 
-    monkeypatch.setattr(export_module, "_export_onnx", counting)
+    monkeypatch.setattr(backends, "write_onnx", counting)
     folder = export_model(tiny, tmp_path / "fresh")
     assert traced == ["image", "tokens"]  # another folder: nothing to reuse
     traced.clear()

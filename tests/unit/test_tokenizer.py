@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 
 import clipdesk.tokenizer as tokenizer_module
-from clipdesk.tokenizer import DEFAULT_VOCAB_NAME, ClipTokenizer, default_vocab_file
+from clipdesk.tokenizer import (
+    DEFAULT_VOCAB_NAME,
+    ClipTokenizer,
+    default_vocab_file,
+    trim_tokens,
+)
 from tests.helpers import ROOT
 
 HANDWRITTEN = [
@@ -214,6 +219,25 @@ def test_layout_start_text_end_then_zeros(ours: ClipTokenizer) -> None:
     assert ClipTokenizer(context_length=16)("a").shape == (1, 16)
     with pytest.raises(ValueError):
         ours("a", context_length=0)
+
+
+def test_trimming_cuts_the_padding_after_the_longest_text_only(ours: ClipTokenizer) -> None:
+    tokens = ours(["a dog", "a dog on a beach at sunset", ""])
+    trimmed = trim_tokens(tokens)
+    longest = len(ours.encode("a dog on a beach at sunset")) + 2
+    assert trimmed.shape == (3, longest)
+    np.testing.assert_array_equal(trimmed, tokens[:, :longest])
+    assert trimmed[1, -1] == ours.eot_token_id  # the longest keeps its end token
+    assert not tokens[:, longest:].any()  # only padding was cut
+    full = ours(["w " * 100])
+    assert trim_tokens(full).shape == full.shape  # a text that fills the context
+    assert trim_tokens(ours([])).shape == (0, 77)
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        as_tensor = trim_tokens(torch.from_numpy(tokens))
+        assert isinstance(as_tensor, torch.Tensor)
+        np.testing.assert_array_equal(as_tensor.numpy(), trimmed)
 
 
 def test_threads_sharing_one_tokenizer_agree() -> None:

@@ -1,5 +1,6 @@
-"""The image tower with its last block for the class token only gives open_clip's own
-features, shares its weights and leaves the model's tower as it was."""
+"""The image tower with its last block for the class token only, and the text tower that
+reads texts trimmed after the longest, give open_clip's own features, share its weights
+and leave the model's towers as they were."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from tests.helpers import FIXTURES
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from clipdesk.towers import ClassTokenBlock, class_token_tower  # noqa: E402
+from clipdesk.tokenizer import trim_tokens  # noqa: E402
+from clipdesk.towers import ClassTokenBlock, class_token_tower, short_text_tower  # noqa: E402
 
 
 def _features(tower: Any, batch: np.ndarray) -> np.ndarray:
@@ -109,3 +111,77 @@ def test_the_torch_backend_and_the_export_run_the_class_token_tower(
     if importlib.util.find_spec("openvino"):
         got = backends.openvino_backend("openvino-fp32", target).encode(batch)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# Texts of many lengths: one word, a sentence, an empty one, and one longer than any
+# context (cut, its last kept token replaced by the end token).
+TEXTS = ["dog", "a dog on a beach at sunset", "", " ".join(["receipts"] * 90), "a cat."]
+
+
+def _plain_text_features(model: Any, tokens: Any) -> np.ndarray:
+    with torch.inference_mode():
+        return model.encode_text(tokens).float().numpy()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("arch", ["ViT-B-32", "ViT-B-16"])
+def test_texts_trimmed_after_the_longest_give_the_plain_text_features(arch: str) -> None:
+    torch.manual_seed(0)
+    model = open_clip.create_model(arch, pretrained=None).eval()
+    tokenizer = open_clip.get_tokenizer(arch)
+    short = short_text_tower(model)
+    assert short is not None
+    for texts in (TEXTS[:2], TEXTS[4:], TEXTS):
+        tokens = tokenizer(texts)
+        trimmed = trim_tokens(tokens)
+        if len(texts) < len(TEXTS):
+            assert trimmed.shape[1] < tokens.shape[1] // 4
+        want = _plain_text_features(model, tokens)
+        with torch.inference_mode():
+            got = short(trimmed).numpy()
+            whole = short(tokens).numpy()  # untrimmed input: the same tower, all positions
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+        np.testing.assert_allclose(whole, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_the_short_text_tower_shares_the_models_text_weights_only() -> None:
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    short = short_text_tower(model)
+    assert short is not None
+    visual = {id(p) for p in model.visual.parameters()}
+    text = {id(p) for p in model.parameters()} - visual
+    assert {id(p) for p in short.parameters()} == text - {id(model.logit_scale)}
+    assert short.blocks is model.transformer.resblocks
+
+
+@pytest.mark.parametrize(
+    "text_cfg",
+    [
+        {"no_causal_mask": True},  # MobileCLIP's text tower: every position sees the padding
+        {"pool_type": "last"},
+        {"embed_cls": True},  # CoCa: a class token appended after the padding
+    ],
+)
+def test_text_towers_where_padding_matters_are_left_alone(text_cfg: dict[str, Any]) -> None:
+    cfg = {"context_length": 16, "width": 32, "heads": 2, "layers": 1}
+    text = open_clip.model._build_text_tower(32, open_clip.model.CLIPTextCfg(**cfg, **text_cfg))
+    assert short_text_tower(text) is None
+
+
+def test_a_changed_causal_mask_is_not_taken_for_one() -> None:
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    assert short_text_tower(model) is not None
+    model.attn_mask = model.attn_mask.clone()
+    model.attn_mask[5, 3] = float("-inf")  # one more hidden position: not CLIP's mask
+    assert short_text_tower(model) is None
+    model.attn_mask = torch.zeros(77, 77)  # bidirectional
+    assert short_text_tower(model) is None
+
+
+def test_the_torch_encoder_encodes_texts_through_the_short_tower(tiny_encoder: Any) -> None:
+    assert tiny_encoder._short_text is not None
+    tokens = tiny_encoder.tokenizer(TEXTS)
+    want = _plain_text_features(tiny_encoder.model, tokens)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(tiny_encoder.encode_texts(TEXTS), want, rtol=1e-4, atol=1e-6)
+    one = tiny_encoder.encode_texts(["dog"])  # its own, shorter batch
+    np.testing.assert_allclose(one[0], want[0], rtol=1e-4, atol=1e-6)
