@@ -221,10 +221,11 @@ class ClipTokenizer:
 
 
 def trim_tokens(tokens: Any) -> Any:
-    """``tokens`` (texts, context) without the padding columns after the longest text.
+    """``tokens`` (texts, context) cut after the furthest column any row's argmax is in.
 
-    The end token has the highest id, so each row's argmax is its end: the position CLIP's
-    causal text tower pools. Works on numpy arrays and torch tensors alike.
+    For a causal text tower that pools the argmax (CLIP's: the end token has the highest
+    id), that drops only padding no feature depends on (``towers.short_text_tower`` tells
+    which towers). Works on numpy arrays and torch tensors alike.
     """
     if tokens.shape[0] == 0:
         return tokens

@@ -71,9 +71,10 @@ class ShortTextTower(nn.Module):
     """Tokens (batch, length) to text features, for any length up to the context length.
 
     The computation of open_clip's ``encode_text`` on the first ``length`` positions: exact
-    for every text whose end token lies within them (``trim_tokens``). Its attention is
-    written out (the same products as ``nn.MultiheadAttention``'s) because that module,
-    traced to ONNX, fixes the sequence length; here the length stays a dynamic axis.
+    for every text whose end token lies within them (``trim_tokens``). Run, it calls the
+    model's own blocks. Traced to ONNX, its attention is written out (the same products as
+    ``nn.MultiheadAttention``'s), because that module's trace fixes the sequence length;
+    here the length stays a dynamic axis.
     """
 
     def __init__(self, text: Any) -> None:
@@ -96,9 +97,13 @@ class ShortTextTower(nn.Module):
         x = self.token_embedding(tokens).to(cast_dtype)
         x = x + self.positional_embedding[:length].to(cast_dtype)
         mask = self.text[0].attn_mask[:length, :length].to(x.dtype)
+        exporting = torch.onnx.is_in_onnx_export()
         for block in self.blocks:
-            x = x + block.ls_1(_attend(block.attn, block.ln_1(x), mask))
-            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            if exporting:
+                x = x + block.ls_1(_attend(block.attn, block.ln_1(x), mask))
+                x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            else:
+                x = block(x, attn_mask=mask)
         x = self.ln_final(x)
         pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
         projection = self.text_projection
@@ -108,7 +113,8 @@ class ShortTextTower(nn.Module):
 
 
 def _attend(attn: nn.MultiheadAttention, x: Tensor, mask: Tensor) -> Tensor:
-    """``attn(x, x, x, attn_mask=mask)`` of a batch-first, packed-projection module."""
+    """``attn(x, x, x, attn_mask=mask)`` of a batch-first, packed-projection module, as
+    traceable ops with no fixed length."""
     from torch.nn import functional
 
     q, k, v = functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
@@ -162,7 +168,8 @@ def _is_causal(mask: Any) -> bool:
 
     if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
         return False
-    future = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
+    mask = mask.cpu()
+    future = torch.ones(mask.shape, dtype=torch.bool).triu(1)
     return bool(torch.equal(torch.isneginf(mask), future) and not mask[~future].any())
 
 
