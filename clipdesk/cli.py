@@ -365,7 +365,9 @@ def _run_export(app: Clipdesk, args: argparse.Namespace) -> int:
                 )
             spec = ModelSpec.parse(args.name, args.model_config)
     target = Path(args.to) if args.to else default_models_dir() / "exports"
-    folder = app.export_model(spec, target, report=lambda line: print(line, file=sys.stderr))
+    folder = app.export_model(
+        spec, target, report=lambda line: print(line, file=sys.stderr), replace=args.again
+    )
     print(folder)
     return 0
 

@@ -83,6 +83,12 @@ def add_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     export.add_argument("--model-config", metavar="FILE.json", help="a custom architecture")
     export.add_argument("--to", metavar="DIR", help="write the export under DIR instead")
+    export.add_argument(
+        "--again",
+        action="store_true",
+        help="replace an existing export of this model (one made by an earlier version "
+        "runs, but its text tower is slower)",
+    )
 
     use = msub.add_parser("use", help="make an installed model the library's model")
     use.add_argument("name", metavar="NAME", help="a name from `clipdesk models list`")

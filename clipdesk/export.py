@@ -102,12 +102,14 @@ def export_model(
     texts: Sequence[str] = PROBE_TEXTS,
     allow_fp16: bool = True,
     report: Report | None = None,
+    replace: bool = False,
 ) -> Path:
     """Export ``encoder``'s model into ``exports_dir/<name>``; returns that folder.
 
     ``probe``: preprocessed photos (N, 3, S, S) to judge fidelity on (the user's own are
     best; photo-like synthetic images otherwise). An existing finished export of the same
-    model is kept as it is.
+    model is kept as it is, unless ``replace``: then the new one takes its place once it is
+    complete (an earlier version's export, say).
     """
     import openvino as ov
     import torch
@@ -115,8 +117,8 @@ def export_model(
     say = report or (lambda _message: None)
     name = export_name(encoder.spec)
     target = exports_dir / name
-    if (target / MANIFEST_NAME).is_file():
-        say(f"already exported: {target}")
+    if (target / MANIFEST_NAME).is_file() and not replace:
+        say(f"already exported: {target} (--again replaces it)")
         return target
     tokenizer_kind = type(encoder.tokenizer).__name__
     if tokenizer_kind != "SimpleTokenizer":
@@ -216,7 +218,7 @@ def export_model(
             extra={"seconds": round(time.perf_counter() - started, 1)},
         )
         manifest.write(work)
-        os.replace(work, target)
+        _move_into_place(work, target)
         with contextlib.suppress(OSError):
             measured.unlink(missing_ok=True)  # the export holds that tower now (~350 MB)
     finally:
@@ -249,6 +251,23 @@ def _export_in_child(
         export_model(encoder, Path(exports_dir), probe=probe)
     except ClipdeskError as exc:  # one line, not a traceback, in the parent's terminal
         raise SystemExit(f"clipdesk: cannot export: {exc}") from None
+
+
+def _move_into_place(work: Path, target: Path) -> None:
+    """Rename the finished ``work`` folder to ``target``; an export already there is set
+    aside first and removed after, so that ``target`` is never half of either."""
+    if not target.exists():
+        os.replace(work, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, aside / "export")
+    try:
+        os.replace(work, target)
+    except OSError:
+        os.replace(aside / "export", target)  # put the old one back
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _judge(

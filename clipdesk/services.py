@@ -356,9 +356,10 @@ class Clipdesk:
         spec: ModelSpec | None,
         exports_dir: Path,
         report: Callable[[str], None] | None = None,
+        replace: bool = False,
     ) -> Path:
         """Export ``spec`` (default: the serving model) to run without torch, judged on up
-        to PROBE_PHOTOS of the library's own photos."""
+        to PROBE_PHOTOS of the library's own photos; ``replace``: an existing export too."""
         from clipdesk.export import export_model
 
         encoder = self.encoder(spec or self.current_spec() or self.default_spec())
@@ -367,7 +368,7 @@ class Clipdesk:
         paths = self._probe_paths()
         probe = _probe_batch(encoder, paths, DEFAULT_MAX_PIXELS) if paths else None
         pixels = probe.pixels if probe else None
-        return export_model(encoder, exports_dir, probe=pixels, report=report)
+        return export_model(encoder, exports_dir, probe=pixels, report=report, replace=replace)
 
     def _probe_paths(self) -> list[str]:
         """Up to PROBE_PHOTOS of the library's photos, spread over it (one id query and

@@ -113,6 +113,19 @@ def test_tiny_model_from_a_config_and_a_local_weights_file(tmp_path: Path, photo
     status = json.loads(run_cli("status", "--json", library=library).stdout)
     assert status["model"] == spec and status["model_key"].startswith("my-tiny#")
 
+    # Its export: made once, kept when asked again, replaced with --again
+    exports = tmp_path / "exports"
+    first = run_cli("models", "export", "--to", str(exports), library=library)
+    folder = Path(first.stdout.strip())
+    assert folder.parent == exports and "exported to" in first.stderr
+    kept = run_cli("models", "export", "--to", str(exports), library=library)
+    assert "already exported" in kept.stderr and "--again" in kept.stderr
+    made = (folder / "clipdesk-export.json").stat().st_mtime_ns
+    again = run_cli("models", "export", "--again", "--to", str(exports), library=library)
+    assert Path(again.stdout.strip()) == folder and "exported to" in again.stderr
+    assert (folder / "clipdesk-export.json").stat().st_mtime_ns != made
+    assert [p.name for p in exports.iterdir()] == [folder.name]
+
 
 @pytest.mark.parametrize(
     "args,message",

@@ -144,6 +144,16 @@ def test_exported_text_towers_take_trimmed_texts_and_fixed_length_ones_still_wor
     assert _min_cosine(encoder.encode_texts(texts), want) >= 0.9999
     assert not encoder._text_trims
 
+    # `models export --again` replaces such an export; without it, it is kept
+    monkeypatch.undo()
+    assert export_model(tiny, tmp_path / "whole") == folder
+    assert not text_input(folder)[1].is_dynamic
+    assert export_model(tiny, tmp_path / "whole", replace=True) == folder
+    assert text_input(folder)[1].is_dynamic
+    assert [p.name for p in (tmp_path / "whole").iterdir()] == [folder.name]  # nothing left over
+    exported.verify_export(folder)
+    assert _min_cosine(exported.ExportedEncoder(folder).encode_texts(texts), want) >= 0.9999
+
 
 def test_the_export_reuses_the_tower_measured_for_the_backends_unless_it_is_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
