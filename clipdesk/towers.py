@@ -3,15 +3,14 @@
 The image tower: a ViT that pools its class token reads one row of the last block's
 output, yet the plain forward computes that block for every token. Only the keys and values
 need every token; the query, the attention output, the MLP and the norms need the class
-token alone. On
-ViT-B-32 (50 tokens) that skips about 6.6 % of the tower's multiply-adds (ViT-B-16: 6.9 %),
-and the result is the same up to fp32 rounding (tests/unit/test_towers.py).
+token alone. On ViT-B-32 (50 tokens) that skips about 6.6 % of the tower's multiply-adds
+(ViT-B-16: 6.9 %), and the result is the same up to fp32 rounding (tests/unit/test_towers.py).
 
 The text tower: CLIP's text encoder is causal and pools the end token, so no position after
 a text's end token changes its feature. :class:`ShortTextTower` reads as many positions as
 its input has, and ``clipdesk.tokenizer.trim_tokens`` cuts a batch after its longest text:
-a prompt of 12 tokens costs 12 positions instead of 77 (tagging's prompts: about 8x faster
-on ViT-B-32), with the same features up to fp32 rounding.
+a prompt of 12 tokens costs 12 positions instead of 77 (tagging's prompts: 6-8x faster
+on ViT-B-32, bench/bench_text.py), with the same features up to fp32 rounding.
 
 Imports torch: import this module only where torch is already in use.
 """
@@ -149,13 +148,22 @@ def short_text_tower(model: Any) -> ShortTextTower | None:
     return ShortTextTower(text)
 
 
-def _plain_block(block: Any) -> bool:
-    attn = getattr(block, "attn", None)
+def _self_attention_block(block: Any) -> bool:
+    """open_clip's own ResidualAttentionBlock, attending to itself with torch's module."""
     return (
         type(block) is ResidualAttentionBlock
+        and isinstance(block.attn, nn.MultiheadAttention)
         and not hasattr(block, "ln_1_kv")  # a cross-attention block
-        and isinstance(attn, nn.MultiheadAttention)
-        and attn.batch_first
+    )
+
+
+def _plain_block(block: Any) -> bool:
+    """A self-attention block whose attention ``_attend`` computes alike."""
+    if not _self_attention_block(block):
+        return False
+    attn = block.attn
+    return bool(
+        attn.batch_first
         and attn._qkv_same_embed_dim
         and attn.in_proj_weight is not None
         and attn.bias_k is None
@@ -182,7 +190,5 @@ def _pools_the_class_token(visual: Any) -> bool:
         getattr(visual, "pool_type", None) == "tok"
         and getattr(visual, "attn_pool", None) is None
         and not getattr(visual, "output_tokens", False)
-        and type(last) is ResidualAttentionBlock
-        and isinstance(last.attn, nn.MultiheadAttention)
-        and not hasattr(last, "ln_1_kv")  # a cross-attention block
+        and _self_attention_block(last)
     )
