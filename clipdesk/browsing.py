@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,7 +180,7 @@ def photo_details(library: Library, photo_id: int, model_id: int | None) -> Phot
                 .where(db.PhotoTag.photo_id == photo_id, db.PhotoTag.model_id == model_id)
                 .order_by(db.PhotoTag.score.desc())
             ).all()
-            tags = [(set_name, label, float(score)) for set_name, label, score in rows]
+            tags = _one_row_per_label(rows)
         details = PhotoDetails(
             photo_id=photo.id,
             path=photo.path,
@@ -195,3 +196,14 @@ def photo_details(library: Library, photo_id: int, model_id: int | None) -> Phot
     if details.exists:
         details.camera, details.exposure = _camera_of(details.path)
     return details
+
+
+def _one_row_per_label(rows: Sequence[Any]) -> list[tuple[str, str, float]]:
+    """A label that two sets share is one tag (the tag filter and the counts take it so):
+    its best score, with the sets that gave it."""
+    best: dict[str, tuple[list[str], float]] = {}
+    for set_name, label, score in rows:
+        sets, top = best.get(label, ([], float("-inf")))
+        best[label] = ([*sets, set_name], max(top, float(score)))
+    ranked = sorted(best.items(), key=lambda item: -item[1][1])
+    return [(", ".join(sorted(sets)), label, top) for label, (sets, top) in ranked]

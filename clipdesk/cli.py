@@ -9,12 +9,13 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from clipdesk import __version__
-from clipdesk.cli_output import StatusLine, bar, cancel_on_interrupt, duration
+from clipdesk.cli_output import StatusLine, bar, cancel_on_interrupt, duration, plural, printable
 from clipdesk.errors import ClipdeskError
 from clipdesk.progress import Progress
 
@@ -48,10 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     add = sub.add_parser("add", help="add photo folders to the library")
-    add.add_argument("folders", nargs="+", metavar="FOLDER")
+    add.add_argument(
+        "folders", nargs="+", metavar="FOLDER", help="a folder of photos (and its subfolders)"
+    )
 
     remove = sub.add_parser("remove", help="remove a folder from the library (files untouched)")
-    remove.add_argument("folder", metavar="FOLDER")
+    remove.add_argument("folder", metavar="FOLDER", help="a folder added before")
 
     index = sub.add_parser("index", help="scan the folders and embed new photos")
     index.add_argument(
@@ -83,12 +86,18 @@ def _parser() -> argparse.ArgumentParser:
         "-streams: batches split over parallel OpenVINO requests)",
     )
 
-    for name, helptext, arg, argname in (
-        ("search", "find photos matching a text", "text", "TEXT"),
-        ("similar", "find photos similar to an image", "path", "PATH"),
+    for name, helptext, arg, argname, arghelp in (
+        ("search", "find photos matching a text", "text", "TEXT", "what to look for, in words"),
+        (
+            "similar",
+            "find photos similar to an image",
+            "path",
+            "PATH",
+            "an image file: a photo in the library or any other",
+        ),
     ):
         cmd = sub.add_parser(name, help=helptext)
-        cmd.add_argument(arg, metavar=argname)
+        cmd.add_argument(arg, metavar=argname, help=arghelp)
         cmd.add_argument(
             "-k",
             type=positive_int,
@@ -102,11 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     labels = sub.add_parser("labels", help="label sets for zero-shot tagging")
     labels_sub = labels.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
     create = labels_sub.add_parser("create", help="create (or replace) a label set")
-    create.add_argument("name", metavar="NAME")
-    create.add_argument("labels", nargs="+", metavar="LABEL")
+    create.add_argument("name", metavar="NAME", help="the set's name, e.g. trips")
+    create.add_argument(
+        "labels", nargs="+", metavar="LABEL", help='a label in words, e.g. "a beach" (quote spaces)'
+    )
     labels_sub.add_parser("list", help="show the label sets")
     delete = labels_sub.add_parser("delete", help="delete a label set and its tags")
-    delete.add_argument("name", metavar="NAME")
+    delete.add_argument("name", metavar="NAME", help="a set from `clipdesk labels list`")
 
     tag = sub.add_parser("tag", help="tag indexed photos with a label set (no re-embedding)")
     tag.add_argument("folder", nargs="?", metavar="FOLDER", help="default: the whole library")
@@ -119,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
         help="prompt templates per label: the CLIP paper's ensemble (default) or one",
     )
     tag.add_argument("--json", action="store_true", help="print each photo's tags as JSON")
+    tag.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="list each photo's tags (default: a summary)",
+    )
 
     from clipdesk.cli_models import add_models_parser
 
@@ -140,7 +158,32 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE.png",
         help="wait for indexing (and --search), save a picture of the window and quit",
     )
+    _accept_global_options_after_commands(parser)
     return parser
+
+
+def _accept_global_options_after_commands(parser: argparse.ArgumentParser) -> None:
+    """People type ``clipdesk gui --library DIR`` and ``clipdesk index -v``: every command
+    takes the global options too. Their default is SUPPRESS, so an option given before the
+    command is not overwritten by a command that leaves it out."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for command in action.choices.values():
+            taken = command._option_string_actions
+            if "--library" not in taken:
+                command.add_argument(
+                    "--library", metavar="DIR", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+                )
+            if "-v" not in taken:
+                command.add_argument(
+                    "-v",
+                    "--verbose",
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS,
+                )
+            _accept_global_options_after_commands(command)
 
 
 def _no_screen() -> bool:
@@ -193,15 +236,17 @@ class ProgressBar:
         fails = f", {p.failed} failed" if p.failed else ""
         if p.phase == "scan":
             text = f"scanning: {p.done} files"
-        elif p.phase == "prepare":
-            text = f"encoder: {p.message}"
+        elif p.phase in ("prepare", "export") and p.total <= 1:
+            text = f"{'encoder' if p.phase == 'prepare' else 'export'}: {p.message}"
+        elif p.phase in ("prepare", "export"):  # steps of a measurement or an export
+            label = "encoder" if p.phase == "prepare" else "export"
+            text = f"{label}: {p.message} {bar(p.fraction)} {p.done}/{p.total}{eta}"
         elif p.phase == "index":
             text = f"index: {p.done} photos searchable"
-        elif p.phase == "export":
-            text = f"export: {p.message}"
         else:
             verb = {"embed": "embedding", "tag": "tagging"}.get(p.phase, p.phase)
-            text = f"{verb} {bar(p.fraction)} {p.done}/{p.total} {p.rate:.1f} photos/s{eta}{fails}"
+            rate = f" {p.rate:.1f} photos/s" if p.rate > 0 else ""  # none measured yet
+            text = f"{verb} {bar(p.fraction)} {p.done}/{p.total}{rate}{eta}{fails}"
         self.line.show(text, final=p.done == p.total)
 
     def close(self) -> None:
@@ -215,7 +260,7 @@ def _print_hits(hits: Sequence[object], as_json: bool) -> None:
     if not hits:
         print("no results")
     for hit in hits:
-        print(f"{hit.score:.4f}  {hit.path}")  # type: ignore[attr-defined]
+        print(f"{hit.score:.4f}  {printable(hit.path)}")  # type: ignore[attr-defined]
 
 
 def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
@@ -256,13 +301,27 @@ def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
                 progress_bar.update(progress)
         finally:
             progress_bar.close()
+    left_alone = {folder for folder, _ in report.unavailable}
     for folder, reason in report.problems:
-        print(f"warning: could not read {folder}: {reason}", file=sys.stderr)
+        if folder not in left_alone:
+            print(
+                f"warning: could not read {printable(folder)}: {printable(reason)}",
+                file=sys.stderr,
+            )
+    for folder, reason in report.unavailable:
+        print(
+            f"warning: {printable(folder)}: {printable(reason)}; its photos, tags and vectors "
+            f"are kept (to forget them: clipdesk remove {printable(shlex.quote(folder))})",
+            file=sys.stderr,
+        )
+    for path, reason in report.skipped:
+        print(f"warning: skipped {printable(path)}: {reason}", file=sys.stderr)
     status = app.status()
     print(
-        f"{report.seen} files seen ({report.new} new, {report.changed} changed, "
-        f"{report.removed} removed); {status.indexed} of {status.photos} photos indexed, "
-        f"{len(status.failed)} failed" + (" (see `clipdesk status`)" if status.failed else "")
+        f"{plural(report.seen, 'file')} seen ({report.new} new, {report.changed} changed, "
+        f"{report.moved} moved, {report.removed} removed); {status.indexed} of "
+        f"{plural(status.photos, 'photo')} indexed, {len(status.failed)} failed"
+        + (" (see `clipdesk status`)" if status.failed else "")
     )
     print(f"model: {status.model}; device: {status.device}")
     if cancel.cancelled:
@@ -274,16 +333,16 @@ def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
 def _run_labels(app: Clipdesk, args: argparse.Namespace) -> None:
     if args.labels_command == "create":
         count = app.create_label_set(args.name, args.labels)
-        print(f"label set {args.name!r}: {count} labels")
+        print(f"label set {printable(repr(args.name))}: {plural(count, 'label')}")
     elif args.labels_command == "delete":
         app.delete_label_set(args.name)
-        print(f"deleted label set {args.name!r} and its tags")
+        print(f"deleted label set {printable(repr(args.name))} and its tags")
     else:
         sets = app.label_sets()
         if not sets:
             print("no label sets yet: `clipdesk labels create NAME LABEL...`")
         for name, labels in sets.items():
-            print(f"{name}: {', '.join(labels)}")
+            print(printable(f"{name}: {', '.join(labels)}"))
 
 
 def _run_tag(app: Clipdesk, args: argparse.Namespace) -> int:
@@ -298,11 +357,23 @@ def _run_tag(app: Clipdesk, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.as_json() for r in results], indent=1))
         return 0
+    counts: dict[str, int] = {}
     for result in results:
-        tags = ", ".join(f"{label} {score:.2f}" for label, score in result.tags) or "none"
-        print(f"{result.path}: {tags}")
+        if args.verbose:
+            tags = ", ".join(f"{label} {score:.2f}" for label, score in result.tags) or "none"
+            print(printable(f"{result.path}: {tags}"))
+        for label, _score in result.tags:
+            counts[label] = counts.get(label, 0) + 1
     tagged = sum(1 for r in results if r.tags)
-    print(f"{tagged} of {len(results)} photos tagged with {args.labels!r}", file=sys.stderr)
+    summary = ", ".join(f"{label} {n}" for label, n in sorted(counts.items(), key=lambda t: -t[1]))
+    print(
+        printable(
+            f"{tagged} of {plural(len(results), 'photo')} tagged with {args.labels!r}"
+            + (f": {summary}" if summary else "")
+        )
+    )
+    if not args.verbose:
+        print("(`-v` lists each photo's tags, `--json` for scripts)", file=sys.stderr)
     return 0
 
 
@@ -334,9 +405,10 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
     print(app.use_model(spec, args.device))
     if args.no_index:
         return 0
-    args.model = args.model_config = None
-    args.batch_size = 32
-    return _run_index(app, args)
+    # Index as a bare `clipdesk index` would, on the device asked for.
+    index_args = _parser().parse_args(["index"])
+    index_args.device = args.device
+    return _run_index(app, index_args)
 
 
 def _exported_spec(name: str) -> ModelSpec | None:
@@ -379,12 +451,19 @@ def _print_status(status: object, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status.as_json(), indent=1))
         return
-    print(f"library:  {status.library}")
+    print(f"library:  {printable(status.library)}")
     print(
         f"photos:   {status.photos} ({status.indexed} indexed, {status.pending} pending, "
         f"{len(status.failed)} failed)"
     )
-    print(f"model:    {status.model or 'none yet (run `clipdesk index`)'}")
+    print(
+        "model:    "
+        + (
+            status.model
+            or "none yet: `clipdesk index` downloads the default model (once, needs network) "
+            "and embeds the photos; offline, see `clipdesk models import --help`"
+        )
+    )
     if status.switching_to:
         print(
             f"switching to {status.switching_to}: {status.switching_done} of "
@@ -392,16 +471,21 @@ def _print_status(status: object, as_json: bool) -> None:
         )
     print(f"device:   {status.device}")
     if status.tags:
-        print("tags:     " + ", ".join(f"{k} {v}" for k, v in status.tags.items()))
+        print(printable("tags:     " + ", ".join(f"{k} {v}" for k, v in status.tags.items())))
     if status.folders:
         print("folders:")
         for folder in status.folders:
             missing = "" if folder.available else "  [missing or not mounted]"
-            print(f"  {folder.path}  {folder.indexed}/{folder.photos} indexed{missing}")
+            print(f"  {printable(folder.path)}  {folder.indexed}/{folder.photos} indexed{missing}")
+            if not folder.available:
+                print(
+                    "    its photos are kept until it is back; to forget them: "
+                    f"clipdesk remove {printable(shlex.quote(folder.path))}"
+                )
     if status.failed:
         print("failed:")
         for path, reason in status.failed:
-            print(f"  {path}: {reason}")
+            print(f"  {printable(path)}: {printable(reason)}")
 
 
 def positive_int(text: str) -> int:
@@ -417,10 +501,14 @@ def positive_int(text: str) -> int:
 
 def main(argv: Iterable[str] | None = None) -> int:
     args = _parser().parse_args(list(argv) if argv is not None else None)
+    # Other libraries' log lines (open_clip's "ERROR root: Failed to download ...") only with
+    # -v: clipdesk says what went wrong in its own words.
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR,
+        level=logging.INFO if args.verbose else logging.CRITICAL,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("clipdesk").setLevel(logging.ERROR)
     # Keep undecodable file names printable exactly as the OS gave them.
     if isinstance(sys.stdout, __import__("io").TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")
@@ -438,13 +526,13 @@ def main(argv: Iterable[str] | None = None) -> int:
         app.cold_scan = args.command in ("search", "similar")  # one query, then exit
         if args.command == "add":
             for message in app.add_folders(args.folders):
-                print(message)
+                print(printable(message))
             print("run `clipdesk index` to scan and embed the photos")
         elif args.command == "remove":
             removed = app.remove_folder(args.folder)
             print(
-                f"removed {args.folder} from the library ({removed} photos forgotten; "
-                "no file was touched)"
+                f"removed {printable(args.folder)} from the library "
+                f"({plural(removed, 'photo')} forgotten; no file was touched)"
             )
         elif args.command == "index":
             return _run_index(app, args)
@@ -462,7 +550,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             _print_status(app.status(), args.json)
         return 0
     except ClipdeskError as exc:
-        print(f"clipdesk: error: {exc}", file=sys.stderr)
+        print(f"clipdesk: error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clipdesk: interrupted", file=sys.stderr)
@@ -470,3 +558,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # a full disk, a read-only or vanished library get words
+        from clipdesk.library import storage_error
+
+        error = storage_error(exc, args.library)
+        if error is None:
+            raise  # a bug: keep the traceback
+        print(f"clipdesk: error: {printable(error)}", file=sys.stderr)
+        return 2

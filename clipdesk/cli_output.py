@@ -40,6 +40,22 @@ class StatusLine:
             self._drawn = False
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {
+    c: f"\\u{c:04x}" for c in range(0x80, 0xA0)
+}
+
+
+def printable(text: object) -> str:
+    """``text`` safe to show on a terminal: control characters (escape sequences in a file or
+    label name could clear the screen or retitle the window) appear as ``\\xNN``."""
+    return str(text).translate(_CONTROL)
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 label``, ``2 labels``."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def bar(fraction: float, width: int = 28) -> str:
     filled = int(width * min(max(fraction, 0.0), 1.0))
     return "[" + "#" * filled + "-" * (width - filled) + "]"

@@ -125,3 +125,14 @@ def test_browse_ids_lists_the_same_photos_in_the_same_order(app: Clipdesk, photo
     hats = app.browse_ids(photos / "hat")
     assert hats.tolist() == [r.photo_id for r in app.browse(photos / "hat")]
     assert app.browse_ids(tag="nothing tagged yet").size == 0
+
+
+def test_a_label_two_sets_share_is_one_tag_with_its_best_score_and_both_sets() -> None:
+    from clipdesk.browsing import _one_row_per_label
+
+    rows = [("B", "red", 0.83), ("B", "green", 0.72), ("A", "red", 0.62), ("A", "blue", 0.9)]
+    assert _one_row_per_label(rows) == [
+        ("A", "blue", 0.9),
+        ("A, B", "red", 0.83),
+        ("B", "green", 0.72),
+    ]
