@@ -468,7 +468,8 @@ class ClipEncoder:
         if name.startswith("openvino-") and name in backends.BACKEND_NAMES:
             from clipdesk.exported import find_export
 
-            export = find_export(self.spec.key)  # `clipdesk models export` made it already
+            # `clipdesk models export` made it already (unless it is damaged)
+            export = find_export(self.spec.key, intact=True)
             if export is not None:
                 source = export / "visual.xml"
             else:

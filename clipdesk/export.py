@@ -30,8 +30,14 @@ from clipdesk.backends import (
     visual_onnx_name,
 )
 from clipdesk.encoder import ClipEncoder
-from clipdesk.errors import ClipdeskError
-from clipdesk.exported import MANIFEST_NAME, ExportManifest, export_name
+from clipdesk.errors import ClipdeskError, ModelUnavailableError
+from clipdesk.exported import (
+    MANIFEST_NAME,
+    ExportManifest,
+    check_export,
+    export_name,
+    move_into_place,
+)
 from clipdesk.models import sha256_file
 from clipdesk.progress import CancelToken
 from clipdesk.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file, trim_tokens
@@ -118,8 +124,12 @@ def export_model(
     name = export_name(encoder.spec)
     target = exports_dir / name
     if (target / MANIFEST_NAME).is_file() and not replace:
-        say(f"already exported: {target} (--again replaces it)")
-        return target
+        try:
+            check_export(target, ExportManifest.read(target))
+            say(f"already exported: {target} (--again replaces it)")
+            return target
+        except ModelUnavailableError as exc:  # damaged: made again below
+            say(str(exc))
     tokenizer_kind = type(encoder.tokenizer).__name__
     if tokenizer_kind != "SimpleTokenizer":
         raise ClipdeskError(
@@ -215,10 +225,13 @@ def export_model(
             vocab=DEFAULT_VOCAB_NAME,
             created_with=f"clipdesk {__version__}, torch {torch.__version__}, "
             f"openvino {ov.get_version().split('-')[0]}",
-            extra={"seconds": round(time.perf_counter() - started, 1)},
+            extra={
+                "seconds": round(time.perf_counter() - started, 1),
+                "sizes": {p.name: p.stat().st_size for p in sorted(work.iterdir())},
+            },
         )
         manifest.write(work)
-        _move_into_place(work, target)
+        move_into_place(work, target)
         with contextlib.suppress(OSError):
             measured.unlink(missing_ok=True)  # the export holds that tower now (~350 MB)
     finally:
@@ -251,23 +264,6 @@ def _export_in_child(
         export_model(encoder, Path(exports_dir), probe=probe)
     except ClipdeskError as exc:  # one line, not a traceback, in the parent's terminal
         raise SystemExit(f"clipdesk: cannot export: {exc}") from None
-
-
-def _move_into_place(work: Path, target: Path) -> None:
-    """Rename the finished ``work`` folder to ``target``; an export already there is set
-    aside first and removed after, so that ``target`` is never half of either."""
-    if not target.exists():
-        os.replace(work, target)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    os.replace(target, aside / "export")
-    try:
-        os.replace(work, target)
-    except OSError:
-        os.replace(aside / "export", target)  # put the old one back
-        aside.rmdir()
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _judge(

@@ -19,12 +19,15 @@ import importlib.util
 import json
 import os
 import platform
+import re
+import stat
 import sys
 import threading
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
 
 MANIFEST_NAME = "clipdesk-export.json"
 EXPORT_FORMAT = 1
+EXPORT_FILES = ("visual.xml", "visual.bin", "text.xml", "text.bin")  # besides the vocabulary
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 EXPORTS_SUBDIR = "exports"
 # Inside an export: OpenVINO's compiled text tower, kept between processes (not in the
 # manifest; removed with the export).
@@ -80,24 +85,63 @@ class ExportManifest:
         tmp.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
         os.replace(tmp, folder / MANIFEST_NAME)
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        """File name -> size in bytes, where the export recorded them (in ``extra``, which
+        earlier versions read too; exports made before have none)."""
+        sizes = self.extra.get("sizes")
+        if not isinstance(sizes, dict):
+            return {}
+        return {k: v for k, v in sizes.items() if isinstance(v, int) and not isinstance(v, bool)}
+
     @classmethod
     def read(cls, folder: Path) -> ExportManifest:
         path = folder / MANIFEST_NAME
+        if not path.exists() and not path.is_symlink():
+            raise ModelUnavailableError(f"{folder} is not a clipdesk export (no {MANIFEST_NAME})")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            manifest = cls(**data)
-        except FileNotFoundError:
-            raise ModelUnavailableError(
-                f"{folder} is not a clipdesk export (no {MANIFEST_NAME})"
-            ) from None
-        except (OSError, ValueError, TypeError) as exc:
+            with open_in_export(folder, MANIFEST_NAME) as fh:
+                data = json.loads(fh.read().decode("utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            known = {f.name for f in fields(cls)}
+            # Fields a later version adds are left out: its exports stay readable here.
+            manifest = cls(**{k: v for k, v in data.items() if k in known})
+        except ModelUnavailableError:
+            raise
+        except (OSError, ValueError, TypeError, RecursionError) as exc:
             raise ModelUnavailableError(f"cannot read {path}: {exc}") from exc
         if manifest.format != EXPORT_FORMAT:
             raise ModelUnavailableError(
                 f"{folder} is an export of format {manifest.format}; this clipdesk reads "
                 f"format {EXPORT_FORMAT} (export the model again with this version)"
             )
+        manifest._check_names(path)
         return manifest
+
+    def _check_names(self, path: Path) -> None:
+        """Every name the manifest gives a file or folder is a plain name inside the export:
+        an export copied from elsewhere must not make clipdesk read or write outside it."""
+        files = self.files
+        if not isinstance(files, dict) or not all(
+            isinstance(v, str) and SHA256_HEX.match(v) for v in files.values()
+        ):
+            raise ModelUnavailableError(f"{path} is damaged: its file list is not name -> sha256")
+        for what, name in [
+            ("export name", self.name),
+            ("vocabulary", self.vocab),
+            *(("file", n) for n in files),
+        ]:
+            if not is_plain_name(name):
+                raise ModelUnavailableError(
+                    f"refused: {path} names the {what} {name!r}, which is not a plain file "
+                    "name inside the export (an export never names anything elsewhere)"
+                )
+        missing = [n for n in (*EXPORT_FILES, self.vocab) if n not in files]
+        if missing:
+            raise ModelUnavailableError(
+                f"{path} is damaged: its file list lacks {', '.join(missing)}"
+            )
 
 
 def export_name(spec: ModelSpec) -> str:
@@ -107,6 +151,149 @@ def export_name(spec: ModelSpec) -> str:
         pretrained = weights.stem
     readable = "".join(c if c.isalnum() or c in "._-" else "-" for c in f"{spec.arch}-{pretrained}")
     return f"{readable[:60]}-{hashlib.sha256(spec.key.encode()).hexdigest()[:8]}"
+
+
+def is_plain_name(name: object) -> bool:
+    """A file name with no folder part, on any system: no ``..``, no absolute path, no
+    drive, no separator."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "\0" not in name
+        and PurePosixPath(name).name == name
+        and PureWindowsPath(name).name == name
+    )
+
+
+@contextmanager
+def open_in_export(folder: Path, name: str) -> Iterator[BinaryIO]:
+    """``folder/name`` opened for reading, once it is known to be a regular file inside
+    ``folder`` (a link to another file of the export is fine). A link that leaves the
+    export, a FIFO or a device is refused: reading those reads anything, or never ends."""
+    path = folder / name
+    if not is_plain_name(name):
+        raise ModelUnavailableError(f"refused: {name!r} is not a plain file name")
+    try:
+        real = path.resolve(strict=True)
+        root = folder.resolve(strict=True)
+        info = os.stat(real)
+    except FileNotFoundError:
+        raise ModelUnavailableError(
+            f"the export {folder} is incomplete: {name} is missing"
+        ) from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of links
+        raise ModelUnavailableError(f"cannot read {path}: {exc}") from exc
+    if not real.is_relative_to(root):
+        raise ModelUnavailableError(f"refused: {path} is a link to {real}, outside the export")
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelUnavailableError(f"refused: {path} is not a regular file")
+    # Should it have been swapped since the check: O_NONBLOCK opens a FIFO without waiting
+    # for a writer (fstat then refuses it), O_NOFOLLOW refuses a link.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(real, flags | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise ModelUnavailableError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelUnavailableError(f"refused: {path} is not a regular file")
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        yield fh
+
+
+class ExportDamagedError(ModelUnavailableError):
+    """An export whose files are not what its manifest says (truncated, altered, gone)."""
+
+
+def damaged_export(folder: Path, detail: str) -> ExportDamagedError:
+    """The error for a damaged export, saying what to do about it."""
+    bundled = bundled_models_dir()
+    if bundled is not None and folder.resolve().is_relative_to(bundled.resolve()):
+        advice = "this copy of clipdesk is damaged: install it again"
+    else:
+        advice = (
+            "import it again with `clipdesk models import --export FOLDER` from the export "
+            "it was copied from, or make it again on the full clipdesk with `clipdesk models "
+            "export --again`"
+        )
+        if torch_available():
+            advice += " (meanwhile clipdesk runs the model with torch where it has its weights)"
+    return ExportDamagedError(f"the exported model in {folder} is damaged ({detail}); {advice}")
+
+
+# An IR's weights: <data ... offset="N" size="M" .../> of each constant, into the .bin.
+_IR_DATA = re.compile(rb"<data\b[^>]*>")
+_IR_OFFSET = re.compile(rb'\boffset="(\d+)"')
+_IR_SIZE = re.compile(rb'\bsize="(\d+)"')
+
+
+def ir_weights_extent(xml: Path) -> int:
+    """How many bytes of its .bin an OpenVINO IR reads: the end of its last constant."""
+    end = 0
+    for tag in _IR_DATA.findall(xml.read_bytes()):
+        offset, size = _IR_OFFSET.search(tag), _IR_SIZE.search(tag)
+        if offset and size:
+            end = max(end, int(offset.group(1)) + int(size.group(1)))
+    return end
+
+
+def check_export(folder: Path, manifest: ExportManifest) -> None:
+    """Cheap checks of an export before it is used (no hashing): each listed file is a
+    regular file inside it, of the size recorded; each tower's .bin holds every weight
+    its .xml reads (exports from before sizes were recorded). Raises ExportDamagedError."""
+    sizes = manifest.sizes
+    root = folder.resolve()
+    have: dict[str, int] = {}
+    for name in manifest.files:
+        path = folder / name
+        try:
+            real = path.resolve(strict=True)
+            info = os.stat(real)
+        except (OSError, RuntimeError):
+            raise damaged_export(folder, f"{name} is missing") from None
+        if not real.is_relative_to(root) or not stat.S_ISREG(info.st_mode):
+            raise damaged_export(folder, f"{name} is not a regular file inside it")
+        have[name] = info.st_size
+        if name in sizes and info.st_size != sizes[name]:
+            raise damaged_export(
+                folder, f"{name} has {info.st_size} bytes, the export wrote {sizes[name]}"
+            )
+    for tower in ("visual", "text"):
+        xml, weights = f"{tower}.xml", f"{tower}.bin"
+        if xml in sizes and weights in sizes:
+            continue  # both sizes checked above
+        try:
+            need = ir_weights_extent(folder / xml)
+        except OSError as exc:
+            raise damaged_export(folder, f"{xml} cannot be read: {exc}") from exc
+        if have[weights] < need:
+            raise damaged_export(
+                folder, f"{weights} has {have[weights]} bytes, its model reads {need}"
+            )
+
+
+def move_into_place(work: Path, target: Path) -> None:
+    """Rename the finished ``work`` folder to ``target``; an export already there is set
+    aside first and removed after, so that ``target`` is never half of either."""
+    import shutil
+    import tempfile
+
+    if not target.exists():
+        os.replace(work, target)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.replace(target, aside / "export")
+    try:
+        os.replace(work, target)
+    except OSError:
+        os.replace(aside / "export", target)  # put the old one back
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 # -- where exports are -------------------------------------------------------------------
@@ -153,10 +340,24 @@ def available_exports(models_dir: Path | None = None) -> list[tuple[Path, Export
     return found
 
 
-def find_export(key: str, models_dir: Path | None = None) -> Path | None:
-    for folder, manifest in available_exports(models_dir):
-        if manifest.key == key:
-            return folder
+def find_export(key: str, models_dir: Path | None = None, intact: bool = False) -> Path | None:
+    """The export of the model ``key``: the user's, else the bundle's. ``intact``: only
+    one that passes :func:`check_export` (a damaged one is passed over)."""
+    for base in export_folders(models_dir):
+        if not base.is_dir():
+            continue
+        for child in sorted(base.iterdir()):
+            if not (child / MANIFEST_NAME).is_file():
+                continue
+            try:
+                manifest = ExportManifest.read(child)
+                if manifest.key != key:
+                    continue
+                if intact:
+                    check_export(child, manifest)
+            except ModelUnavailableError:
+                continue
+            return child
     return None
 
 
@@ -274,9 +475,7 @@ class ExportedEncoder:
 
         self.folder = folder
         self.manifest = manifest = ExportManifest.read(folder)
-        for name in ("visual.xml", "visual.bin", "text.xml", "text.bin", manifest.vocab):
-            if not (folder / name).is_file():
-                raise ModelUnavailableError(f"the export {folder} is incomplete: {name} is missing")
+        check_export(folder, manifest)  # sizes: a damaged file is named now, not by OpenVINO
         self.spec = manifest.spec
         self.dim = manifest.dim
         self.image_size = manifest.image_size
@@ -336,7 +535,24 @@ class ExportedEncoder:
                 f"backend {name!r} needs torch; this clipdesk runs exported models with "
                 f"one of {choices}"
             )
-        return openvino_backend(name, self.folder / "visual.xml", threads=self._threads)
+        try:
+            return openvino_backend(name, self.folder / "visual.xml", threads=self._threads)
+        except Exception as exc:
+            raise self._load_failed("visual", exc) from exc
+
+    def _load_failed(self, tower: str, exc: Exception) -> ModelUnavailableError:
+        """OpenVINO could not read or compile a tower: a damaged file (found by its sha256,
+        which is worth its second or two now), or else OpenVINO's own reason."""
+        if isinstance(exc, ModelUnavailableError):
+            return exc
+        try:
+            verify_export(self.folder)
+        except ModelUnavailableError as damaged:
+            return damaged
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return ModelUnavailableError(
+            f"OpenVINO cannot load the {tower} tower of the export {self.folder}: {first[:300]}"
+        )
 
     def limit_threads(self, cores: int | None) -> None:
         """Use at most ``cores`` threads for images (None: all); recompiles when it changes."""
@@ -411,26 +627,32 @@ class ExportedEncoder:
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_batch(np.stack([self.preprocess_image(im) for im in images]))
 
+    def _load_text(self) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(self.folder / "text.xml"))
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if os.access(self.folder, os.W_OK):  # a bundled export may be read-only
+            # A cold search's first query: 0.73 s compiling, 0.37 s from this cache
+            # (ViT-B-32, 2 cores; 122 MB on disk). OpenVINO keys it by model,
+            # settings and version, and compiles afresh when an entry is unreadable.
+            config["CACHE_DIR"] = str(self.folder / COMPILED_CACHE_SUBDIR)
+        # Newer exports of a causal text tower take texts of any length (export.py);
+        # earlier exports, and other towers, the whole context.
+        self._text_trims = model.input(0).get_partial_shape()[1].is_dynamic
+        self._text = core.compile_model(model, "CPU", config).create_infer_request()
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         from clipdesk.tokenizer import trim_tokens
 
         tokens = self.tokenizer(list(texts))
         with self._lock:
             if self._text is None:
-                import openvino as ov
-
-                core = ov.Core()
-                model = core.read_model(str(self.folder / "text.xml"))
-                config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-                if os.access(self.folder, os.W_OK):  # a bundled export may be read-only
-                    # A cold search's first query: 0.73 s compiling, 0.37 s from this cache
-                    # (ViT-B-32, 2 cores; 122 MB on disk). OpenVINO keys it by model,
-                    # settings and version, and compiles afresh when an entry is unreadable.
-                    config["CACHE_DIR"] = str(self.folder / COMPILED_CACHE_SUBDIR)
-                # Newer exports of a causal text tower take texts of any length (export.py);
-                # earlier exports, and other towers, the whole context.
-                self._text_trims = model.input(0).get_partial_shape()[1].is_dynamic
-                self._text = core.compile_model(model, "CPU", config).create_infer_request()
+                try:
+                    self._load_text()
+                except Exception as exc:
+                    raise self._load_failed("text", exc) from exc
             result = self._text.infer({0: trim_tokens(tokens) if self._text_trims else tokens})
             features = np.array(next(iter(result.values())), dtype=np.float32)
         return unit_rows(features)
@@ -438,39 +660,71 @@ class ExportedEncoder:
 
 def verify_export(folder: Path) -> ExportManifest:
     """The manifest of ``folder``, once every file it lists has its recorded sha256."""
-    from clipdesk.models import sha256_file
-
     manifest = ExportManifest.read(folder)
     for name, expected in manifest.files.items():
-        path = folder / name
-        try:
-            actual = sha256_file(path)
-        except OSError as exc:
-            raise ModelUnavailableError(f"the export {folder} is incomplete: {exc}") from exc
+        with open_in_export(folder, name) as fh:
+            try:
+                actual = _sha256(fh)
+            except OSError as exc:
+                raise damaged_export(folder, f"{name} cannot be read: {exc}") from exc
         if actual != expected:
-            raise ModelUnavailableError(f"{path} is damaged (its sha256 differs from the manifest)")
+            raise damaged_export(folder, f"{name}'s sha256 differs from the manifest's")
     return manifest
 
 
+def _sha256(fh: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def install_export(source: Path, models_dir: Path | None = None) -> Path:
-    """Copy an export folder (checked first) into the models folder; returns the copy."""
+    """Copy an export folder into the models folder, checking each file's sha256 as it
+    is copied (what is checked is what is installed); returns the copy. Only the files the
+    manifest lists, each a regular file inside ``source``, are read, and only the models
+    folder's exports/ is written. An installed copy that is damaged is replaced."""
     import shutil
     import tempfile
 
-    from clipdesk.models import default_models_dir
+    from clipdesk.models import copy_hashing, default_models_dir
 
-    manifest = verify_export(source)
+    manifest = ExportManifest.read(source)
     exports = (models_dir or default_models_dir()) / EXPORTS_SUBDIR
-    target = exports / manifest.name
+    target = exports / manifest.name  # a plain name (ExportManifest.read)
     if (target / MANIFEST_NAME).is_file():
-        return target
-    exports.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{manifest.name}.", suffix=".part", dir=exports))
+        try:
+            if verify_export(target).key == manifest.key:
+                return target
+        except ModelUnavailableError:
+            pass  # damaged or something else: replaced below
     try:
-        for name in [*manifest.files, MANIFEST_NAME]:
-            shutil.copyfile(source / name, work / name)
+        exports.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{manifest.name}.", suffix=".part", dir=exports))
+    except OSError as exc:
+        raise ModelUnavailableError(
+            f"cannot write to the models folder {exports}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        sizes: dict[str, int] = {}
+        for name, expected in manifest.files.items():
+            with open_in_export(source, name) as src:
+                try:
+                    with open(work / name, "xb") as out:
+                        digest = copy_hashing(src, out)
+                        sizes[name] = out.tell()
+                except OSError as exc:
+                    raise ModelUnavailableError(
+                        f"cannot copy {source / name} into {exports}: {exc.strerror or exc}"
+                    ) from exc
+            if digest != expected:
+                raise ModelUnavailableError(
+                    f"{source / name} is damaged (its sha256 differs from the manifest)"
+                )
+        manifest.extra = {**manifest.extra, "sizes": sizes}
+        manifest.write(work)
         os.chmod(work, 0o755)
-        os.replace(work, target)
+        move_into_place(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target

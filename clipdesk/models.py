@@ -692,7 +692,7 @@ class ModelStore:
             try:
                 try:
                     with os.fdopen(fd, "wb") as out, open(weights, "rb") as src:
-                        digest = _copy_hashing(src, out)
+                        digest = copy_hashing(src, out)
                 except OSError as exc:
                     raise ModelUnavailableError(
                         f"cannot copy {weights} into the models folder: {exc.strerror or exc}"
@@ -765,7 +765,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_hashing(src: IO[bytes], out: IO[bytes]) -> str:
+def copy_hashing(src: IO[bytes], out: IO[bytes]) -> str:
     digest = hashlib.sha256()
     for chunk in iter(lambda: src.read(CHUNK_SIZE), b""):
         digest.update(chunk)

@@ -286,8 +286,14 @@ class Clipdesk:
             spec = self.current_spec() or self.default_spec()
             loaded = self._encoders.get(spec.key) or self._query_encoders.get(spec.key)
             if loaded is None and (folder := exported.find_export(spec.key)) is not None:
-                loaded = exported.ExportedEncoder(folder)
-                self._query_encoders[spec.key] = loaded
+                try:
+                    loaded = exported.ExportedEncoder(folder)
+                    self._query_encoders[spec.key] = loaded
+                except exported.ExportDamagedError:
+                    if not exported.torch_available():
+                        raise  # it says what to do; there is nothing else to run
+                    # The model itself answers (torch), or, without its weights, _load
+                    # raises the same error; the next complete index exports it again.
             if loaded is None:
                 return self.encoder(spec)
             self._last_used[spec.key] = time.monotonic()
@@ -477,8 +483,8 @@ class Clipdesk:
         failed_setting = f"export_failed:{encoder.spec.key}"
         if os.environ.get(AUTO_EXPORT_ENV, "1") == "0":
             return
-        if exported.find_export(encoder.spec.key) is not None:
-            return
+        if exported.find_export(encoder.spec.key, intact=True) is not None:
+            return  # (a damaged one is made again)
         if self.library.get_setting(failed_setting):
             return  # tried once and it failed: not a minute on every index run
         yield Progress("export", 0, 1, message="preparing fast searches (once per model)")

@@ -1,0 +1,254 @@
+"""Models and exports under hostile or damaged input (issue 17): an export that names files
+outside itself, a damaged export, a bad model config, imported models' names, and the
+declared dependencies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from clipdesk import exported
+from clipdesk.cli import main
+from tests.helpers import run_cli
+
+# -- an export that names files outside itself (item 1) ----------------------------------
+
+
+def _fake_export(folder: Path, **overrides: object) -> dict[str, object]:
+    """A folder with the files and manifest of an export (not a runnable one: installing
+    only reads and copies files); returns the manifest's fields, written as given."""
+    folder.mkdir(parents=True)
+    files = {}
+    for name in (*exported.EXPORT_FILES, "vocab.txt.gz"):
+        (folder / name).write_bytes(f"contents of {name}".encode())
+        files[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    manifest = exported.ExportManifest(
+        name="fake-model-0123abcd", key="fake:file-0123", arch="fake", pretrained="fake.pt",
+        config_json=None, dim=4, image_size=8, context_length=5, logit_scale=100.0,
+        mean=[0.5] * 3, std=[0.5] * 3, interpolation="bicubic", resize_mode="shortest",
+        weights={"visual": "fp32", "text": "fp32"}, fidelity={}, files=files, vocab="vocab.txt.gz",
+    )  # fmt: skip
+    fields = {**asdict(manifest), **overrides}
+    (folder / exported.MANIFEST_NAME).write_text(json.dumps(fields), encoding="utf-8")
+    return fields
+
+
+def _rewrite(folder: Path, fields: dict[str, object]) -> None:
+    (folder / exported.MANIFEST_NAME).write_text(json.dumps(fields), encoding="utf-8")
+
+
+def _import_export(
+    folder: Path, models: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str]:
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(models))
+    code = main(["--library", str(models.parent / "library"), "models", "import", "--export",
+                 str(folder)])  # fmt: skip
+    return code, capsys.readouterr().err
+
+
+def _files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")} if folder.exists() else set()
+
+
+def test_a_manifest_naming_a_file_outside_the_export_writes_nothing_outside(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    models = home / "models"
+    victim = home / "victim.txt"  # three folders above the models folder's work folder
+    home.mkdir()
+    victim.write_text("the user's own file")
+    # The attacker's export, with the replacement three folders above it.
+    export = tmp_path / "download" / "a" / "b" / "export"
+    fields = _fake_export(export)
+    (tmp_path / "download" / "victim.txt").write_text("written by the export")
+    files = dict(fields["files"])  # type: ignore[call-overload]
+    files["../../../victim.txt"] = hashlib.sha256(b"written by the export").hexdigest()
+    _rewrite(export, {**fields, "files": files})
+
+    code, err = _import_export(export, models, capsys, monkeypatch)
+    assert code == 2
+    assert "refused" in err and "../../../victim.txt" in err
+    assert victim.read_text() == "the user's own file"
+    assert not any(p.is_file() for p in _files_under(models))  # nothing installed
+
+    # An absolute name, and an export name that leaves the exports folder, are refused too.
+    files = dict(fields["files"])  # type: ignore[call-overload]
+    files[str(victim)] = hashlib.sha256(b"the user's own file").hexdigest()
+    _rewrite(export, {**fields, "files": files})
+    code, err = _import_export(export, models, capsys, monkeypatch)
+    assert code == 2 and "refused" in err and "not a plain file name" in err
+    _rewrite(export, {**fields, "name": "../../outside"})
+    code, err = _import_export(export, models, capsys, monkeypatch)
+    assert code == 2 and "refused" in err
+    assert not (home / "outside").exists() and not (models / "outside").exists()
+    assert victim.read_text() == "the user's own file"
+
+    # The export itself, unaltered, installs.
+    _rewrite(export, fields)
+    code, err = _import_export(export, models, capsys, monkeypatch)
+    assert code == 0, err
+    installed = models / exported.EXPORTS_SUBDIR / "fake-model-0123abcd"
+    assert sorted(p.name for p in installed.iterdir()) == sorted(
+        [*exported.EXPORT_FILES, "vocab.txt.gz", exported.MANIFEST_NAME]
+    )
+
+
+def test_a_link_out_of_the_export_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export = tmp_path / "export"
+    fields = _fake_export(export)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"contents of text.bin")  # the sha256 the manifest expects
+    (export / "text.bin").unlink()
+    (export / "text.bin").symlink_to(secret)
+    code, err = _import_export(export, tmp_path / "models", capsys, monkeypatch)
+    assert code == 2 and "outside the export" in err
+    # A link to another file of the export stays inside it: fine.
+    (export / "text.bin").unlink()
+    (export / "text-copy.bin").write_bytes(b"contents of text.bin")
+    (export / "text.bin").symlink_to("text-copy.bin")
+    _rewrite(export, fields)
+    code, err = _import_export(export, tmp_path / "models", capsys, monkeypatch)
+    assert code == 0, err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and /dev/zero are POSIX")
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "dev-zero-name", "fifo-manifest"])
+def test_a_fifo_or_a_device_is_refused_without_hanging(kind: str, tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    fields = _fake_export(export)
+    if kind == "fifo":
+        (export / "visual.bin").unlink()
+        os.mkfifo(export / "visual.bin")  # reading it would wait for a writer forever
+    elif kind == "dev-zero-link":
+        (export / "visual.bin").unlink()
+        (export / "visual.bin").symlink_to("/dev/zero")  # reading it never ends
+    elif kind == "dev-zero-name":
+        files = dict(fields["files"])  # type: ignore[call-overload]
+        files["/dev/zero"] = "0" * 64
+        _rewrite(export, {**fields, "files": files})
+    else:
+        (export / exported.MANIFEST_NAME).unlink()
+        os.mkfifo(export / exported.MANIFEST_NAME)
+    models = tmp_path / "models"
+    proc = run_cli(
+        "models", "import", "--export", str(export),
+        library=tmp_path / "library", check=False, timeout=120,
+        env={"CLIPDESK_MODELS_DIR": str(models)},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("clipdesk: error: ") and "Traceback" not in proc.stderr
+    reasons = ("not a regular file", "not a plain file name", "outside the export")
+    assert "refused" in proc.stderr and any(r in proc.stderr for r in reasons)
+    assert not any(p.is_file() for p in _files_under(models))
+
+
+def test_an_installed_export_that_is_damaged_is_replaced_by_importing_it_again(
+    tmp_path: Path,
+) -> None:
+    export = tmp_path / "export"
+    _fake_export(export)
+    models = tmp_path / "models"
+    installed = exported.install_export(export, models)
+    assert exported.ExportManifest.read(installed).sizes["text.bin"] == len(b"contents of text.bin")
+    with open(installed / "text.bin", "r+b") as fh:
+        fh.truncate(4)
+    with pytest.raises(exported.ExportDamagedError, match=r"text\.bin"):
+        exported.check_export(installed, exported.ExportManifest.read(installed))
+    assert exported.install_export(export, models) == installed
+    exported.verify_export(installed)
+
+
+# -- a damaged export (item 9) -----------------------------------------------------------
+
+
+@pytest.fixture()
+def indexed_with_export(
+    clothing_export: Path, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path]:
+    """A library indexed with the trained model, whose export is installed; returns the
+    library folder and the installed export."""
+    from clipdesk.encoder import ModelSpec
+    from clipdesk.library import Library
+    from clipdesk.services import Clipdesk
+    from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC
+
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    installed = exported.install_export(clothing_export)
+    library = Library(tmp_path / "library")
+    app = Clipdesk(library)
+    app.add_folders([photos])
+    list(app.index(ModelSpec.parse(CLOTHING_SPEC, CLOTHING_CONFIG)))
+    library.close()
+    return tmp_path / "library", installed
+
+
+def _search(library_dir: Path, text: str) -> tuple[list[str], object]:
+    from clipdesk.library import Library
+    from clipdesk.services import Clipdesk
+
+    library = Library(library_dir)
+    try:
+        app = Clipdesk(library)  # a new process, as a cold `clipdesk search` is
+        hits = [h.path for h in app.search_text(text, k=5)]
+        return hits, app.query_encoder()
+    finally:
+        library.close()
+
+
+def test_a_truncated_export_falls_back_to_torch_or_says_what_to_do(
+    indexed_with_export: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from clipdesk.encoder import ClipEncoder
+
+    library_dir, installed = indexed_with_export
+    want, encoder = _search(library_dir, "a red dress")
+    assert isinstance(encoder, exported.ExportedEncoder)
+    text_bin = installed / "text.bin"
+    with open(text_bin, "r+b") as fh:
+        fh.truncate(text_bin.stat().st_size // 2)
+
+    # The full install: the model itself answers, with the same photos.
+    got, encoder = _search(library_dir, "a red dress")
+    assert isinstance(encoder, ClipEncoder)
+    assert got == want
+
+    # Without torch (the CPU bundle): a message that says what to do, for search and tag.
+    monkeypatch.setenv(exported.NO_TORCH_ENV, "1")
+    assert main(["--library", str(library_dir), "search", "a red dress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clipdesk: error: the exported model in ") and "Traceback" not in err
+    assert "text.bin" in err and "damaged" in err
+    assert "clipdesk models import --export FOLDER" in err and "--again" in err
+    assert main(["--library", str(library_dir), "labels", "create", "kinds", "dress", "hat"]) == 0
+    assert main(["--library", str(library_dir), "tag", "--labels", "kinds"]) == 2
+    assert "text.bin" in capsys.readouterr().err
+
+    # An export from before sizes were recorded: the IR's own layout shows the damage.
+    manifest = exported.ExportManifest.read(installed)
+    manifest.extra.pop("sizes")
+    manifest.write(installed)
+    with pytest.raises(exported.ExportDamagedError, match=r"text\.bin has \d+ bytes"):
+        exported.ExportedEncoder(installed)
+
+
+def test_an_export_openvino_cannot_read_is_checked_and_named(
+    clothing_export: Path, tmp_path: Path
+) -> None:
+    """The same size, other bytes: OpenVINO's failure leads to the sha256 check, which
+    names the file (instead of OpenVINO's parser error)."""
+    installed = exported.install_export(clothing_export, tmp_path / "models")
+    xml = installed / "text.xml"
+    xml.write_bytes(b"\0" * xml.stat().st_size)
+    encoder = exported.ExportedEncoder(installed)  # sizes match: the cheap check passes
+    with pytest.raises(exported.ExportDamagedError, match=r"text\.xml's sha256 differs"):
+        encoder.encode_texts(["a hat"])
