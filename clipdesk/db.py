@@ -58,6 +58,11 @@ class Root(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(FsPath, unique=True)
     added_at: Mapped[float] = mapped_column(Float)
+    # The folder's st_dev when it was added (None: added before schema 3, recorded on the
+    # next scan that finds it). Another device at the same path is a drive not mounted.
+    device: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Why the last scan left the folder alone (missing, not mounted), or None.
+    unavailable: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Photo(Base):
@@ -227,7 +232,14 @@ _MIGRATION_2 = [
     "CREATE INDEX ix_photo_tags_label ON photo_tags (label_id, model_id)",
 ]
 
-MIGRATIONS: list[list[str]] = [_MIGRATION_1, _MIGRATION_2]
+# A folder that is a mount point, unmounted, is an empty folder on another device: the
+# device recorded here tells it apart from a folder whose photos were all deleted.
+_MIGRATION_3 = [
+    "ALTER TABLE roots ADD COLUMN device INTEGER",
+    "ALTER TABLE roots ADD COLUMN unavailable TEXT",
+]
+
+MIGRATIONS: list[list[str]] = [_MIGRATION_1, _MIGRATION_2, _MIGRATION_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

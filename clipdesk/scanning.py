@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from clipdesk import db
@@ -30,17 +33,32 @@ from clipdesk.progress import CancelToken, Progress, RateMeter
 
 _FLUSH_EVERY = 256  # files per transaction while scanning
 _IN_CHUNK = 500  # ids per "IN (...)" statement, well under SQLite's variable limit
+_PROBE_KNOWN = 32  # photos looked for in a library folder now on another device
+
+MISSING = "folder is missing or not mounted"
+OTHER_DEVICE = "folder is missing or not mounted: another drive is at its path, without its photos"
+ALL_GONE = "folder is missing or not mounted? none of its {count} photos is there any more"
 
 
 @dataclass
 class ScanReport:
-    """What the last scan found; ``problems`` are folders it could not read."""
+    """What the last scan found.
+
+    ``problems`` are folders it could not read; ``unavailable`` the library folders it
+    left as they were (missing, not mounted, every photo gone at once: nothing of them
+    was forgotten), also listed in ``problems``; ``skipped`` files with a photo's name
+    that are not files (a FIFO, a socket, a device). ``moved``: photos renamed or moved,
+    which keep their id, vector and tags.
+    """
 
     seen: int = 0
     new: int = 0
     changed: int = 0
     removed: int = 0
+    moved: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)
+    unavailable: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def normalise_folder(path: str | Path) -> str:
@@ -68,7 +86,7 @@ def add_folders(library: Library, folders: list[str | Path]) -> list[str]:
             if parent is not None:
                 messages.append(f"already in the library (inside {parent.path}): {folder}")
                 continue
-            new_root = db.Root(path=folder, added_at=time.time())
+            new_root = db.Root(path=folder, added_at=time.time(), device=os.stat(folder).st_dev)
             s.add(new_root)
             s.flush()
             # A folder that contains existing roots absorbs them, keeping their photos.
@@ -83,6 +101,19 @@ def add_folders(library: Library, folders: list[str | Path]) -> list[str]:
             messages.append(f"added {folder}")
         s.commit()
     return messages
+
+
+def folder_unavailable(root: db.Root) -> str | None:
+    """Why a library folder's photos cannot be shown now (None: they can): as the last
+    scan found it, or missing now, or another device at its path (checked without a scan;
+    a drive re-plugged under another device number is found again by the next scan)."""
+    try:
+        st = os.stat(root.path)
+    except OSError:
+        return MISSING
+    if not stat.S_ISDIR(st.st_mode) or (root.device is not None and st.st_dev != root.device):
+        return MISSING
+    return root.unavailable
 
 
 def remove_folder(library: Library, folder: str | Path) -> int:
@@ -101,13 +132,28 @@ def remove_folder(library: Library, folder: str | Path) -> int:
     return int(count or 0)
 
 
+def _not_a_file(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO), not a file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a file"
+    return "not a regular file"
+
+
 def walk_images(
-    folder: str, problems: list[tuple[str, str]], exclude: frozenset[str] = frozenset()
+    folder: str,
+    problems: list[tuple[str, str]],
+    exclude: frozenset[str] = frozenset(),
+    skipped: list[tuple[str, str]] | None = None,
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Yield (path, stat) of image files under ``folder``, following folder symlinks.
 
     Hidden files and folders are skipped; a folder reached twice (symlink loop) is
-    visited once; unreadable folders are reported in ``problems`` and skipped.
+    visited once; unreadable folders are reported in ``problems`` and skipped. A photo's
+    name on something that is not a file (a FIFO, a socket, a link to a device) is noted
+    in ``skipped`` and never opened (opening a FIFO waits for a writer, for ever).
     """
     visited: set[tuple[int, int]] = set()
     stack = [folder]
@@ -135,6 +181,8 @@ def walk_images(
                     entry_stat = entry.stat(follow_symlinks=True)
                     if stat.S_ISREG(entry_stat.st_mode):
                         yield entry.path, entry_stat
+                    elif skipped is not None:
+                        skipped.append((entry.path, _not_a_file(entry_stat.st_mode)))
             except OSError:  # a dangling symlink, or a file gone mid-listing
                 continue
         stack.extend(sorted(subfolders, reverse=True))
@@ -148,11 +196,12 @@ def _describe_new_file(root_id: int, path: str, st: os.stat_result, max_pixels: 
         digest = fingerprint(path, st.st_size)
     except OSError as exc:
         digest = ""
-        error = (
-            "permission denied: clipdesk cannot read this file"
-            if isinstance(exc, PermissionError)
-            else f"cannot read file: {exc.strerror or exc}"
-        )
+        if isinstance(exc, PermissionError):
+            error = PERMISSION_DENIED
+        elif isinstance(exc, FileNotFoundError):
+            error = VANISHED
+        else:
+            error = f"cannot read file: {exc.strerror or exc}"
     if error is None:
         try:
             header = read_header(path, max_pixels)
@@ -173,6 +222,24 @@ def _describe_new_file(root_id: int, path: str, st: os.stat_result, max_pixels: 
     )
 
 
+# Failures that say nothing about the file's content; worth another look once the
+# reason may be gone, though the file's size and mtime are the same.
+PERMISSION_DENIED = "permission denied: clipdesk cannot read this file"
+VANISHED = "file vanished before it could be read"  # as clipdesk.imaging says it
+
+
+def _retry_failed(path: str, error: str) -> bool:
+    """Whether a file that failed, unchanged since (same size and mtime), is read again.
+
+    A broken file stays broken until it changes; but a file that vanished (a drive
+    unplugged while indexing) is there again, and a permission can be granted (chmod
+    changes neither size nor mtime): checked without opening the file.
+    """
+    if error == VANISHED:
+        return True
+    return error == PERMISSION_DENIED and os.access(path, os.R_OK)
+
+
 def _collect_unused_vectors(s: Session) -> None:
     s.execute(
         delete(db.Embedding).where(
@@ -186,6 +253,138 @@ def _delete_ids(s: Session, ids: list[int]) -> None:
         s.execute(delete(db.Photo).where(db.Photo.id.in_(ids[start : start + _IN_CHUNK])))
 
 
+def _photos_of(rows: Sequence[Any], root_id: int) -> list[tuple[str, int]]:
+    return [(row[0], row[3]) for row in rows if row[2] == root_id]
+
+
+def _root_device(
+    root: db.Root, known_photos: Callable[[], list[tuple[str, int]]]
+) -> tuple[int | None, str | None]:
+    """The device of a library folder now, or None and why it is to be left alone: it is
+    missing, or another drive is at its path (``known_photos``: its photos' paths and
+    sizes, asked for only then)."""
+    try:
+        st = os.stat(root.path)
+    except OSError:
+        return None, MISSING
+    if not stat.S_ISDIR(st.st_mode):
+        return None, MISSING
+    if root.device is None or st.st_dev == root.device:
+        return st.st_dev, None
+    known = known_photos()
+    if not known:  # nothing to lose
+        return st.st_dev, None
+    # Another device: a drive mounted elsewhere now, or re-plugged with another number
+    # (FUSE, btrfs and NFS number theirs at each mount). Its photos say which.
+    step = max(len(known) // _PROBE_KNOWN, 1)
+    for path, size in known[::step][:_PROBE_KNOWN]:
+        try:
+            found = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(found.st_mode) and found.st_size == size:
+            return st.st_dev, None
+    return None, OTHER_DEVICE
+
+
+def _all_found_elsewhere(s: Session, root_id: int, newest_before: int) -> bool:
+    """Whether every photo the folder had is found again, by content, among the files
+    this scan added (the folder's photos were renamed or moved, not lost)."""
+    lost = s.execute(
+        text(
+            "SELECT 1 FROM photos AS o WHERE o.root_id = :root AND o.id <= :newest AND NOT "
+            "EXISTS (SELECT 1 FROM photos AS m WHERE m.fingerprint = o.fingerprint "
+            "AND m.id > :newest AND m.fingerprint != '') LIMIT 1"
+        ),
+        {"root": root_id, "newest": newest_before},
+    ).first()
+    return lost is None
+
+
+_MOVED_COLUMNS = (
+    db.Photo.root_id,
+    db.Photo.path,
+    db.Photo.size,
+    db.Photo.mtime_ns,
+    db.Photo.width,
+    db.Photo.height,
+    db.Photo.taken_at,
+    db.Photo.taken_from_exif,
+    db.Photo.error,
+)
+
+
+def _keep_moved(s: Session, gone: list[int], newest_before: int) -> tuple[list[int], int]:
+    """Photos that vanished from one path and appeared at another (renamed, moved) keep
+    their row: its id, and with it their tags and their place in the vector index.
+
+    Returns the ids still to sweep, and how many photos moved. A vanished photo takes
+    the place of a new file with the same content found in this scan; failing that, its
+    tags go to an older, untagged file with that content (a move seen by a scan that
+    was stopped before its sweep).
+    """
+    by_content: dict[str, list[int]] = {}
+    for start in range(0, len(gone), _IN_CHUNK):
+        for pid, digest in s.execute(
+            select(db.Photo.id, db.Photo.fingerprint).where(
+                db.Photo.id.in_(gone[start : start + _IN_CHUNK]), db.Photo.fingerprint != ""
+            )
+        ):
+            by_content.setdefault(digest, []).append(pid)
+    if not by_content:
+        return gone, 0
+    gone_set = set(gone)
+    alive: dict[str, list[int]] = {}
+    digests = sorted(by_content)
+    for start in range(0, len(digests), _IN_CHUNK):
+        for pid, digest in s.execute(
+            select(db.Photo.id, db.Photo.fingerprint)
+            .where(db.Photo.fingerprint.in_(digests[start : start + _IN_CHUNK]))
+            .order_by(db.Photo.id)
+        ):
+            if pid not in gone_set:
+                alive.setdefault(digest, []).append(pid)
+    pairs: list[tuple[int, int]] = []  # (vanished, new) of the same content
+    heirs: dict[int, list[int]] = {}  # older file -> vanished photos whose tags it gets
+    for digest, vanished in by_content.items():
+        others = alive.get(digest, [])
+        new = [pid for pid in others if pid > newest_before]
+        pairs += zip(sorted(vanished), new, strict=False)
+        rest = sorted(vanished)[len(new) :]
+        older = [pid for pid in others if pid <= newest_before]
+        if rest and older:
+            tagged = set(
+                s.scalars(select(db.PhotoTag.photo_id).where(db.PhotoTag.photo_id.in_(older)))
+            )
+            untagged = [pid for pid in older if pid not in tagged]
+            if untagged:
+                heirs[untagged[0]] = rest
+    if pairs:
+        new_ids = [new for _, new in pairs]
+        values: dict[int, dict[str, object]] = {}
+        for start in range(0, len(new_ids), _IN_CHUNK):
+            for row in s.execute(
+                select(db.Photo.id, *_MOVED_COLUMNS).where(
+                    db.Photo.id.in_(new_ids[start : start + _IN_CHUNK])
+                )
+            ):
+                fields = dict(row._mapping)
+                values[int(fields.pop("id"))] = fields
+        _delete_ids(s, new_ids)  # first: the path is unique
+        s.flush()
+        s.execute(update(db.Photo), [{"id": old, **values[new]} for old, new in pairs])
+    for heir, vanished in heirs.items():
+        s.execute(
+            text(
+                "UPDATE OR IGNORE photo_tags SET photo_id = :heir "
+                f"WHERE photo_id IN ({', '.join(str(int(pid)) for pid in vanished)})"
+            ),
+            {"heir": heir},
+        )
+    kept = {old for old, _ in pairs}
+    return [pid for pid in gone if pid not in kept], len(pairs)
+
+
 def scan_folders(
     library: Library,
     cancel: CancelToken | None = None,
@@ -195,8 +394,12 @@ def scan_folders(
     """Bring the photo table in line with the folders on disk.
 
     Unchanged files (same size and mtime) cost one ``stat``; new and changed ones are
-    fingerprinted and their headers read. Files that disappeared are swept at the end,
-    except under folders that could not be read (an unplugged drive loses nothing).
+    fingerprinted and their headers read (a file that failed is read again only once it
+    changed). Files that disappeared are swept at the end, except under folders that
+    could not be read, and except in a library folder that is missing, on another drive
+    than its photos, or where every photo vanished at once: an unplugged drive loses
+    nothing, even when the folder is its mount point (``remove_folder`` forgets a
+    folder on purpose). A renamed or moved photo keeps its row, tags included.
     """
     cancel = cancel or CancelToken()
     report = report if report is not None else ScanReport()
@@ -212,10 +415,16 @@ def scan_folders(
                 db.Photo.error,
             )
         ).all()
+        # Ids are never reused (AUTOINCREMENT): rows above this one are this scan's.
+        newest_before = int(s.scalar(select(func.max(db.Photo.id))) or 0)
     known = {row[0]: row for row in rows}
+    known_in_root = Counter(row[2] for row in rows)
+    found_in_root: Counter[int] = Counter()  # known photos found at their paths
     keep: set[int] = set()
     batch: list[tuple[int, str, os.stat_result, int | None]] = []
     meter = RateMeter(total=len(known))
+    devices: dict[int, int] = {}  # the folders walked, and their devices now
+    left_alone: dict[int, str] = {}  # folders left as they were, and why
 
     def flush() -> None:
         with library.session() as s:
@@ -226,19 +435,23 @@ def scan_folders(
             s.commit()
         batch.clear()
 
+    exclude = frozenset({normalise_folder(library.directory)})
     for root in roots:
-        if not os.path.isdir(root.path):
-            report.problems.append((root.path, "folder is missing or not mounted"))
+        device, reason = _root_device(root, partial(_photos_of, rows, root.id))
+        if device is None:
+            left_alone[root.id] = reason or MISSING
             continue
-        exclude = frozenset({normalise_folder(library.directory)})
-        for path, st in walk_images(root.path, report.problems, exclude):
+        devices[root.id] = device
+        for path, st in walk_images(root.path, report.problems, exclude, report.skipped):
             report.seen += 1
             row = known.get(path)
+            if row is not None:
+                found_in_root[root.id] += 1
             if (
                 row is not None
                 and row[3] == st.st_size
                 and row[4] == st.st_mtime_ns
-                and row[5] is None
+                and (row[5] is None or not _retry_failed(path, row[5]))
             ):
                 keep.add(row[1])
             else:
@@ -258,17 +471,65 @@ def scan_folders(
     if cancel.cancelled:
         return
 
-    unavailable = [p for p, _ in report.problems]
-    gone = [
-        row[1]
-        for path, row in known.items()
-        if row[1] not in keep and not any(_is_under(path, bad) for bad in unavailable)
-    ]
+    unreadable = {p for p, _ in report.problems}
     with library.session() as s:
+        # A folder that lost every photo at once, none of them found elsewhere, is taken
+        # for a drive not mounted (its mount point left empty), not for a mass deletion:
+        # left as it was, files added there now included. Undone roots' files no longer
+        # count as found elsewhere, hence the loop.
+        suspects = [
+            root
+            for root in roots
+            if root.id in devices
+            and known_in_root[root.id]
+            and not found_in_root[root.id]
+            and root.path not in unreadable
+        ]
+        undone = True
+        while undone:
+            undone = False
+            for root in list(suspects):
+                if _all_found_elsewhere(s, root.id, newest_before):
+                    continue
+                suspects.remove(root)
+                added = select(db.Photo.id).where(
+                    db.Photo.root_id == root.id, db.Photo.id > newest_before
+                )
+                report.new -= len(s.scalars(added).all())
+                s.execute(delete(db.Photo).where(db.Photo.id.in_(added)))
+                s.flush()
+                del devices[root.id]
+                left_alone[root.id] = ALL_GONE.format(count=known_in_root[root.id])
+                undone = True
+        for root in roots:
+            if root.id in left_alone:
+                report.unavailable.append((root.path, left_alone[root.id]))
+                report.problems.append((root.path, left_alone[root.id]))
+        protected = [p for p, _ in report.problems]
+        gone = [
+            row[1]
+            for path, row in known.items()
+            if row[1] not in keep
+            and row[2] not in left_alone
+            and not any(_is_under(path, bad) for bad in protected)
+        ]
+        gone, moved = _keep_moved(s, gone, newest_before)
         _delete_ids(s, gone)
         s.flush()
         _collect_unused_vectors(s)
+        for root in roots:
+            # the device is recorded (or, for folders added before it was, first learnt)
+            # only where the folder's photos were found
+            if root.id in left_alone:
+                values: dict[str, object] = {"unavailable": left_alone[root.id]}
+            elif root.path in unreadable:
+                continue
+            else:
+                values = {"unavailable": None, "device": devices[root.id]}
+            s.execute(update(db.Root).where(db.Root.id == root.id).values(**values))
         s.commit()
+    report.moved = moved
+    report.new -= moved
     report.removed = len(gone)
     meter.total = report.seen
     yield meter.report("scan", report.seen, message="scan complete")

@@ -36,7 +36,14 @@ from clipdesk.errors import ClipdeskError, ModelUnavailableError, NotIndexedErro
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.library import Library
 from clipdesk.progress import CancelToken, Progress
-from clipdesk.scanning import ScanReport, add_folders, normalise_folder, remove_folder, scan_folders
+from clipdesk.scanning import (
+    ScanReport,
+    add_folders,
+    folder_unavailable,
+    normalise_folder,
+    remove_folder,
+    scan_folders,
+)
 from clipdesk.tagging import (
     PhotoTags,
     create_label_set,
@@ -91,6 +98,7 @@ class FolderStatus:
     photos: int
     indexed: int
     available: bool
+    reason: str | None = None  # why it is not available (missing, not mounted)
 
 
 @dataclass
@@ -180,6 +188,17 @@ class Clipdesk:
 
     def remove_folder(self, folder: str | Path) -> int:
         return remove_folder(self.library, folder)
+
+    def scan(
+        self,
+        cancel: CancelToken | None = None,
+        report: ScanReport | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Iterator[Progress]:
+        """Find the folders' photos, without a model: what the window and ``status``
+        show before there is one (:meth:`index` scans too, then embeds)."""
+        with self.library.exclusive("indexing"):
+            yield from scan_folders(self.library, cancel, report, max_pixels)
 
     # -- model -------------------------------------------------------------------------
     #
@@ -720,8 +739,9 @@ class Clipdesk:
                 .order_by(db.Photo.path)
             ).all()
             folders = [
-                FolderStatus(root.path, *per_root.get(root.id, (0, 0)), os.path.isdir(root.path))
+                FolderStatus(root.path, *per_root.get(root.id, (0, 0)), reason is None, reason)
                 for root in s.scalars(select(db.Root).order_by(db.Root.path))
+                for reason in [folder_unavailable(root)]
             ]
             target = self.target_spec()
             switching_done = 0

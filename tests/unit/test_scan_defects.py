@@ -1,0 +1,349 @@
+"""Issue 17's scanning defects: an unplugged drive whose mount point is the library folder,
+renamed photos losing their tags, failed files read again on every run, FIFOs and
+devices skipped without a word, and photos that could not be listed without a model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from clipdesk import db
+from clipdesk.library import Library
+from clipdesk.progress import CancelToken
+from clipdesk.scanning import ScanReport, add_folders, remove_folder, scan_folders
+from clipdesk.services import Clipdesk
+
+
+def _scan(library: Library) -> ScanReport:
+    report = ScanReport()
+    for _ in scan_folders(library, report=report):
+        pass
+    return report
+
+
+def _counts(library: Library) -> tuple[int, int, int]:
+    with library.session() as s:
+        return (
+            s.scalar(select(func.count()).select_from(db.Photo)) or 0,
+            s.scalar(select(func.count()).select_from(db.Embedding)) or 0,
+            s.scalar(select(func.count()).select_from(db.PhotoTag)) or 0,
+        )
+
+
+def _ids(library: Library) -> dict[str, int]:
+    with library.session() as s:
+        return {p.path: p.id for p in s.scalars(select(db.Photo))}
+
+
+def _indexed_and_tagged(app: Clipdesk, photos: Path, tiny_spec: object) -> tuple[int, int, int]:
+    app.add_folders([photos])
+    list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
+    app.create_label_set("clothes", ["hat", "shoes", "dress"])
+    list(app.tag("clothes", multi=True))
+    counts = _counts(app.library)
+    assert counts[0] == counts[1] == 30 and counts[2] > 0
+    return counts
+
+
+def _unmount(folder: Path, aside: Path) -> None:
+    """What unmounting does to a mount point: the same path, now an empty folder."""
+    aside.mkdir()
+    for child in folder.iterdir():
+        child.rename(aside / child.name)
+
+
+def _mount(folder: Path, aside: Path) -> None:
+    for child in aside.iterdir():
+        child.rename(folder / child.name)
+    aside.rmdir()
+
+
+# -- an unplugged drive whose mount point is the added folder ------------------------------
+
+
+def test_an_emptied_mount_point_keeps_photos_vectors_and_tags(
+    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path
+) -> None:
+    before = _indexed_and_tagged(app, photos, tiny_spec)
+    ids = _ids(app.library)
+    _unmount(photos, tmp_path / "usb")
+    report = ScanReport()
+    list(app.index(report=report))
+    assert report.removed == 0 and _counts(app.library) == before
+    assert [path for path, _ in report.unavailable] == [str(photos)]
+    assert "not mounted" in report.unavailable[0][1]
+    folder = app.status().folders[0]
+    assert not folder.available and "not mounted" in (folder.reason or "")
+    _mount(photos, tmp_path / "usb")
+    report = ScanReport()
+    list(app.index(report=report))
+    assert (report.new, report.removed, report.unavailable) == (0, 0, [])
+    assert _ids(app.library) == ids and _counts(app.library) == before
+    assert app.status().folders[0].available
+
+
+def test_another_device_at_the_path_is_not_the_folder(
+    library: Library, photos: Path, tmp_path: Path
+) -> None:
+    add_folders(library, [photos])
+    with library.session() as s:
+        recorded = s.scalar(select(db.Root.device))
+    assert recorded == os.stat(photos).st_dev  # recorded when added
+    _scan(library)
+    ids = _ids(library)
+    # Unmounted: the path is a folder of the disk below, where a stray photo lies.
+    _unmount(photos, tmp_path / "usb")
+    shutil.copy(next((tmp_path / "usb").rglob("*.jpg")), photos / "stray.jpg")
+    with library.session() as s:
+        s.execute(update(db.Root).values(device=recorded + 1))  # the drive's own device
+        s.commit()
+    report = _scan(library)
+    assert report.removed == 0 and report.new == 0 and _ids(library) == ids
+    assert report.unavailable and "another drive" in report.unavailable[0][1]
+    # Plugged in again, under another device number (FUSE, btrfs, NFS renumber at each
+    # mount): its photos are there, so it is the folder, and the new number is kept.
+    (photos / "stray.jpg").unlink()
+    _mount(photos, tmp_path / "usb")
+    report = _scan(library)
+    assert (report.new, report.removed, report.unavailable) == (0, 0, [])
+    with library.session() as s:
+        root = s.scalars(select(db.Root)).one()
+    assert root.device == os.stat(photos).st_dev and root.unavailable is None
+
+
+def test_a_folder_added_before_devices_were_recorded_learns_its_device(
+    tmp_path: Path, photos: Path
+) -> None:
+    """A schema-2 library: the folder's device is unknown until a scan finds its photos;
+    unplugged at the first scan after the upgrade, nothing is lost nor recorded."""
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    raw = sqlite3.connect(folder / "library.sqlite3")
+    for statement in db.MIGRATIONS[0] + db.MIGRATIONS[1]:
+        raw.execute(statement)
+    raw.execute("INSERT INTO roots (path, added_at) VALUES (?, 0)", (os.fsencode(photos),))
+    raw.execute("PRAGMA user_version = 2")
+    raw.commit()
+    raw.close()
+    library = Library(folder)
+    try:
+        with library.session() as s:
+            assert s.scalar(select(db.Root.device)) is None
+        report = _scan(library)
+        assert report.new == 30
+        with library.session() as s:  # first learnt now, the photos being there
+            s.execute(update(db.Root).values(device=None))
+            s.commit()
+        _unmount(photos, tmp_path / "usb")
+        report = _scan(library)
+        assert report.removed == 0 and len(_ids(library)) == 30 and report.unavailable
+        with library.session() as s:
+            assert s.scalar(select(db.Root.device)) is None  # not the empty folder's
+        _mount(photos, tmp_path / "usb")
+        assert _scan(library).unavailable == []
+        with library.session() as s:
+            assert s.scalar(select(db.Root.device)) == os.stat(photos).st_dev
+    finally:
+        library.close()
+
+
+def test_a_partly_emptied_folder_is_swept_and_remove_forgets_on_purpose(
+    library: Library, photos: Path
+) -> None:
+    add_folders(library, [photos])
+    _scan(library)
+    files = sorted(photos.rglob("*.jpg"))
+    for path in files[:25]:
+        path.unlink()
+    report = _scan(library)
+    assert report.removed == 25 and report.unavailable == [] and len(_ids(library)) == 5
+    for path in files[25:]:
+        path.unlink()
+    report = _scan(library)  # the last five at once: as if unplugged, kept
+    assert report.removed == 0 and len(_ids(library)) == 5 and report.unavailable
+    assert remove_folder(library, photos) == 5  # deleting them on purpose
+    assert _ids(library) == {}
+
+
+def test_a_folder_whose_photos_were_all_renamed_is_not_taken_for_unplugged(
+    library: Library, photos: Path
+) -> None:
+    add_folders(library, [photos])
+    _scan(library)
+    ids = sorted(_ids(library).values())
+    for path in sorted(photos.rglob("*.jpg")):
+        path.rename(path.with_name("renamed-" + path.name))
+    report = _scan(library)
+    assert report.unavailable == [] and (report.moved, report.new, report.removed) == (30, 0, 0)
+    assert sorted(_ids(library).values()) == ids
+    assert all(os.path.basename(p).startswith("renamed-") for p in _ids(library))
+
+
+def test_the_cli_says_the_folder_is_kept_and_how_to_forget_it(
+    tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clipdesk.cli import main
+
+    lib = tmp_path / "lib"
+    library = Library(lib)
+    add_folders(library, [photos])
+    _scan(library)
+    _unmount(photos, tmp_path / "usb")
+    _scan(library)
+    library.close()
+    assert main(["--library", str(lib), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "[missing or not mounted]" in out and f"clipdesk remove {photos}" in out
+    assert "30 photos" in out or "30 (" in out
+
+
+# -- renamed or moved photos keep their tags ------------------------------------------------
+
+
+def test_a_renamed_or_moved_photo_keeps_its_id_vector_and_tags(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
+    before = _indexed_and_tagged(app, photos, tiny_spec)
+    with app.library.session() as s:
+        tagged = s.execute(
+            select(db.Photo.path, db.Photo.id, db.Label.name)
+            .join(db.PhotoTag, db.PhotoTag.photo_id == db.Photo.id)
+            .join(db.Label, db.Label.id == db.PhotoTag.label_id)
+            .order_by(db.Photo.path)
+        ).first()
+    assert tagged is not None
+    path, photo_id, label = tagged
+    elsewhere = photos / "elsewhere"
+    elsewhere.mkdir()
+    moved = elsewhere / ("moved-" + os.path.basename(path))
+    os.rename(path, moved)
+    report = ScanReport()
+    progress = list(app.index(report=report))
+    assert (report.moved, report.new, report.removed) == (1, 0, 0)
+    assert _ids(app.library)[str(moved)] == photo_id and _counts(app.library) == before
+    assert not [p for p in progress if p.phase == "embed" and p.total]  # nothing re-embedded
+    hits = app.search_text("anything", k=30, tag=label)
+    assert str(moved) in {h.path for h in hits}
+    assert any(
+        label == t for r in app.photo_tags("clothes") if r.path == str(moved) for t, _ in r.tags
+    )
+
+
+def test_tags_follow_a_move_whose_first_scan_was_stopped(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
+    """Stopped after it stored the new path but before its sweep, a scan leaves the moved
+    photo twice; the next one gives the old row's tags to the new one."""
+    _indexed_and_tagged(app, photos, tiny_spec)
+    with app.library.session() as s:
+        path, photo_id = s.execute(
+            select(db.Photo.path, db.Photo.id)
+            .join(db.PhotoTag, db.PhotoTag.photo_id == db.Photo.id)
+            .limit(1)
+        ).one()
+        tags = s.scalar(select(func.count()).where(db.PhotoTag.photo_id == photo_id))
+    copy = photos / "copy.jpg"
+    shutil.copy2(path, copy)
+    _scan(app.library)  # the new path is stored ...
+    os.unlink(path)  # ... and the old one's sweep comes a scan later
+    report = _scan(app.library)
+    assert report.removed == 1
+    new_id = _ids(app.library)[str(copy)]
+    with app.library.session() as s:
+        assert s.scalar(select(func.count()).where(db.PhotoTag.photo_id == new_id)) == tags
+
+
+# -- failed files, FIFOs, sockets and devices -----------------------------------------------
+
+
+def test_a_broken_file_is_read_again_only_once_it_changed(library: Library, photos: Path) -> None:
+    broken = photos / "broken.jpg"
+    broken.write_bytes(b"not a jpeg at all" * 10)
+    add_folders(library, [photos])
+    _scan(library)
+    with library.session() as s:
+        row = s.scalars(select(db.Photo).where(db.Photo.path == str(broken))).one()
+    assert row.error
+    report = _scan(library)
+    assert (report.new, report.changed, report.removed) == (0, 0, 0)
+    assert _ids(library)[str(broken)] == row.id
+    os.utime(broken, ns=(row.mtime_ns + 10**9, row.mtime_ns + 10**9))
+    assert _scan(library).changed == 1
+
+
+def test_a_file_that_vanished_while_indexing_is_read_again(library: Library, photos: Path) -> None:
+    add_folders(library, [photos])
+    _scan(library)
+    victim = str(next(photos.rglob("*.jpg")))
+    with library.session() as s:  # as the embedding pipeline records a drive pulled out
+        s.execute(
+            update(db.Photo)
+            .where(db.Photo.path == victim)
+            .values(error="file vanished before it could be read")
+        )
+        s.commit()
+    assert _scan(library).changed == 1
+    with library.session() as s:
+        assert s.scalar(select(db.Photo.error).where(db.Photo.path == victim)) is None
+
+
+@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file_is_read_again_once_it_may_be_read(
+    library: Library, photos: Path
+) -> None:
+    locked = next(photos.rglob("*.jpg"))
+    locked.chmod(0)
+    add_folders(library, [photos])
+    _scan(library)
+    assert _scan(library).changed == 0
+    locked.chmod(0o644)  # chmod changes neither size nor mtime
+    assert _scan(library).changed == 1
+    with library.session() as s:
+        assert s.scalar(select(db.Photo.error).where(db.Photo.path == str(locked))) is None
+
+
+@pytest.mark.skipif(os.name == "nt", reason="no FIFOs or unix sockets")
+def test_fifos_sockets_and_devices_are_skipped_with_a_reason(
+    library: Library, photos: Path
+) -> None:
+    os.mkfifo(photos / "pipe.jpg")
+    (photos / "zero.png").symlink_to("/dev/zero")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(photos / "sock.jpeg"))
+    add_folders(library, [photos])
+    report = ScanReport()
+    # Opening the FIFO would wait for a writer for ever: the scan runs on a thread.
+    scan = threading.Thread(target=lambda: list(scan_folders(library, CancelToken(), report)))
+    scan.start()
+    scan.join(timeout=60)
+    try:
+        assert not scan.is_alive(), "the scan opened the FIFO"
+    finally:
+        if scan.is_alive():
+            with open(photos / "pipe.jpg", "wb"):  # let it go
+                pass
+        server.close()
+    skipped = {os.path.basename(p): reason for p, reason in report.skipped}
+    assert set(skipped) == {"pipe.jpg", "zero.png", "sock.jpeg"}
+    assert "FIFO" in skipped["pipe.jpg"] and "socket" in skipped["sock.jpeg"]
+    assert "device" in skipped["zero.png"]
+    assert report.seen == len(_ids(library)) == 30
+
+
+# -- photos listed without a model ----------------------------------------------------------
+
+
+def test_photos_are_found_and_listed_without_a_model(library: Library, photos: Path) -> None:
+    app = Clipdesk(library)
+    app.add_folders([photos])
+    list(app.scan())
+    status = app.status()
+    assert (status.photos, status.folders[0].photos, status.model) == (30, 30, None)
+    assert len(app.browse()) == 30 and app.loaded_models() == []
