@@ -215,15 +215,17 @@ class WelcomeWidget(QWidget):
         outer.addStretch(1)
         self.set_state(0, model_needed=False)
 
-    def set_state(self, folders: int, model_needed: bool) -> None:
+    def set_state(self, folders: int, model_needed: bool, photos: int = 0) -> None:
         """A newcomer's page; with folders already added (and no model yet), the step
         that is left."""
         if folders:
+            found = f" ({photos:,} photo{'' if photos == 1 else 's'} found)" if photos else ""
             self.title.setText("One more step")
             self.text.setText(
-                f"Your folder{'s are' if folders > 1 else ' is'} added. clipdesk looks at your "
-                "photos with a CLIP model, on this computer; once there is one, indexing "
-                "starts by itself. clipdesk only reads your photos and never changes them."
+                f"Your folder{'s are' if folders > 1 else ' is'} added{found}. clipdesk "
+                "looks at your photos with a CLIP model, on this computer; once there is "
+                "one, indexing starts by itself. clipdesk only reads your photos and never "
+                "changes them."
             )
             self.add_button.setText("Add another folder…")
         else:
@@ -613,12 +615,18 @@ class MainWindow(QMainWindow):
             self._watch([f.path for f in self.status.folders] if self._model_ready else [])
             self._update_model_label()
             empty = not self.status.folders
-            self.welcome.set_state(len(self.status.folders), not self._model_ready)
-            self.pages.setCurrentIndex(0 if empty else 1)
+            self.welcome.set_state(
+                len(self.status.folders), not self._model_ready, self.status.photos
+            )
+            # without a model, the step that is left stays in view (the sidebar lists the
+            # photos found)
+            if empty or self._model_ready or self.pages.currentWidget() is not self.welcome:
+                self.pages.setCurrentIndex(0 if empty else 1)
             if then_index and self.status.folders and self._model_ready:
                 self.start_indexing()
             elif then_index and self.status.folders and not self._model_ready:
                 self.pages.setCurrentWidget(self.welcome)
+                self.start_scanning()  # finding the photos needs no model
             self.status_refreshed.emit()
 
         self.run(load, done, "status")
@@ -996,9 +1004,17 @@ class MainWindow(QMainWindow):
         )
         return True
 
+    def start_scanning(self) -> None:
+        """Find the folders' photos before there is a model: the sidebar counts them and
+        the grid shows them; indexing follows once a model is there."""
+        self._start_job("scan", lambda token: self.services.scan(cancel=token))
+
     def start_indexing(self) -> None:
         if self.status is None:  # not known yet whether there is a model: ask first
             self.refresh_status(then_index=True)
+            return
+        if self.job is not None and self.job_kind == "scan":  # a model came meanwhile
+            self._reindex_after_job = True
             return
         if not self._model_ready:
             self.pages.setCurrentWidget(self.welcome)
@@ -1073,19 +1089,34 @@ class MainWindow(QMainWindow):
             self.job_label.setText(
                 "Indexing stopped. What was done is kept; resume to go on."
                 if kind == "index"
+                else "Looking for photos stopped."
+                if kind == "scan"
                 else "Tagging stopped."
             )
             if kind == "index":
                 self.resume_button.show()
         elif not self._job_stopped:
-            self.job_label.setText("Library up to date." if kind == "index" else "Tagging done.")
+            self.job_label.setText(
+                {"index": "Library up to date.", "scan": "Photos found."}.get(kind, "Tagging done.")
+            )
 
         def refreshed() -> None:
             self.status_refreshed.disconnect(refreshed)
             current = self.history.current
             searched_early = kind == "index" and self._partial_search
-            if current is not None and (not current.is_search or kind == "tag" or searched_early):
+            on_welcome = kind == "scan" and self.pages.currentWidget() is self.welcome
+            if (
+                current is not None
+                and not on_welcome
+                and (not current.is_search or kind == "tag" or searched_early)
+            ):
                 self.navigate(current, record=False)
+            if kind == "scan" and self.status and not self._model_ready and not cancelled:
+                found = self.status.photos
+                self.job_label.setText(
+                    f"{found:,} photo{'' if found == 1 else 's'} found · a model is needed "
+                    "to search them"
+                )
             failed = len(self.status.failed) if self.status else 0
             if kind == "index" and failed and not cancelled and not self._job_stopped:
                 self.job_label.setText(

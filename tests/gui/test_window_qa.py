@@ -171,6 +171,27 @@ def test_a_folder_without_a_model_shows_the_step_that_is_left(
     win.close()
 
 
+def test_a_folder_without_a_model_shows_its_photos(
+    qtbot: Any, library: Any, settings: Any, clothing_photos: Path
+) -> None:
+    """Issue 17: an added folder was "0 photos" until there was a model."""
+    win = MainWindow(Clipdesk(library), settings, index_on_start=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.status_refreshed, timeout=10_000):
+        win.show()
+    with qtbot.waitSignal(win.job_finished, timeout=30_000, check_params_cb=lambda k: k == "scan"):
+        win.add_folders([str(clothing_photos)])
+    assert win.status is not None and win.status.model is None
+    assert win.status.photos == win.status.folders[0].photos == 60
+    assert win.pages.currentWidget() is win.welcome  # the step that is left, in view
+    assert "60 photos found" in win.welcome.text.text()
+    assert "60 photos found" in win.job_label.text()
+    with qtbot.waitSignal(win.results_shown, timeout=20_000):
+        win.navigate(View("all"))
+    assert win.model.rowCount() == 60
+    win.close()
+
+
 def test_the_models_name_stays_readable_in_the_status_bar(
     qtbot: Any, window: MainWindow, clothing_photos: Path
 ) -> None:
