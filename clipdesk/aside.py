@@ -8,10 +8,19 @@ returns its memory when it ends, and can be killed at once when the user cancels
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable
 from typing import Any
 
 from clipdesk.progress import CancelToken
+
+
+def _deaf_to_ctrl_c(target: Callable[..., None], *args: Any) -> None:
+    """The child's first act: ignore SIGINT. A terminal's Ctrl+C reaches the whole process
+    group; the parent decides (its cancel token) and kills the child, instead of the child
+    dying half-way through an import or an export with a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    target(*args)
 
 
 def run_aside(
@@ -25,7 +34,7 @@ def run_aside(
     import time
 
     child = multiprocessing.get_context("spawn").Process(
-        target=target, args=args, name="clipdesk-aside", daemon=True
+        target=_deaf_to_ctrl_c, args=(target, *args), name="clipdesk-aside", daemon=True
     )
     child.start()
     deadline = time.monotonic() + timeout
@@ -36,6 +45,8 @@ def run_aside(
             child.kill()
             child.join()
             return None
+    if cancel is not None and cancel.cancelled and child.exitcode != 0:
+        return None  # it ended as it was stopped (a Ctrl+C before it could ignore one)
     return child.exitcode
 
 

@@ -12,6 +12,8 @@ Backends take a preprocessed float32 batch (N, 3, H, W) and return unnormalised 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import functools
 import hashlib
@@ -24,7 +26,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from clipdesk.errors import ClipdeskError
+from clipdesk.progress import CancelToken
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,48 @@ _CHOICE_VERSION = 1
 
 class BackendUnavailable(ClipdeskError):
     """This backend cannot run here (a missing package, an unsupported device)."""
+
+
+class MeasurementCancelled(ClipdeskError):
+    """The user stopped the measurement: nothing was chosen, nothing is remembered."""
+
+
+# done, total (photo encodings), what runs now
+StepReport = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a running measurement checks between runs (``cancel``) and tells (``report``).
+    Set around ``select_backend`` by the service (:func:`watched`), so that both encoders'
+    measurements obey it without a parameter through every layer."""
+
+    cancel: CancelToken | None = None
+    report: StepReport | None = None
+
+
+_watching: contextvars.ContextVar[Watch | None] = contextvars.ContextVar(
+    "clipdesk_measure", default=None
+)
+
+
+def _watch() -> Watch:
+    return _watching.get() or Watch()
+
+
+@contextlib.contextmanager
+def watched(cancel: CancelToken | None, report: StepReport | None = None) -> Iterator[None]:
+    """Measurements in this context stop at ``cancel`` and report their steps."""
+    token = _watching.set(Watch(cancel, report))
+    try:
+        yield
+    finally:
+        _watching.reset(token)
+
+
+def _stop_if_cancelled(cancel: CancelToken | None) -> None:
+    if cancel is not None and cancel.cancelled:
+        raise MeasurementCancelled("the encoder backend measurement was cancelled")
 
 
 class ImageBackend:
@@ -190,9 +235,14 @@ def export_visual_onnx_aside(
     if target.is_file():
         return target
     cache = str(cache_dir) if cache_dir else None
+    cancel = _watch().cancel  # a measurement's Ctrl+C kills the child at once
     code = run_aside(
-        _export_in_child, (spec_fields(spec), cache, image_size, str(target)), timeout=timeout
+        _export_in_child,
+        (spec_fields(spec), cache, image_size, str(target)),
+        cancel,
+        timeout=timeout,
     )
+    _stop_if_cancelled(cancel)
     if code != 0 or not target.is_file():
         raise BackendUnavailable(f"exporting the image tower failed (exit {code})")
     return target
@@ -429,10 +479,13 @@ def top10_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -
     return same / n
 
 
-def _speed(backend: ImageBackend, batch: np.ndarray, seconds: float) -> float:
+def _speed(
+    backend: ImageBackend, batch: np.ndarray, seconds: float, cancel: CancelToken | None = None
+) -> float:
     backend.encode(batch[:2])  # warm-up: first-call allocations and kernel choices
     done, started = 0, time.perf_counter()
     while True:
+        _stop_if_cancelled(cancel)
         backend.encode(batch)
         done += len(batch)
         elapsed = time.perf_counter() - started
@@ -443,16 +496,25 @@ def _speed(backend: ImageBackend, batch: np.ndarray, seconds: float) -> float:
 TIMING_BATCH = 32  # speed is timed on batches of the size the pipeline uses
 
 
-def _encode_timed(backend: ImageBackend, batch: np.ndarray) -> tuple[np.ndarray, float | None]:
+def _encode_timed(
+    backend: ImageBackend,
+    batch: np.ndarray,
+    cancel: CancelToken | None = None,
+    step: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, float | None]:
     """Vectors of all of ``batch`` and images/s. The fidelity pass is the timing: it runs
     in batches of TIMING_BATCH, and all full batches after the first (the warm-up) are
     timed, which spares a first index 2-3 s per backend. None: too few photos for that
-    (under 3 timed batches); :func:`_speed` then times it apart."""
+    (under 3 timed batches); :func:`_speed` then times it apart. ``cancel`` is checked
+    before each batch, ``step`` told the photos of each one done."""
     parts, done, elapsed = [], 0, 0.0
     for i in range(0, len(batch), TIMING_BATCH):
+        _stop_if_cancelled(cancel)
         chunk = batch[i : i + TIMING_BATCH]
         started = time.perf_counter()
         parts.append(backend.encode(chunk))
+        if step is not None:
+            step(len(chunk))
         if i > 0 and len(chunk) == TIMING_BATCH:
             elapsed += time.perf_counter() - started
             done += len(chunk)
@@ -466,6 +528,8 @@ def measure(
     batch: np.ndarray,
     seconds: float = 2.0,
     on_reference: Callable[[np.ndarray], None] | None = None,
+    cancel: CancelToken | None = None,
+    report: StepReport | None = None,
 ) -> list[Measurement]:
     """Speed and fidelity of each candidate against the fp32 reference: fidelity on all of
     ``batch`` (the probe photos), speed from that same pass (see :func:`_encode_timed`), or
@@ -477,32 +541,53 @@ def measure(
     measuring it cost 15 s of a first index. A wrong skip costs speed, never fidelity.
 
     ``on_reference`` is given the reference's features of ``batch`` before any candidate
-    runs: a first index stores them, so its reference pass is not thrown away."""
+    runs: a first index stores them, so its reference pass is not thrown away.
+
+    ``cancel`` (default: the :func:`watched` one) is checked before every batch and between
+    runs: :class:`MeasurementCancelled` then, within a batch's time. ``report`` is told
+    (done, total, what runs) after each batch, in photo encodings over all backends."""
+    watch = _watch()
+    cancel = cancel if cancel is not None else watch.cancel
+    report = report if report is not None else watch.report
+    steps = {"done": 0, "total": len(batch) * (1 + len(candidates))}
+    running = [reference.name]
+
+    def step(count: int) -> None:
+        steps["done"] += count
+        if report is not None:
+            report(steps["done"], steps["total"], f"measuring {running[0]}")
+
     timing = batch[:TIMING_BATCH]
-    expected, speed = _encode_timed(reference, batch)
+    expected, speed = _encode_timed(reference, batch, cancel, step)
     if on_reference is not None:
         on_reference(expected)
     if speed is None:
-        speed = _speed(reference, timing, seconds)
+        speed = _speed(reference, timing, seconds, cancel)
     results = [Measurement(reference.name, reference.description, speed, 1.0, True)]
     for make in candidates:
+        _stop_if_cancelled(cancel)
+        name = getattr(make, "backend_name", "?")
+        running[0] = name
         sibling = getattr(make, "skip_if_faithful", None)
         if sibling and any(m.name == sibling and m.faithful for m in results):
-            name = getattr(make, "backend_name", "?")
+            steps["total"] -= len(batch)
             results.append(
                 Measurement(name, "", 0.0, 0.0, False, f"not measured: {sibling} is faithful")
             )
             continue
+        before = steps["done"]
         try:
+            if report is not None:  # building one may take a while (an export, a compile)
+                report(steps["done"], steps["total"], f"preparing {name}")
             backend = make()
-            got, speed = _encode_timed(backend, batch)
+            got, speed = _encode_timed(backend, batch, cancel, step)
             cosine = float(np.min(_cosines(expected, got)))
             agreement = top10_agreement(expected, got)
             faithful = cosine >= FAITHFUL_COSINE and agreement >= FAITHFUL_AGREEMENT
             if not faithful:
                 speed = 0.0  # never chosen, however fast: not worth timing
             elif speed is None:
-                speed = _speed(backend, timing, seconds)
+                speed = _speed(backend, timing, seconds, cancel)
             results.append(
                 Measurement(
                     backend.name,
@@ -513,13 +598,14 @@ def measure(
                     top10_agreement=agreement,
                 )
             )
+        except MeasurementCancelled:
+            raise
         except BackendUnavailable as exc:
-            results.append(
-                Measurement(getattr(make, "backend_name", "?"), "", 0.0, 0.0, False, str(exc))
-            )
+            steps["total"] -= len(batch) - (steps["done"] - before)
+            results.append(Measurement(name, "", 0.0, 0.0, False, str(exc)))
         except Exception as exc:  # a backend that breaks is skipped, never fatal
             log.warning("backend candidate failed: %s", exc, exc_info=True)
-            name = getattr(make, "backend_name", "?")
+            steps["total"] -= len(batch) - (steps["done"] - before)
             results.append(Measurement(name, "", 0.0, 0.0, False, f"{type(exc).__name__}: {exc}"))
     return results
 

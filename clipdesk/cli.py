@@ -6,6 +6,8 @@ All work is done by :mod:`clipdesk.services`; this module draws and prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -500,6 +502,9 @@ def positive_int(text: str) -> int:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
+    if not faulthandler.is_enabled() and sys.stderr is not None:
+        with contextlib.suppress(ValueError, OSError, AttributeError):  # no real stderr
+            faulthandler.enable()  # a crash in native code shows where, instead of nothing
     args = _parser().parse_args(list(argv) if argv is not None else None)
     # Other libraries' log lines (open_clip's "ERROR root: Failed to download ...") only with
     # -v: clipdesk says what went wrong in its own words.

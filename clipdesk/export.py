@@ -245,14 +245,18 @@ def _export_in_child(
     cache_dir: str | None,
     exports_dir: str,
     probe_paths: list[str],
+    steps: Any = None,
 ) -> None:
     from clipdesk.encoder import ModelSpec
     from clipdesk.imaging import ImageRejected, load_rgb
 
+    say = steps.send if steps is not None else None  # each step, to the parent's progress
     try:
         encoder = ClipEncoder(ModelSpec(*fields), "cpu", Path(cache_dir) if cache_dir else None)
     except ClipdeskError as exc:
         raise SystemExit(f"clipdesk: cannot export: {exc}") from None
+    if say is not None:
+        say("reading sample photos")
     rows = []
     for path in probe_paths:
         try:
@@ -261,7 +265,7 @@ def _export_in_child(
             continue
     probe = np.stack(rows) if len(rows) >= 24 else None
     try:
-        export_model(encoder, Path(exports_dir), probe=probe)
+        export_model(encoder, Path(exports_dir), probe=probe, report=say)
     except ClipdeskError as exc:  # one line, not a traceback, in the parent's terminal
         raise SystemExit(f"clipdesk: cannot export: {exc}") from None
 
@@ -311,13 +315,15 @@ def export_model_aside(
     exports_dir: Path,
     probe_paths: list[str],
     cancel: CancelToken | None = None,
+    steps: Any = None,
 ) -> None:
     """:func:`export_model` in a child process (:mod:`clipdesk.aside`); ``cancel`` kills
-    it at once (closing the app must not wait a minute)."""
+    it at once (closing the app must not wait a minute). ``steps``: the sending end of a
+    pipe, sent a line per step (services._export_once shows them)."""
     from clipdesk.aside import run_aside, spec_fields
 
     cache = str(cache_dir) if cache_dir else None
-    args = (spec_fields(spec), cache, str(exports_dir), probe_paths)
+    args = (spec_fields(spec), cache, str(exports_dir), probe_paths, steps)
     code = run_aside(_export_in_child, args, cancel)
     if code is None:
         for leftover in exports_dir.glob(".*.part"):  # the killed child's half export

@@ -7,9 +7,14 @@ progress widget. Neither the core nor its services print.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class CancelToken:
@@ -68,3 +73,57 @@ class RateMeter:
         if self._reported is not None:
             self.started += time.perf_counter() - self._reported
             self._reported = None
+
+
+def run_reporting(
+    work: Callable[[Callable[[Progress], None]], T],
+    cancel: CancelToken,
+    every_s: float = 0.25,
+    name: str = "clipdesk-work",
+) -> Generator[Progress, None, T]:
+    """Run ``work(report)`` on a thread of its own and yield, from the caller's generator,
+    what it reports (the latest report at most every ``every_s``); returns its result or
+    raises its exception. For a blocking step inside a generator service (measuring the
+    encoder backends, an export in a child process): the caller's bar keeps moving.
+
+    ``work`` must check ``cancel``; if the caller stops iterating (a closed generator,
+    an exception), ``cancel`` is set and the thread is waited for, so no thread runs on
+    past the service (a thread left running native code at exit can crash the process).
+    """
+    latest: list[Progress] = []
+    outcome: list[Any] = []
+    changed = threading.Event()
+
+    def report(progress: Progress) -> None:
+        latest[:] = [progress]
+        changed.set()
+
+    def run() -> None:
+        try:
+            outcome.append((True, work(report)))
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append((False, exc))
+        changed.set()
+
+    context = contextvars.copy_context()  # what the caller set (e.g. a measurement's watch)
+    thread = threading.Thread(target=context.run, args=(run,), name=name)
+    thread.start()
+    finished = False
+    try:
+        while True:
+            changed.wait(every_s)
+            changed.clear()
+            done = bool(outcome)  # the thread's last act; joined below
+            if latest:
+                yield latest.pop()
+            if done:
+                break
+        finished = True
+    finally:
+        if not finished:
+            cancel.cancel()
+        thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]

@@ -5,6 +5,7 @@ Plain Python, no Qt, no printing. Long jobs are generators of :class:`Progress`.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import case, func, select
 
-from clipdesk import db, device_decode, exported
+from clipdesk import backends, db, device_decode, exported
 from clipdesk.browsing import (
     PhotoDetails,
     PhotoRef,
@@ -35,7 +36,7 @@ from clipdesk.encoder import DEFAULT_MODEL, ClipEncoder, Encoder, ModelSpec, uni
 from clipdesk.errors import ClipdeskError, ModelUnavailableError, NotIndexedError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.library import Library
-from clipdesk.progress import CancelToken, Progress
+from clipdesk.progress import CancelToken, Progress, RateMeter, run_reporting
 from clipdesk.scanning import (
     ScanReport,
     add_folders,
@@ -141,6 +142,9 @@ class LibraryStatus:
 PROBE_PHOTOS = 256
 MAX_SEARCH_DEPTH = 4096  # neighbours looked at, at most, to find k photos that still exist
 AUTO_EXPORT_ENV = "CLIPDESK_AUTO_EXPORT"  # "0": no export after a model's first full index
+# Lines an export's child reports (model loaded, photos read, two towers exported, two
+# judged, written), and the parent's "done": the export's progress counts these.
+EXPORT_STEPS = 7
 
 
 @dataclass(frozen=True)
@@ -149,12 +153,24 @@ class Probe:
     used: list[int]  # each row's position in the paths it was drawn from
 
 
-def _probe_batch(encoder: Encoder, paths: list[str], max_pixels: int) -> Probe | None:
+def _probe_batch(
+    encoder: Encoder,
+    paths: list[str],
+    max_pixels: int,
+    cancel: CancelToken | None = None,
+    report: Callable[[Progress], None] | None = None,
+) -> Probe | None:
     """Up to PROBE_PHOTOS of the user's own photos, preprocessed, spread over the library,
-    to judge the encoder backends on; None when too few can be read."""
+    to judge the encoder backends on; None when too few can be read (or ``cancel``)."""
     step = max(len(paths) // PROBE_PHOTOS, 1)
     tensors, used = [], []
-    for position in range(0, len(paths), step)[:PROBE_PHOTOS]:
+    positions = range(0, len(paths), step)[:PROBE_PHOTOS]
+    meter = RateMeter(total=len(positions))
+    for count, position in enumerate(positions):
+        if cancel is not None and cancel.cancelled:
+            return None
+        if report is not None:
+            report(meter.report("prepare", count, message="reading sample photos"))
         try:
             image = load_rgb(paths[position], encoder.decode_side, max_pixels)
             tensors.append(encoder.preprocess_image(image))
@@ -441,22 +457,44 @@ class Clipdesk:
             embedded_before = 0  # by the backend measurement
             if encoder.backend_choice is None and pending:
                 yield Progress("prepare", 0, 1, message="measuring the encoder backends")
-                probe = _probe_batch(encoder, [p.path for p in pending], max_pixels)
                 kept: list[PendingImage] = []
 
-                def keep(features: np.ndarray, probe: Probe | None = probe) -> None:
-                    # The reference pass over the probe is the default backend's work on
-                    # these photos: stored, it is 256 photos less to embed (23 s of fp32
-                    # ViT-B-32 on 2 cores) instead of a measurement thrown away.
-                    assert probe is not None
-                    kept[:] = [pending[i] for i in probe.used]
-                    commit_batch(self.library, row.id, kept, unit_rows(features), [], index)
+                def choose(report: Callable[[Progress], None]) -> None:
+                    # on a thread of its own (run_reporting): the bar moves meanwhile, and
+                    # Ctrl+C stops it between two batches (MeasurementCancelled)
+                    paths = [p.path for p in pending]
+                    probe = _probe_batch(encoder, paths, max_pixels, cancel, report)
+                    if cancel.cancelled:
+                        return
 
-                encoder.select_backend(
-                    self.library.get_setting(BACKEND_SETTING),
-                    probe=probe.pixels if probe else None,
-                    on_reference=keep if probe else None,
-                )
+                    def keep(features: np.ndarray, probe: Probe | None = probe) -> None:
+                        # The reference pass over the probe is the default backend's work
+                        # on these photos: stored, it is 256 photos less to embed (23 s of
+                        # fp32 ViT-B-32 on 2 cores) instead of a measurement thrown away.
+                        assert probe is not None
+                        kept[:] = [pending[i] for i in probe.used]
+                        commit_batch(self.library, row.id, kept, unit_rows(features), [], index)
+
+                    meter = RateMeter(total=1)
+
+                    def step(done: int, total: int, message: str) -> None:
+                        meter.total = total
+                        report(meter.report("prepare", done, message=message))
+
+                    with backends.watched(cancel, step):
+                        encoder.select_backend(
+                            self.library.get_setting(BACKEND_SETTING),
+                            probe=probe.pixels if probe else None,
+                            on_reference=keep if probe else None,
+                        )
+
+                try:
+                    yield from run_reporting(choose, cancel, name="clipdesk-measure")
+                except backends.MeasurementCancelled:
+                    assert cancel.cancelled  # stopped by the user: returns just below
+                if cancel.cancelled:  # the reference pass's vectors are kept, if it ended
+                    index.save()
+                    return
                 embedded_before = len(kept)
                 yield Progress("prepare", 1, 1, message=encoder.device_reason)
             if encoder.backend_choice is not None and pending:
@@ -507,14 +545,46 @@ class Clipdesk:
         if self.library.get_setting(failed_setting):
             return  # tried once and it failed: not a minute on every index run
         yield Progress("export", 0, 1, message="preparing fast searches (once per model)")
+        paths = self._probe_paths()
+
+        def work(report: Callable[[Progress], None]) -> None:
+            # The child sends a line per step down a pipe; read here while it runs.
+            reader, writer = multiprocessing.get_context("spawn").Pipe(duplex=False)
+            meter = RateMeter(total=EXPORT_STEPS)
+            stop = threading.Event()
+
+            def relay() -> None:
+                done = 0
+                report(meter.report("export", done, message="loading the model"))
+                while not stop.is_set():
+                    try:
+                        if not reader.poll(0.2):
+                            continue
+                        line = str(reader.recv())
+                    except (EOFError, OSError):
+                        return
+                    done = min(done + 1, EXPORT_STEPS - 1)  # the last step is the parent's
+                    report(meter.report("export", done, message=line))
+
+            relaying = threading.Thread(target=relay, name="clipdesk-export-steps")
+            relaying.start()
+            try:
+                export_model_aside(
+                    encoder.spec,
+                    self.library.models_dir,
+                    default_models_dir() / exported.EXPORTS_SUBDIR,
+                    paths,
+                    cancel,
+                    steps=writer,
+                )
+            finally:
+                stop.set()
+                relaying.join()
+                reader.close()
+                writer.close()
+
         try:
-            export_model_aside(
-                encoder.spec,
-                self.library.models_dir,
-                default_models_dir() / exported.EXPORTS_SUBDIR,
-                self._probe_paths(),
-                cancel,
-            )
+            yield from run_reporting(work, cancel, name="clipdesk-export")
             message = "searches from the command line now start without torch"
         except ClipdeskError as exc:  # a model that cannot be exported still works
             message = f"the model was not exported: {exc}"

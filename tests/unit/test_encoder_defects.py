@@ -1,0 +1,230 @@
+"""Issue 17's encoder items: a measurement that stops on Ctrl+C, progress in every phase of
+a first index, children deaf to the terminal's Ctrl+C, bounded decoding memory, headers
+that claim too much, a remeasured backend choice, and the core limit reaching hnswlib."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from clipdesk import backends
+from clipdesk.progress import CancelToken, Progress
+
+
+class _Sleepy(backends.ImageBackend):
+    """The reference's vectors, ``pause`` seconds per batch: a slow candidate."""
+
+    def __init__(self, inner: backends.ImageBackend, name: str, pause: float) -> None:
+        self.inner, self.name, self.description, self.pause = inner, name, name, pause
+        self.calls = 0
+
+    def encode(self, batch: Any) -> np.ndarray:
+        self.calls += 1
+        time.sleep(self.pause)
+        return self.inner.encode(batch)
+
+
+def _factory(make: Any, name: str, built: list[str]) -> Any:
+    def build() -> backends.ImageBackend:
+        built.append(name)
+        return make()  # type: ignore[no-any-return]
+
+    build.backend_name = name  # type: ignore[attr-defined]
+    return build
+
+
+def test_a_cancel_after_the_reference_pass_stops_the_measurement_at_once(
+    tiny_encoder: Any,
+) -> None:
+    reference = tiny_encoder.image_backend
+    batch = backends.probe_images(tiny_encoder.image_size, count=8)
+    cancel, built = CancelToken(), []
+    slow = [
+        _factory(lambda n=n: _Sleepy(reference, n, 0.5), n, built) for n in ("slow-a", "slow-b")
+    ]
+    cancelled_at: list[float] = []
+
+    def ctrl_c(_features: np.ndarray) -> None:  # the first measured pass is done
+        cancel.cancel()
+        cancelled_at.append(time.perf_counter())
+
+    with pytest.raises(backends.MeasurementCancelled):
+        backends.measure(reference, slow, batch, 2.0, on_reference=ctrl_c, cancel=cancel)
+    # uncancelled: two candidates of >= 2 s of timing each
+    assert time.perf_counter() - cancelled_at[0] < 0.5
+    assert built == []
+
+
+def test_a_cancel_during_a_candidates_timing_stops_within_a_batch(tiny_encoder: Any) -> None:
+    reference = tiny_encoder.image_backend
+    batch = backends.probe_images(tiny_encoder.image_size, count=8)
+    cancel, built = CancelToken(), []
+    sleepy = _Sleepy(reference, "slow", 0.2)
+
+    started: list[float] = []
+
+    def stop_soon() -> backends.ImageBackend:
+        started.append(time.perf_counter())
+        threading.Timer(0.5, cancel.cancel).start()
+        return sleepy
+
+    with pytest.raises(backends.MeasurementCancelled), backends.watched(cancel):
+        backends.measure(reference, [_factory(stop_soon, "slow", built)], batch, seconds=1.0)
+    assert time.perf_counter() - started[0] < 0.9  # >= 1 s of timing otherwise
+    assert sleepy.calls <= 5
+
+
+def _slow_candidates_encoder(
+    app: Any, spec: Any, choices: Path, monkeypatch: pytest.MonkeyPatch, pause: float
+) -> Any:
+    from clipdesk.encoder import ClipEncoder
+
+    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    encoder = ClipEncoder(spec, "cpu", choices_dir=choices)
+    reference = encoder.image_backend
+    built: list[str] = []
+    slow = [
+        _factory(lambda n=n: _Sleepy(reference, n, pause), n, built) for n in ("slow-a", "slow-b")
+    ]
+    monkeypatch.setattr(encoder, "_backend_candidates", lambda _built: slow)
+    app._encoders[encoder.spec.key] = encoder
+    return encoder
+
+
+def test_ctrl_c_during_a_first_indexs_measurement_stops_it_promptly(
+    app: Any, photos: Path, tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 item 12: 'stopping after this batch', then 30 s more and every photo
+    embedded. Now: cancelled after the first measured pass, the job ends within a batch,
+    nothing is chosen or remembered, and no photo is embedded by the pipeline."""
+    encoder = _slow_candidates_encoder(app, tiny_spec, tmp_path / "choices", monkeypatch, 0.5)
+    app.add_folders([photos])
+    cancel = CancelToken()
+    phases: list[Progress] = []
+    cancelled_at = None
+    for progress in app.index(encoder.spec, "cpu", cancel):
+        phases.append(progress)
+        if progress.message.startswith("preparing slow-a") and cancelled_at is None:
+            cancel.cancel()  # as Ctrl+C does, once the reference pass is done
+            cancelled_at = time.perf_counter()
+    assert cancelled_at is not None
+    # uncancelled: 2 candidates x (fidelity pass + >= 2 s of timing) of 0.5 s batches
+    assert time.perf_counter() - cancelled_at < 1.5
+    assert "embed" not in [p.phase for p in phases]
+    assert encoder.backend_choice is None
+    assert not (tmp_path / "choices" / backends.CHOICES_FILE).exists()
+
+
+def test_the_measurement_reports_counted_steps_with_an_eta(
+    app: Any, photos: Path, tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: 45-60 s of 'measuring the encoder backends' without a counter."""
+    from clipdesk.cli import ProgressBar
+
+    encoder = _slow_candidates_encoder(app, tiny_spec, tmp_path / "choices", monkeypatch, 0.0)
+    app.add_folders([photos])
+    prepare = [p for p in app.index(encoder.spec, "cpu") if p.phase == "prepare"]
+    assert encoder.backend_choice is not None
+    reading = [p for p in prepare if p.message == "reading sample photos"]
+    measuring = [p for p in prepare if p.message.startswith("measuring ")]
+    assert reading and reading[-1].total == 30
+    assert {p.message for p in measuring} >= {"measuring torch-fp32", "measuring slow-a"}
+    # 30 probe photos, encoded by the reference and both candidates
+    assert measuring[-1].done == measuring[-1].total == 90
+    assert [p.done for p in measuring] == sorted(p.done for p in measuring)
+    assert any(p.eta_s is not None and p.done < p.total for p in measuring)
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    bar.update(Progress("prepare", 30, 90, eta_s=12.0, message="measuring slow-a"))
+    bar.close()
+    assert "encoder: measuring slow-a [#########" in out.getvalue()
+    assert "30/90, ETA 12s" in out.getvalue()
+
+
+def test_no_photos_per_second_before_any_was_measured() -> None:
+    from clipdesk.cli import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(out)
+    bar.update(Progress("embed", 256, 1000, rate=0.0, message="embedding photos"))
+    bar.close()
+    assert "256/1000" in out.getvalue() and "photos/s" not in out.getvalue()
+
+
+def test_the_automatic_export_reports_its_steps(
+    tiny_encoder: Any, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: about 45 s of silent export after a first index."""
+    from clipdesk.library import Library
+    from clipdesk.services import EXPORT_STEPS, Clipdesk
+
+    monkeypatch.setenv("CLIPDESK_AUTO_EXPORT", "1")
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    library = Library(tmp_path / "library")
+    try:
+        app = Clipdesk(library)
+        app._encoders[tiny_encoder.spec.key] = tiny_encoder
+        app.add_folders([photos])
+        export = [p for p in app.index(tiny_encoder.spec) if p.phase == "export"]
+    finally:
+        library.close()
+    steps = [p for p in export if p.total == EXPORT_STEPS]
+    messages = [p.message for p in steps]
+    assert "reading sample photos" in messages
+    assert "exporting the text tower to ONNX" in messages
+    assert [p.done for p in steps] == sorted(p.done for p in steps)
+    assert max(p.done for p in steps) >= 5
+    assert export[-1].message == "searches from the command line now start without torch"
+
+
+def _sleep_and_say(pid_file: str, seconds: float) -> None:
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(seconds)
+
+
+def test_a_child_process_is_deaf_to_the_terminals_ctrl_c(tmp_path: Path) -> None:
+    """A terminal's Ctrl+C reaches the whole process group: the export's child died of it
+    on its own (a traceback, or worse, half-way through an import); the parent decides."""
+    from clipdesk.aside import run_aside
+
+    pid_file = tmp_path / "child.pid"
+    codes: list[int | None] = []
+    runner = threading.Thread(
+        target=lambda: codes.append(run_aside(_sleep_and_say, (str(pid_file), 1.5)))
+    )
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(int(pid_file.read_text()), signal.SIGINT)
+    runner.join(60)
+    assert codes == [0]
+
+
+def test_a_cancelled_child_reads_as_cancelled_whatever_it_died_of(tmp_path: Path) -> None:
+    from clipdesk.aside import run_aside
+
+    cancel = CancelToken()
+    pid_file = tmp_path / "child.pid"
+    codes: list[int | None] = []
+    runner = threading.Thread(
+        target=lambda: codes.append(run_aside(_sleep_and_say, (str(pid_file), 30), cancel))
+    )
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    cancel.cancel()
+    os.kill(int(pid_file.read_text()), signal.SIGTERM)  # it died before the parent looked
+    runner.join(60)
+    assert codes == [None]
