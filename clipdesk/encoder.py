@@ -60,21 +60,19 @@ class ModelSpec:
             )
         config_json = None
         if config_file is not None:
+            from clipdesk.models import validate_model_config
+
             try:
                 config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+            except RecursionError:
+                raise ModelUnavailableError(
+                    f"the model config {config_file} is not usable: it nests too deeply"
+                ) from None
             except (OSError, ValueError) as exc:
                 raise ModelUnavailableError(
                     f"cannot read model config {config_file}: {exc}"
                 ) from exc
-            if (
-                not isinstance(config, dict)
-                or "vision_cfg" not in config
-                or "text_cfg" not in config
-            ):
-                raise ModelUnavailableError(
-                    f"{config_file} is not an open_clip model config "
-                    "(it needs embed_dim, vision_cfg and text_cfg)"
-                )
+            validate_model_config(config, str(config_file))  # before it is ever stored
             config_json = json.dumps(config, sort_keys=True)
         if pretrained != RANDOM_TAG and _looks_like_file(pretrained):
             pretrained = os.path.abspath(os.path.expanduser(pretrained))
@@ -264,6 +262,24 @@ def _no_weights_notice() -> Iterator[None]:
         root.removeFilter(keep)
 
 
+@contextlib.contextmanager
+def _config_errors(spec: ModelSpec) -> Iterator[None]:
+    """open_clip's errors on a custom architecture's config, as a message (with one of
+    open_clip's own architectures, an error is a bug: its traceback shows)."""
+    try:
+        yield
+    except ModelUnavailableError:
+        raise
+    except Exception as exc:
+        if spec.config_json is None:
+            raise
+        reason = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ModelUnavailableError(
+            f"open_clip cannot make {spec.arch} from its model config: "
+            f"{type(exc).__name__}: {reason}"
+        ) from exc
+
+
 class ClipEncoder:
     """A loaded CLIP model on one device, encoding to L2-normalised float32 numpy rows."""
 
@@ -289,7 +305,8 @@ class ClipEncoder:
                 f"unknown model architecture {spec.arch!r}; pass --model-config FILE.json for a "
                 "custom one (open_clip lists: " + ", ".join(open_clip.list_models()[:8]) + ", ...)"
             )
-        model = self._create(open_clip, torch, arch, cache_dir)
+        with _config_errors(spec):
+            model = self._create(open_clip, torch, arch, cache_dir)
         self.precision = "fp16" if self.device == "cuda" else "fp32"
         model = model.to(self.device)
         if self.precision == "fp16":
@@ -321,7 +338,7 @@ class ClipEncoder:
             fill_color=cfg.get("fill_color", 0),
         )
         self._split_preprocess()
-        with torch.inference_mode():
+        with torch.inference_mode(), _config_errors(spec):
             probe = self.encode_texts(["a photo"])
         self.dim = int(probe.shape[1])
 

@@ -182,6 +182,22 @@ def _probe_batch(
     return Probe(np.stack(tensors), used)
 
 
+def _encode_a_blank_photo(encoder: ClipEncoder) -> None:
+    """One blank photo through the model before it becomes the library's target: a model
+    that loads but cannot encode photos (a custom config's) must not stay the target."""
+    from PIL import Image
+
+    try:
+        side = max(encoder.decode_side, 1)
+        encoder.image_backend.encode(encoder.preprocess_image(Image.new("RGB", (side, side)))[None])
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ModelUnavailableError(
+            f"{encoder.spec.arch} cannot encode a photo ({type(exc).__name__}: {reason}); "
+            "the library's model is unchanged"
+        ) from exc
+
+
 class Clipdesk:
     """One library and its (lazily loaded) model, shared by CLI commands and GUI workers."""
 
@@ -356,6 +372,12 @@ class Clipdesk:
     def use_model(self, spec: ModelSpec, device: str | None = None) -> str:
         """Make ``spec`` the target model; returns a sentence saying what happens next."""
         encoder = self.encoder(spec, device)
+        if isinstance(encoder, ClipEncoder):
+            try:
+                _encode_a_blank_photo(encoder)
+            except ModelUnavailableError:
+                self._encoders.pop(encoder.spec.key, None)
+                raise
         row = self._model_row(encoder.spec, encoder.dim)
         serving = self.library.get_setting(MODEL_SETTING)
         if serving is None or serving == row.key:

@@ -252,3 +252,88 @@ def test_an_export_openvino_cannot_read_is_checked_and_named(
     encoder = exported.ExportedEncoder(installed)  # sizes match: the cheap check passes
     with pytest.raises(exported.ExportDamagedError, match=r"text\.xml's sha256 differs"):
         encoder.encode_texts(["a hat"])
+
+
+# -- a bad --model-config (item 11) ------------------------------------------------------
+
+
+def _config(tmp_path: Path, name: str, change: object) -> Path:
+    """tests/fixtures/tiny-clip.json changed by ``change`` (a function of the dict), or
+    ``change`` itself when it is text."""
+    from tests.helpers import TINY_CONFIG
+
+    path = tmp_path / f"{name}.json"
+    if isinstance(change, str):
+        path.write_text(change, encoding="utf-8")
+        return path
+    config = json.loads(TINY_CONFIG.read_text(encoding="utf-8"))
+    change(config)  # type: ignore[operator]
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def test_a_bad_model_config_is_refused_and_never_becomes_the_target(
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.helpers import TINY_CONFIG, TINY_SPEC
+
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    lib = ["--library", str(tmp_path / "library")]
+    assert main([*lib, "add", str(photos)]) == 0
+    assert main([*lib, "index", "--model", TINY_SPEC, "--model-config", str(TINY_CONFIG)]) == 0
+    capsys.readouterr()
+
+    deep = 50  # json reads it; open_clip's own configs nest 3 levels
+    nested = '{"embed_dim": 8, "vision_cfg": {}, "text_cfg": ' + "[" * deep + "]" * deep + "}"
+    cases = {
+        "negative": (lambda c: c["vision_cfg"].update(image_size=-5), "vision_cfg.image_size"),
+        "zero": (lambda c: c.update(embed_dim=0), "embed_dim is 0"),
+        "text": (lambda c: c["text_cfg"].update(layers="two"), "text_cfg.layers is 'two'"),
+        "float": (lambda c: c["vision_cfg"].update(width=64.5), "vision_cfg.width is 64.5"),
+        "not-an-object": (lambda c: c.update(vision_cfg=[1, 2]), "vision_cfg is not an object"),
+        "patch": (lambda c: c["vision_cfg"].update(patch_size=128), "larger than the image"),
+        "huge": (lambda c: c["text_cfg"].update(width=10**7), "more than this machine's"),
+        "unknown-key": (lambda c: c["vision_cfg"].update(colour="red"), "open_clip cannot make"),
+        "nested": (nested, "nests deeper than"),
+        "deep-json": ("[" * 100_000 + "]" * 100_000, "nests too deeply"),
+        "list": ("[1, 2, 3]", "not a JSON object"),
+        "broken": ('{"embed_dim": ', "cannot read model config"),
+    }
+    for name, (change, message) in cases.items():
+        config = _config(tmp_path, name, change)
+        code = main([*lib, "index", "--model", f"{name}:random", "--model-config", str(config)])
+        err = capsys.readouterr().err
+        assert code == 2, (name, err)
+        assert "clipdesk: error: " in err and "Traceback" not in err, (name, err)
+        assert message in err, (name, err)
+
+    # The library still serves the tiny model with no switch pending; a bare index works.
+    assert main([*lib, "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["model"].startswith(TINY_SPEC) and status["switching_to"] is None
+    assert main([*lib, "index"]) == 0
+
+
+def test_a_model_that_loads_but_cannot_encode_a_photo_is_not_made_the_target(
+    app: object, tiny_spec: object, photos: Path
+) -> None:
+    """The last guard, for a config that passes the checks (or came from a library made
+    before them): one blank photo through the model before it becomes the target."""
+    from clipdesk.encoder import ModelSpec
+    from clipdesk.errors import ModelUnavailableError
+    from clipdesk.services import Clipdesk
+    from tests.helpers import TINY_CONFIG
+
+    assert isinstance(app, Clipdesk)
+    app.add_folders([photos])
+    list(app.index(tiny_spec))  # type: ignore[arg-type]  # the tiny model serves
+    serving = app.current_spec()
+    config = json.loads(TINY_CONFIG.read_text(encoding="utf-8"))
+    config["vision_cfg"]["image_size"] = -5  # builds; no photo can be encoded
+    broken = ModelSpec("negative", "random", json.dumps(config, sort_keys=True))
+    with pytest.raises(ModelUnavailableError, match="cannot encode a photo"):
+        app.use_model(broken)
+    assert app.target_spec() is None and app.current_spec() == serving
