@@ -347,3 +347,22 @@ def test_photos_are_found_and_listed_without_a_model(library: Library, photos: P
     status = app.status()
     assert (status.photos, status.folders[0].photos, status.model) == (30, 30, None)
     assert len(app.browse()) == 30 and app.loaded_models() == []
+
+
+def test_clipdesk_index_says_the_unplugged_folder_is_kept(
+    tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clipdesk.cli import main
+    from tests.helpers import TINY_CONFIG, TINY_SPEC
+
+    lib = str(tmp_path / "lib")
+    assert main(["--library", lib, "add", str(photos)]) == 0
+    model = ["--model", TINY_SPEC, "--model-config", str(TINY_CONFIG), "--device", "cpu"]
+    assert main(["--library", lib, "index", *model]) == 0
+    capsys.readouterr()
+    _unmount(photos, tmp_path / "usb")
+    assert main(["--library", lib, "index"]) == 0
+    out, err = capsys.readouterr()
+    assert "0 removed" in out and "30 of 30 photos indexed" in out
+    assert f"{photos}: folder is missing or not mounted" in err
+    assert f"kept (to forget them: clipdesk remove {photos})" in err
