@@ -12,6 +12,13 @@ database generation they match) and three append-only arrays ``<stem>.compact.id
 ``.codes`` (int8 rows) and ``.scales`` (float32, one per row). Only the first ``rows`` rows
 the pointer records count: bytes after them are a crashed append, cut off before the next.
 Deleted photos stay until the copy is rewritten; the re-ranking drops them.
+
+The pointer also holds a CRC-32 of each array's counted bytes, kept up to date as rows are
+appended (no re-reading). A search checks the codes while it scans them (zlib.crc32 runs
+at about 3 GB/s: +0.15 s on the 512 MB of 1M x 512 codes, bench in the commit message) and
+the ids and scales when it opens them; a mismatch (a garbled disk block, a stray write)
+raises :class:`DamagedCopy`, and the caller answers from the graph and rewrites the copy
+from SQLite.
 """
 
 from __future__ import annotations
@@ -20,13 +27,19 @@ import json
 import os
 import threading
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-FORMAT = 1
+FORMAT = 2  # 2: checksums in the pointer
+_PARTS = ("ids", "codes", "scales")
 _SCAN_CHUNK = 16_384  # rows converted to float32 at a time: 32 MB at 512 dimensions
+
+
+class DamagedCopy(Exception):
+    """The copy's bytes do not match the checksums its pointer recorded."""
 
 
 @dataclass
@@ -35,20 +48,27 @@ class Snapshot:
     codes: np.ndarray  # (rows, dim) int8, memory-mapped
     scales: np.ndarray  # (rows,) float32
     generation: int
+    codes_crc: int | None = None  # CRC-32 the codes must have (None: not checked)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def scores(self, vector: np.ndarray) -> np.ndarray:
-        """Approximate inner products of every row with ``vector``."""
+        """Approximate inner products of every row with ``vector``; raises
+        :class:`DamagedCopy` when the codes scanned are not the ones written."""
         query = np.ascontiguousarray(vector, dtype=np.float32)
         out = np.empty(len(self.ids), dtype=np.float32)
         buffer = np.empty((min(_SCAN_CHUNK, len(self.ids)), self.codes.shape[1]), np.float32)
+        crc = 0
         for start in range(0, len(self.ids), _SCAN_CHUNK):
             part = self.codes[start : start + _SCAN_CHUNK]
+            if self.codes_crc is not None:
+                crc = zlib.crc32(part.data, crc)  # the bytes just paged in, checked while hot
             rows = buffer[: len(part)]
             np.copyto(rows, part, casting="unsafe")
             np.dot(rows, query, out=out[start : start + len(part)])
+        if self.codes_crc is not None and crc != self.codes_crc:
+            raise DamagedCopy("the int8 codes do not match their checksum")
         out *= self.scales
         return out
 
@@ -75,6 +95,7 @@ class CompactVectors:
         }
         self._lock = threading.Lock()
         self._rows: int | None = None  # rows on disk that count (None: not read yet)
+        self._crc = dict.fromkeys(_PARTS, 0)  # of the counted bytes, once _rows is known
 
     def _read_pointer(self) -> dict[str, object] | None:
         try:
@@ -86,6 +107,7 @@ class CompactVectors:
             or meta.get("format") != FORMAT
             or meta.get("model_key") != self.model_key
             or meta.get("dim") != self.dim
+            or not isinstance(meta.get("crc"), dict)
         ):
             return None
         return meta
@@ -96,10 +118,14 @@ class CompactVectors:
         return None if meta is None else int(meta["generation"])  # type: ignore[call-overload]
 
     def open(self) -> Snapshot | None:
+        """The copy as its pointer describes it (None: missing, foreign or shorter than
+        the pointer says). The ids and scales are checked here, the codes while they are
+        scanned; raises :class:`DamagedCopy`."""
         meta = self._read_pointer()
         if meta is None:
             return None
         rows = int(meta["rows"])  # type: ignore[call-overload]
+        crc: dict[str, int] = meta["crc"]  # type: ignore[assignment]
         try:
             if rows == 0:
                 ids = np.zeros(0, np.int64)
@@ -111,7 +137,23 @@ class CompactVectors:
                 scales = np.array(np.memmap(self._paths["scales"], np.float32, "r", shape=(rows,)))
         except (OSError, ValueError):  # missing or shorter than the pointer says
             return None
-        return Snapshot(ids, codes, scales, int(meta["generation"]))  # type: ignore[call-overload]
+        if zlib.crc32(ids.data) != crc.get("ids") or zlib.crc32(scales.data) != crc.get("scales"):
+            raise DamagedCopy("the ids or scales do not match their checksums")
+        generation = int(meta["generation"])  # type: ignore[call-overload]
+        return Snapshot(ids, codes, scales, generation, int(crc.get("codes", -1)))
+
+    def verify(self) -> bool:
+        """Whether the copy is present and every counted byte matches its checksum."""
+        try:
+            snapshot = self.open()
+        except DamagedCopy:
+            return False
+        if snapshot is None:
+            return False
+        crc = 0
+        for start in range(0, len(snapshot), _SCAN_CHUNK):
+            crc = zlib.crc32(snapshot.codes[start : start + _SCAN_CHUNK].data, crc)
+        return crc == snapshot.codes_crc
 
     # -- writing: only the process holding the library's writer lock, under the index lock --
 
@@ -122,6 +164,7 @@ class CompactVectors:
             for path in self._paths.values():
                 path.unlink(missing_ok=True)
             self._rows = 0
+            self._crc = dict.fromkeys(_PARTS, 0)
 
     def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if not len(ids):
@@ -131,19 +174,26 @@ class CompactVectors:
             if self._rows is None:
                 meta = self._read_pointer()
                 self._rows = int(meta["rows"]) if meta else 0  # type: ignore[call-overload]
+                self._crc = dict(meta["crc"]) if meta else dict.fromkeys(_PARTS, 0)  # type: ignore[call-overload]
                 if meta is None:
                     for path in self._paths.values():
                         path.unlink(missing_ok=True)
-            # Cut off what a crashed append left after the counted rows, then append.
+            # Cut off what a crashed append left after the counted rows, then append. The
+            # rows and checksums move on only once all three arrays are written (a full
+            # disk may stop any of them).
+            crc = dict(self._crc)
             for part, data, width in (
                 ("ids", np.asarray(ids, np.int64), 8),
                 ("codes", codes, self.dim),
                 ("scales", scales, 4),
             ):
+                raw = np.ascontiguousarray(data).tobytes()
                 with open(self._paths[part], "ab") as fh:
                     fh.truncate(self._rows * width)
-                    fh.write(np.ascontiguousarray(data).tobytes())
+                    fh.write(raw)
+                crc[part] = zlib.crc32(raw, crc[part])
             self._rows += len(ids)
+            self._crc = crc
 
     def commit(self, generation: int) -> None:
         """Make the appended rows count: fsync the arrays, then replace the pointer."""
@@ -160,6 +210,7 @@ class CompactVectors:
                 "dim": self.dim,
                 "rows": self._rows,
                 "generation": generation,
+                "crc": self._crc,
             }
             tmp = self.folder / f"{self.pointer.name}.{uuid.uuid4().hex[:8]}.tmp"
             tmp.write_text(json.dumps(meta), encoding="utf-8")

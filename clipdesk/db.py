@@ -243,9 +243,10 @@ MIGRATIONS: list[list[str]] = [_MIGRATION_1, _MIGRATION_2, _MIGRATION_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _on_connect(dbapi_connection: Any, _record: Any, read_only: bool = False) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    if not read_only:  # already WAL; setting it would be a write
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     # NORMAL is durable across application crashes in WAL mode; only a power cut may
     # lose the last commits, never corrupt the file.
@@ -254,9 +255,26 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def open_engine(db_path: Path) -> Engine:
-    engine = create_engine(f"sqlite:///{db_path}")
-    event.listen(engine, "connect", _on_connect)
+def open_engine(db_path: Path, read_only: bool = False, immutable: bool = False) -> Engine:
+    """An engine on the library's database; ``read_only`` for a folder nobody can write,
+    ``immutable`` where SQLite cannot even open the WAL's shared-memory file there (only
+    safe when the WAL holds nothing: SQLite then reads the database file alone)."""
+    if not read_only:
+        engine = create_engine(f"sqlite:///{db_path}")
+        event.listen(engine, "connect", _on_connect)
+        return engine
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = f"file:{quote(os.fspath(db_path))}?mode=ro" + ("&immutable=1" if immutable else "")
+    from sqlalchemy.pool import QueuePool
+
+    engine = create_engine(
+        "sqlite://",
+        creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+        poolclass=QueuePool,  # as for a database file (the URL alone says "in memory")
+    )
+    event.listen(engine, "connect", lambda conn, record: _on_connect(conn, record, True))
     return engine
 
 

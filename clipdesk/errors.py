@@ -15,3 +15,8 @@ class LibraryError(ClipdeskError):
 
 class NotIndexedError(ClipdeskError):
     """A search needs vectors that the library does not have yet."""
+
+
+class StorageError(LibraryError):
+    """The library's storage failed in a way the user can fix: a full disk, a read-only or
+    vanished folder, a damaged database. Nothing that was committed is lost."""

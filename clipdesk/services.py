@@ -36,6 +36,7 @@ from clipdesk.encoder import DEFAULT_MODEL, ClipEncoder, Encoder, ModelSpec, uni
 from clipdesk.errors import ClipdeskError, ModelUnavailableError, NotIndexedError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.library import Library
+from clipdesk.models import display_name
 from clipdesk.progress import CancelToken, Progress, RateMeter, run_reporting
 from clipdesk.scanning import (
     ScanReport,
@@ -325,7 +326,7 @@ class Clipdesk:
                 # A load for a search knows the device, not yet the backend that indexing
                 # chose on it ("cpu: bf16 via OpenVINO, 2.3x"): keep that line for status.
                 if not used.startswith(f"{loaded.device}:"):
-                    self.library.set_setting(DEVICE_USED_SETTING, loaded.device_reason)
+                    self.library.note_setting(DEVICE_USED_SETTING, loaded.device_reason)
             self._last_used[spec.key] = time.monotonic()
             return loaded
 
@@ -383,10 +384,12 @@ class Clipdesk:
         if serving is None or serving == row.key:
             self.library.set_setting(MODEL_SETTING, row.key)
             self.library.set_setting(TARGET_SETTING, None)
-            return f"{spec.spec} is the library's model"
+            return f"{display_name(encoder.spec)} is the library's model"
         self.library.set_setting(TARGET_SETTING, row.key)
+        current = self.current_spec()
         return (
-            f"switching to {spec.spec}: searches keep using {serving} until every photo "
+            f"switching to {display_name(encoder.spec)}: searches keep using "
+            f"{display_name(current) if current else serving} until every photo "
             "has been embedded with the new model"
         )
 
@@ -861,7 +864,8 @@ class Clipdesk:
             failed=[(p, e or "") for p, e in failed],
             folders=folders,
             model=(
-                spec.spec + (" (random weights: tests/benchmarks only)" if spec.is_random else "")
+                display_name(spec)
+                + (" (random weights: tests/benchmarks only)" if spec.is_random else "")
             )
             if spec
             else None,
@@ -869,6 +873,6 @@ class Clipdesk:
             random_weights=bool(spec and spec.is_random),
             device=device,
             tags=tag_counts(self.library, model_id) if model_id is not None else {},
-            switching_to=target.spec if target else None,
+            switching_to=display_name(target) if target else None,
             switching_done=switching_done,
         )

@@ -6,18 +6,30 @@ small JSON pointer over the old one (write, fsync, rename). The pointer records 
 database generation the graph matches, so two processes saving at once (an indexer and a
 search that caught up) each leave a consistent pair; a stale graph is caught up from
 SQLite, a missing or foreign one is rebuilt.
+
+The pointer also records the graph file's size and a CRC-32 per 64 MiB block, checked
+(block by block on all cores) before the graph is loaded: a graph whose bytes changed on
+disk is rebuilt from SQLite instead of answering with garbled vectors. hnswlib writes its
+file without checking for errors, so a save also checks that the file holds every element
+(a full disk cuts it short). A graph that cannot be saved (full disk, read-only library) is
+kept in memory for this process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
+import struct
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +37,11 @@ import numpy as np
 from sqlalchemy import select
 
 from clipdesk import db
-from clipdesk.compact import CompactVectors
-from clipdesk.library import Library
+from clipdesk.compact import CompactVectors, DamagedCopy
+from clipdesk.errors import ClipdeskError
+from clipdesk.library import Library, storage_error
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 # Graph degree and build/search breadth. bench/bench_hnsw.py, 1M x 512 structured vectors:
@@ -60,6 +75,82 @@ def _fsync_file(path: Path) -> None:
 
 # A graph file younger than this may belong to another process's save in progress.
 _IN_FLIGHT_S = 30.0
+_CHECK_BLOCK = 64 * 2**20  # bytes per checksum block of the graph file
+_READ_CHUNK = 8 * 2**20
+
+
+def _block_crc(path: Path, start: int, length: int) -> int:
+    crc = 0
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(start)
+        while length > 0:
+            data = fh.read(min(_READ_CHUNK, length))
+            if not data:
+                break
+            crc = zlib.crc32(data, crc)  # releases the GIL: blocks run on all cores
+            length -= len(data)
+    return crc
+
+
+def graph_checksums(path: Path) -> tuple[int, list[int]]:
+    """The file's size and the CRC-32 of each of its _CHECK_BLOCK-sized blocks."""
+    size = path.stat().st_size
+    starts = range(0, size, _CHECK_BLOCK)
+    workers = max(1, min(len(starts), os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        crcs = list(pool.map(lambda start: _block_crc(path, start, _CHECK_BLOCK), starts))
+    return size, crcs
+
+
+# hnswlib's file: a header of six size_t, an int, a uint32, five more 8-byte fields
+# (three size_t, a double, a size_t); every element's level-0 record; then per element a
+# uint32 byte count and that many bytes of upper-level links.
+_HEADER = struct.Struct("<6QiI3QdQ")
+
+
+def _graph_file_cut_short(path: Path, count: int) -> bool:
+    """Whether hnswlib's file at ``path`` ends before its ``count`` elements do (a write
+    that met a full disk: hnswlib does not check its writes). A layout this code does not
+    recognise is not judged (False)."""
+    with open(path, "rb") as fh:
+        header = fh.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return True
+        fields = _HEADER.unpack(header)
+        offset0, stored, per_element, max_m = fields[0], fields[2], fields[3], fields[8]
+        links = max_m * 4 + 4  # bytes of one level's link list
+        if offset0 != 0 or stored != count or links <= 4:
+            log.debug("unrecognised graph file layout; its length is not checked")
+            return False
+        start = _HEADER.size + count * per_element
+        size = os.fstat(fh.fileno()).st_size
+        if size < start + 4 * count:
+            return True
+        fh.seek(start)
+        tail = fh.read()
+    if len(tail) % 4:
+        return True
+    words = np.frombuffer(tail, np.uint32)
+    nonzero = np.flatnonzero(words)
+    # Most elements have no upper levels (a zero count); walk only to the non-zero counts.
+    at = seen = 0
+    while seen < count:
+        k = int(np.searchsorted(nonzero, at))
+        nxt = int(nonzero[k]) if k < len(nonzero) else len(words)
+        zeros = min(nxt - at, count - seen)
+        seen += zeros
+        at += zeros
+        if seen == count:
+            break
+        if at >= len(words):
+            return True
+        length = int(words[at])
+        if length % links:
+            log.debug("unrecognised graph file layout; its length is not checked")
+            return False
+        at += 1 + length // 4
+        seen += 1
+    return at > len(words)
 
 
 def load_vectors(
@@ -139,7 +230,8 @@ class VectorIndex:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _try_load(self) -> tuple[Any, int, int] | None:
+    def _try_load(self) -> tuple[Any, int, int, bool] | None:
+        """(index, generation, live, whether the pointer has checksums) or None."""
         import hnswlib
 
         for _attempt in range(2):  # a concurrent save may have just replaced the file
@@ -154,10 +246,17 @@ class VectorIndex:
                 path = self.meta_path.parent / os.path.basename(str(meta["file"]))
                 if not path.is_file():  # hnswlib reports this as a plain RuntimeError
                     continue
+                if "crc" in meta and graph_checksums(path) != (meta["size"], meta["crc"]):
+                    log.warning(
+                        "the search graph %s is damaged (its checksum does not match): "
+                        "rebuilding it from the library's database",
+                        path,
+                    )
+                    return None
                 index = hnswlib.Index(space="ip", dim=self.dim)
                 index.load_index(str(path), max_elements=int(meta["capacity"]))
                 index.set_ef(EF_SEARCH)
-                return index, int(meta["generation"]), int(meta["live"])
+                return index, int(meta["generation"]), int(meta["live"]), "crc" in meta
             except (OSError, ValueError, KeyError, TypeError, RuntimeError):
                 return None
         return None
@@ -173,9 +272,14 @@ class VectorIndex:
                 if loaded is None:
                     self._rebuild(generation)
                     return
-                self._index, self._generation, self._live = loaded
+                self._index, self._generation, self._live, checked = loaded
                 self._saved_generation = self._generation
-                self._compact_in_sync = self.compact.generation() == self._generation
+                if not checked:
+                    self._add_checksums()
+                # The indexer appends to the copy only once its bytes are known good.
+                self._compact_in_sync = self.compact.generation() == self._generation and (
+                    not self.library.writing or self.compact.verify()
+                )
                 self.last_action = "loaded"
                 if self._generation == generation:
                     return
@@ -194,7 +298,7 @@ class VectorIndex:
         self._compact_in_sync = writing
         self._index, self._generation, self._live = index, generation, ids_total
         self.last_action = "rebuilt"
-        self.save()
+        self._save_if_possible()
 
     def _catch_up(self, generation: int) -> None:
         wanted = searchable_ids(self.library, self.model_id)
@@ -206,16 +310,19 @@ class VectorIndex:
         # gets a new row), so a label marked deleted never needs undeleting.
         missing = sorted(wanted - present)
         self._grow(len(missing))
+        appending = self._compact_in_sync and self.library.writing
+        # Until every row is in both, the copy is not the graph's (a full disk may stop
+        # an append after the graph took the rows): the next save then rewrites it.
+        self._compact_in_sync = False
         for ids, vectors in load_vectors(self.library, self.model_id, missing):
             self._index.add_items(vectors, ids)
-            if self._compact_in_sync and self.library.writing:
+            if appending:
                 self.compact.append(ids, vectors)
-        if not self.library.writing:
-            self._compact_in_sync = False  # rows added here are not in the copy
+        self._compact_in_sync = appending  # rows added without the writer lock are not
         self._live = len(wanted)
         self._generation = generation
         self.last_action = "caught up"
-        self.save()
+        self._save_if_possible()
 
     def _grow(self, extra: int) -> None:
         needed = self._index.element_count + extra
@@ -223,7 +330,21 @@ class VectorIndex:
         if needed > capacity:
             self._index.resize_index(max(needed, capacity * 2))
 
+    def _save_if_possible(self) -> None:
+        """Save a graph that a search rebuilt or caught up; when the library cannot be
+        written (read-only, full disk), keep it in memory and say so in the log."""
+        if self.library.read_only:
+            return
+        try:
+            self.save()
+        except OSError as exc:
+            if storage_error(exc, self.library.directory) is None:
+                raise
+            log.warning("the search graph is kept in memory, not saved: %s", exc)
+
     def save(self) -> None:
+        """Write the graph and the int8 copy; raises OSError when the disk cannot take
+        them (nothing of the earlier files is lost then)."""
         with self._lock:
             if self._index is None:
                 return
@@ -232,26 +353,57 @@ class VectorIndex:
                 return  # the file already holds exactly this (a 1M index is 2 GB to write)
             folder = self.meta_path.parent
             name = f"{self._stem}-{uuid.uuid4().hex[:12]}.hnsw"
-            self._index.save_index(str(folder / name))
-            _fsync_file(folder / name)
-            meta = {
-                "format": FORMAT,
-                "file": name,
-                "model_key": self.model_key,
-                "dim": self.dim,
-                "generation": self._generation,
-                "live": self._live,
-                "capacity": self._index.get_max_elements(),
-                "M": M,
-                "ef_construction": EF_CONSTRUCTION,
-            }
-            tmp = folder / f"{self._stem}-{uuid.uuid4().hex[:12]}.json.tmp"
+            try:
+                self._index.save_index(str(folder / name))
+                _fsync_file(folder / name)
+                if _graph_file_cut_short(folder / name, self._index.element_count):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / name))
+                self._write_pointer(name)
+            except BaseException:
+                with contextlib.suppress(OSError):  # the space it took, back to the user
+                    (folder / name).unlink()
+                raise
+            self._saved_generation = self._generation
+            self._remove_old_files(keep=name)
+
+    def _add_checksums(self) -> None:
+        """Give a pointer written before checksums existed its checksums (the graph just
+        loaded from that file), so that later loads can check it."""
+        path = self.index_path
+        if path is None or self.library.read_only:
+            return
+        try:
+            self._write_pointer(path.name)
+        except OSError as exc:
+            if storage_error(exc, self.library.directory) is None:
+                raise
+            log.info("could not add checksums to the graph's pointer: %s", exc)
+
+    def _write_pointer(self, name: str) -> None:
+        """Point at graph file ``name`` (written and fsynced): write, fsync, rename."""
+        folder = self.meta_path.parent
+        size, crcs = graph_checksums(folder / name)
+        meta = {
+            "format": FORMAT,
+            "file": name,
+            "model_key": self.model_key,
+            "dim": self.dim,
+            "generation": self._generation,
+            "live": self._live,
+            "capacity": self._index.get_max_elements(),
+            "M": M,
+            "ef_construction": EF_CONSTRUCTION,
+            "size": size,
+            "crc": crcs,
+        }
+        tmp = folder / f"{self._stem}-{uuid.uuid4().hex[:12]}.json.tmp"
+        try:
             tmp.write_text(json.dumps(meta), encoding="utf-8")
             _fsync_file(tmp)
             os.replace(tmp, self.meta_path)
-            _fsync_dir(folder)
-            self._saved_generation = self._generation
-            self._remove_old_files(keep=name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(folder)
 
     def _save_compact(self) -> None:
         """Bring the int8 copy to the graph's generation: commit what was appended, or
@@ -268,6 +420,26 @@ class VectorIndex:
             self.compact.append(ids, vectors)
         self._compact_in_sync = True
         self.compact.commit(self._generation)
+
+    def repair_compact(self) -> None:
+        """Write the int8 copy again from SQLite, when this process may (the library is
+        writable and no indexer holds it: an indexer checks the copy itself)."""
+        if self.library.read_only or self.library.writing:
+            return
+        try:
+            with self.library.exclusive("repairing"), self._lock:
+                with self.library.engine.connect() as conn:  # before the rows: never newer
+                    generation = db.current_generation(conn)
+                self.compact.reset()
+                for ids, vectors in load_vectors(self.library, self.model_id):
+                    self.compact.append(ids, vectors)
+                self.compact.commit(generation)
+        except ClipdeskError as exc:  # busy, or the disk cannot take it: next index does
+            log.warning("the int8 copy was not written again: %s", exc)
+        except OSError as exc:
+            if storage_error(exc, self.library.directory) is None:
+                raise
+            log.warning("the int8 copy was not written again: %s", exc)
 
     def _remove_old_files(self, keep: str) -> None:
         """Delete superseded graphs and leftovers of crashed saves. Files written in the
@@ -292,10 +464,11 @@ class VectorIndex:
                 self._grow(len(ids))
                 self._index.add_items(vectors, ids)
                 self._live += len(ids)
-                if self._compact_in_sync and self.library.writing:
+                appending = self._compact_in_sync and self.library.writing
+                self._compact_in_sync = False  # until the append is complete (see _catch_up)
+                if appending:
                     self.compact.append(ids, vectors)
-                elif not self.library.writing:
-                    self._compact_in_sync = False
+                self._compact_in_sync = appending
             self._generation = after if self._generation == before else -1
 
     def __len__(self) -> int:
@@ -347,13 +520,23 @@ class VectorIndex:
         None when the copy is missing or does not match the database (use the graph)."""
         with self.library.engine.connect() as conn:
             generation = db.current_generation(conn)
-        snapshot = self.compact.open()
-        if snapshot is None or snapshot.generation != generation:
+        try:
+            snapshot = self.compact.open()
+            if snapshot is None or snapshot.generation != generation:
+                return None
+            scores = snapshot.scores(vector)
+        except DamagedCopy as exc:
+            log.warning(
+                "the int8 copy of the vectors in %s is damaged (%s): answering from the "
+                "graph, and writing the copy again from the library's database",
+                self.library.index_dir,
+                exc,
+            )
+            self.repair_compact()
             return None
         self._cold_rows = len(snapshot)
         if not len(snapshot):
             return []
-        scores = snapshot.scores(vector)
         want = min(len(scores), max(COLD_CANDIDATES, 4 * (k + 1)))
         best = np.argpartition(-scores, want - 1)[:want]
         candidates = sorted(set(snapshot.ids[best].tolist()) - {exclude})
