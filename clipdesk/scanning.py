@@ -483,7 +483,7 @@ def scan_folders(
             if root.id in devices
             and known_in_root[root.id]
             and not found_in_root[root.id]
-            and root.path not in unreadable
+            and not any(_is_under(bad, root.path) for bad in unreadable)  # cannot tell
         ]
         undone = True
         while undone:

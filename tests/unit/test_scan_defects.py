@@ -186,6 +186,28 @@ def test_a_folder_whose_photos_were_all_renamed_is_not_taken_for_unplugged(
     assert all(os.path.basename(p).startswith("renamed-") for p in _ids(library))
 
 
+def test_a_folder_with_an_unreadable_part_is_not_taken_for_unplugged(
+    library: Library, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "one"
+    shutil.copytree(photos / "hat", folder / "a")
+    add_folders(library, [folder])
+    _scan(library)
+    (folder / "b").mkdir()
+    shutil.copy(next(photos.rglob("*.jpg")), folder / "b" / "new.jpg")
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:  # "a" cannot be read now (root reads any folder)
+        if os.fspath(path) == str(folder / "a"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = _scan(library)
+    assert (report.new, report.removed, report.unavailable) == (1, 0, [])
+    assert len(_ids(library)) == 4
+
+
 def test_the_cli_says_the_folder_is_kept_and_how_to_forget_it(
     tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
