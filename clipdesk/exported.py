@@ -77,6 +77,10 @@ class ExportManifest:
 
     @property
     def label(self) -> str:
+        from clipdesk.models import name_for_key
+
+        if (name := name_for_key(self.key)) is not None:
+            return name  # an imported model's name, a catalog model's ARCH:TAG
         weights = self.spec.weights_file
         return f"{self.arch}:{weights.name if weights else self.pretrained}"
 

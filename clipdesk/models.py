@@ -733,6 +733,31 @@ class ModelStore:
         return spec
 
 
+def display_name(spec: ModelSpec, models_dir: Path | None = None) -> str:
+    """How a model is shown to people: an imported model by the name it was imported
+    under, a downloaded catalog model by its ``ARCH:TAG``, anything else by its spec
+    (never the path of a weights file in the models folder)."""
+    name = name_for_key(spec.key, models_dir)
+    if name is None:
+        return spec.spec
+    return name if catalog_entry(name) else f"{name} (imported {spec.arch})"
+
+
+def name_for_key(key: str, models_dir: Path | None = None) -> str | None:
+    """The name the model ``key`` goes by in the models folder: a catalog model's
+    ``ARCH:TAG``, an imported model's own name; None for anything else."""
+    if (entry := catalog_entry(key)) is not None:
+        return entry.spec
+    try:
+        records = ModelStore(models_dir)._read_manifest().models
+    except ClipdeskError:
+        return None
+    for name, record in sorted(records.items()):
+        if isinstance(record, dict) and record.get("key") == key:
+            return name
+    return None
+
+
 # -- custom architectures ------------------------------------------------------------------
 
 # open_clip's model-config schema (CLIPVisionCfg, CLIPTextCfg): the keys whose values are

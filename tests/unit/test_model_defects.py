@@ -337,3 +337,41 @@ def test_a_model_that_loads_but_cannot_encode_a_photo_is_not_made_the_target(
     with pytest.raises(ModelUnavailableError, match="cannot encode a photo"):
         app.use_model(broken)
     assert app.target_spec() is None and app.current_spec() == serving
+
+
+# -- an imported model goes by its name (smaller items) ----------------------------------
+
+
+def test_an_imported_model_shows_by_its_name(
+    photos: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from safetensors.torch import save_file
+
+    from tests.helpers import TINY_CONFIG, tiny_state_dict
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(models))
+    weights = tmp_path / "my-weights.safetensors"
+    save_file(tiny_state_dict("clipdesk-test-named", seed=3), str(weights))  # type: ignore[arg-type]
+    lib = ["--library", str(tmp_path / "library")]
+    assert main([*lib, "models", "import", "--name", "holiday-model", "--weights", str(weights),
+                 "--config", str(TINY_CONFIG), "--arch", "tiny-clip"]) == 0  # fmt: skip
+    assert main([*lib, "add", str(photos)]) == 0
+    capsys.readouterr()
+    assert main([*lib, "models", "use", "holiday-model"]) == 0
+    out = capsys.readouterr().out
+    assert "holiday-model (imported tiny-clip) is the library's model" in out
+    assert "model: holiday-model (imported tiny-clip);" in out  # the index's summary line
+    assert main([*lib, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "model:    holiday-model (imported tiny-clip)" in out
+    assert str(models) not in out and "safetensors" not in out
+    assert main([*lib, "models", "export", "holiday-model", "--to", str(models / "exports")]) == 0
+    capsys.readouterr()
+    assert main([*lib, "models", "list"]) == 0
+    listing = capsys.readouterr().out
+    exports = listing.split("exported models (run without torch):", 1)[1]
+    assert exports.strip().startswith("* holiday-model  dim 64") and "safetensors" not in exports
