@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from clipdesk import db
 from clipdesk.device_decode import DEVICE_BATCH_CAP, DeviceDecoder
-from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, PlainJpeg, load_rgb
+from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, PixelBudget, PlainJpeg, decoded_rgb
 from clipdesk.library import Library
 from clipdesk.progress import CancelToken, Progress, RateMeter
 from clipdesk.throttle import lower_this_thread
@@ -63,11 +63,16 @@ def pending_images(library: Library, model_id: int) -> list[PendingImage]:
 Decoded = tuple[PendingImage, "np.ndarray | PlainJpeg | None", str | None]
 
 
-def _cpu_decoder(encoder: Encoder, max_pixels: int) -> Callable[[PendingImage], Decoded]:
+def _cpu_decoder(
+    encoder: Encoder, max_pixels: int, budget: PixelBudget | None = None
+) -> Callable[[PendingImage], Decoded]:
+    """Decode and preprocess one image; ``budget``: the pixels all decode threads may hold
+    at once, from before an image's decoding to the end of its resize."""
+
     def decode(item: PendingImage) -> Decoded:
         try:
-            image = load_rgb(item.path, encoder.decode_side, max_pixels)
-            return item, encoder.preprocess_image(image), None
+            with decoded_rgb(item.path, encoder.decode_side, max_pixels, budget) as image:
+                return item, encoder.preprocess_image(image), None
         except ImageRejected as exc:
             return item, None, str(exc)
         except Exception as exc:
@@ -77,11 +82,14 @@ def _cpu_decoder(encoder: Encoder, max_pixels: int) -> Callable[[PendingImage], 
 
 
 def _decoder(
-    encoder: Encoder, max_pixels: int, device_decoder: DeviceDecoder | None
+    encoder: Encoder,
+    max_pixels: int,
+    device_decoder: DeviceDecoder | None,
+    budget: PixelBudget | None = None,
 ) -> Callable[[PendingImage], Decoded]:
     """What a decode thread does: with a device decoder, only read plain JPEGs (the batch
     is decoded on the GPU); everything else, and everything without one, on the CPU."""
-    cpu = _cpu_decoder(encoder, max_pixels)
+    cpu = _cpu_decoder(encoder, max_pixels, budget)
     if device_decoder is None:
         return cpu
 
@@ -194,10 +202,14 @@ def embed_pending(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     low_priority: bool = False,
     embedded_before: int = 0,
+    budget: PixelBudget | None = None,
 ) -> Iterator[Progress]:
     """Embed every photo that lacks a vector under ``model_id``; yields once per batch.
     ``low_priority``: the decode threads run at a lower priority too. ``embedded_before``:
-    photos this job embedded already (the backend measurement's), shown in the progress."""
+    photos this job embedded already (the backend measurement's), shown in the progress.
+    ``budget``: pixels decoded at once by all threads (default: from the memory available,
+    :meth:`PixelBudget.for_this_machine`), so that many large images decoded side by side
+    do not take many times one image's memory."""
     cancel = cancel or CancelToken()
     work = pending_images(library, model_id)
     meter = RateMeter(total=len(work) + embedded_before, base=embedded_before)
@@ -212,7 +224,8 @@ def embed_pending(
     if device_decoder is not None:  # the threads hold whole files: see DEVICE_BATCH_CAP
         batch_size = min(batch_size, DEVICE_BATCH_CAP)
         lookahead = batch_size + workers
-    decode = _decoder(encoder, max_pixels, device_decoder)
+    budget = budget or PixelBudget.for_this_machine(max_pixels)
+    decode = _decoder(encoder, max_pixels, device_decoder, budget)
     finished, failures = embedded_before, 0
     queue = iter(work)
     inflight: deque[Future[Decoded]] = deque()
@@ -248,7 +261,7 @@ def embed_pending(
                     continue
                 batch: Any = None
                 if device_decoder is not None and inputs:
-                    cpu_decode = _cpu_decoder(encoder, max_pixels)
+                    cpu_decode = _cpu_decoder(encoder, max_pixels, budget)
                     try:
                         batch = _assemble_batch(inputs, done, failed, cpu_decode, device_decoder)
                     except Exception:

@@ -6,11 +6,16 @@ bad file is recorded and skipped instead of stopping a run.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
 import os
+import sys
+import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,7 +251,133 @@ def read_plain_jpeg(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> PlainJpe
     return PlainJpeg(data, width, height, orientation if 1 <= orientation <= 8 else 1)
 
 
-def _load_jpeg_fast(path: str, min_side: int, max_pixels: int) -> Image.Image | None:
+# Memory one decoded pixel takes at the peak of decoding and converting it (the decoded
+# image, its upright copy, the allocator's slack): 249 MP PNGs took 4.8 GB for two in
+# flight (9.6 bytes a pixel); one 150 MP PNG at a time, 1.26 GB (8.4).
+DECODE_BYTES_PER_PIXEL = 10
+# Share of the memory available when a run starts that its decoding in flight may take.
+DECODE_MEMORY_SHARE = 0.25
+
+# Told the pixels an image will decode to, before it is decoded (see PixelBudget).
+Hold = Callable[[int], None]
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to start new work (Linux: MemAvailable of
+    /proc/meminfo); None where that cannot be told."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+class PixelBudget:
+    """Pixels that may be decoded at once by all decode threads together.
+
+    A thread acquires an image's decoded pixels before decoding it and releases them after
+    its resize; it waits while the others hold the budget. One image is always let through
+    when nothing else is held, so an image larger than the budget still decodes (alone)."""
+
+    def __init__(self, pixels: int) -> None:
+        self.capacity = max(int(pixels), 1)
+        self._held = 0
+        self._peak = 0
+        self._free = threading.Condition()
+
+    @classmethod
+    def for_memory(cls, available: int | None, max_pixels: int) -> PixelBudget:
+        """DECODE_MEMORY_SHARE of ``available`` bytes, and never less than one image of
+        ``max_pixels`` (the largest accepted)."""
+        if available is None:
+            return cls(2 * max_pixels)  # unknown memory: two of the largest at once
+        share = int(available * DECODE_MEMORY_SHARE / DECODE_BYTES_PER_PIXEL)
+        return cls(max(share, max_pixels))
+
+    @classmethod
+    def for_this_machine(cls, max_pixels: int) -> PixelBudget:
+        return cls.for_memory(available_memory(), max_pixels)
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    @property
+    def peak(self) -> int:
+        """The most pixels held at once so far."""
+        return self._peak
+
+    def acquire(self, pixels: int) -> None:
+        with self._free:
+            self._free.wait_for(lambda: self._held == 0 or self._held + pixels <= self.capacity)
+            self._held += pixels
+            self._peak = max(self._peak, self._held)
+
+    def release(self, pixels: int) -> None:
+        with self._free:
+            self._held -= pixels
+            self._free.notify_all()
+
+
+@contextlib.contextmanager
+def decoded_rgb(
+    path: str,
+    min_side: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    budget: PixelBudget | None = None,
+) -> Iterator[Image.Image]:
+    """:func:`load_rgb` within ``budget``: the image's decoded pixels are held from before
+    its decoding to the end of the ``with`` block (resize it there)."""
+    held: list[int] = []
+
+    def hold(pixels: int) -> None:
+        if budget is not None and not held:
+            budget.acquire(pixels)
+            held.append(pixels)
+
+    try:
+        yield _load_rgb(path, min_side, max_pixels, hold)
+    finally:
+        if budget is not None and held:
+            if held[0] >= _TRIM_FROM_PIXELS:
+                _return_freed_memory()
+            budget.release(held[0])
+
+
+# An image this large (64 MB and more decoded) gives its memory back to the system when
+# done: glibc keeps what a thread freed in that thread's arena, so four decode threads
+# taking turns on 150 MP PNGs still peaked at 2.7 GB, one image's memory four times over.
+_TRIM_FROM_PIXELS = 1 << 24
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+        return trim
+    except (OSError, AttributeError):  # not glibc (musl): nothing to call
+        return None
+
+
+def _return_freed_memory() -> None:
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _load_jpeg_fast(
+    path: str, min_side: int, max_pixels: int, hold: Hold | None = None
+) -> Image.Image | None:
     """libjpeg-turbo through simplejpeg: the same DCT-scaled decode as Pillow's draft
     mode, without Pillow's per-image overhead. None: let Pillow decode it (not a plain
     RGB/grey JPEG, or anything odd, which Pillow then explains)."""
@@ -254,6 +385,8 @@ def _load_jpeg_fast(path: str, min_side: int, max_pixels: int) -> Image.Image | 
     if jpeg is None:
         return None
     factor = _draft_factor(jpeg.width, jpeg.height, min_side)
+    if hold is not None:
+        hold(-(-jpeg.width // factor) * -(-jpeg.height // factor))
     try:
         # libjpeg-turbo also scales by M/8; asking for exactly 1/factor of each side keeps
         # to the powers of two Pillow's draft mode uses, so both give the same pixels.
@@ -275,8 +408,12 @@ def load_rgb(path: str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     is decoded at 1/2, 1/4 or 1/8 size, never below ``min_side``. Smaller ones are decoded
     whole: there scaling saves next to nothing and full decoding is exact.
     """
+    return _load_rgb(path, min_side, max_pixels)
+
+
+def _load_rgb(path: str, min_side: int, max_pixels: int, hold: Hold | None = None) -> Image.Image:
     try:
-        fast = _load_jpeg_fast(path, min_side, max_pixels)
+        fast = _load_jpeg_fast(path, min_side, max_pixels, hold)
         if fast is not None:
             return fast
     except ImageRejected:
@@ -288,6 +425,8 @@ def load_rgb(path: str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             _check_pixels(img.size[0], img.size[1], max_pixels)
             if img.format == "JPEG" and min(img.size) >= _DRAFT_FROM * min_side:
                 img.draft("RGB", (min_side, min_side))
+            if hold is not None:
+                hold(img.size[0] * img.size[1])  # as decoded (after draft scaling)
             img.load()
             upright = ImageOps.exif_transpose(img)
             return _to_rgb(upright)

@@ -228,3 +228,92 @@ def test_a_cancelled_child_reads_as_cancelled_whatever_it_died_of(tmp_path: Path
     os.kill(int(pid_file.read_text()), signal.SIGTERM)  # it died before the parent looked
     runner.join(60)
     assert codes == [None]
+
+
+# -- decoding memory (issue 17 item 10) --------------------------------------------------
+
+
+class _SlowResize:
+    """An encoder's preprocessing, slowed so that decode threads overlap."""
+
+    decode_side = 32
+
+    def preprocess_image(self, image: Any) -> np.ndarray:
+        time.sleep(0.05)
+        return np.asarray(image.resize((16, 16)), dtype=np.float32)
+
+
+def _pngs(folder: Path, count: int, side: int) -> list[Any]:
+    from PIL import Image
+
+    from clipdesk.embedding import PendingImage
+
+    folder.mkdir(exist_ok=True)
+    items = []
+    for i in range(count):
+        path = folder / f"p{i}.png"
+        Image.new("RGB", (side, side), (i * 20, 100, 50)).save(path)
+        items.append(PendingImage(str(path), str(path), (i,)))
+    return items
+
+
+def test_decode_threads_together_stay_within_the_pixel_budget(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipdesk.embedding import _cpu_decoder
+    from clipdesk.imaging import PixelBudget
+
+    items = _pngs(tmp_path / "png", 8, 100)  # 10,000 px each
+    budget = PixelBudget(25_000)  # two at once, not four
+    decode = _cpu_decoder(_SlowResize(), 10**6, budget)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(decode, items))
+    assert all(pixels is not None and reason is None for _i, pixels, reason in results)
+    assert budget.peak == 20_000  # the threads overlapped, two images at a time at most
+    assert budget.held == 0
+
+    alone = PixelBudget(5_000)  # smaller than one image: it still decodes, alone
+    decode = _cpu_decoder(_SlowResize(), 10**6, alone)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(decode, items[:3]))
+    assert all(reason is None for _i, _p, reason in results)
+    assert alone.peak == 10_000 and alone.held == 0
+
+
+def test_a_failed_decode_gives_its_pixels_back(tmp_path: Path) -> None:
+    from clipdesk.embedding import PendingImage, _cpu_decoder
+    from clipdesk.imaging import PixelBudget
+
+    broken = tmp_path / "broken.png"
+    (item,) = _pngs(tmp_path / "png", 1, 100)
+    broken.write_bytes(Path(item.path).read_bytes()[:200])  # header intact, data cut
+    budget = PixelBudget(10**6)
+    decode = _cpu_decoder(_SlowResize(), 10**6, budget)  # type: ignore[arg-type]
+    _item, pixels, reason = decode(PendingImage(str(broken), str(broken), (1,)))
+    assert pixels is None and reason
+    assert budget.held == 0
+
+
+def test_a_large_jpeg_holds_only_the_pixels_of_its_reduced_decode(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from clipdesk.imaging import PixelBudget, decoded_rgb
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1600, 1200), (10, 200, 30)).save(path, quality=80)
+    budget = PixelBudget(10**7)
+    with decoded_rgb(str(path), 100, budget=budget) as image:
+        assert image.size == (200, 150)  # DCT-scaled by 8: at least 100 px a side
+        assert budget.held == 200 * 150  # not 1.92 MP
+    assert budget.held == 0
+
+
+def test_the_budget_comes_from_the_memory_available_with_one_largest_image_as_floor() -> None:
+    from clipdesk.imaging import DECODE_BYTES_PER_PIXEL, DECODE_MEMORY_SHARE, PixelBudget
+
+    largest = 250_000_000
+    assert PixelBudget.for_memory(2 * 10**9, largest).capacity == largest  # a small machine
+    big = PixelBudget.for_memory(64 * 10**9, largest).capacity
+    assert big == int(64 * 10**9 * DECODE_MEMORY_SHARE / DECODE_BYTES_PER_PIXEL)
+    assert PixelBudget.for_memory(None, largest).capacity == 2 * largest
+    assert PixelBudget.for_this_machine(largest).capacity >= largest
