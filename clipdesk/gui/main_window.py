@@ -114,12 +114,17 @@ class SearchField(QLineEdit):
 
 def window_wording(message: str) -> str:
     """A service message whose advice names CLI commands, said the window's way."""
-    reason, cli, _ = message.partition("; import a weights file with `clipdesk models import")
+    # A catalog model's message says which file to get from where, then the commands.
+    reason, cli, _ = message.partition(", then `clipdesk models import")
     if cli:
-        reason += (
-            ". Check the connection and try again; or, if you have the model's weights file, "
-            "use File → Import weights file…"
-        )
+        reason += ", then use File → Import weights file… (or check the connection and try again)"
+    else:
+        reason, cli, _ = message.partition("; import a weights file with `clipdesk models import")
+        if cli:
+            reason += (
+                ". Check the connection and try again; or, if you have the model's weights "
+                "file, use File → Import weights file…"
+            )
     return reason[:1].upper() + reason[1:]
 
 
