@@ -155,6 +155,52 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+# Every 8x8 block of a Huffman-coded JPEG (SOF0-3, 5-7) takes at least one bit of the
+# largest component, whatever the content (a DC code; progressive end-of-band runs cover
+# only AC scans). Arithmetic coding (SOF9+) has no such floor.
+_HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
+# Deflate's best ratio is 1032:1: a PNG's compressed rows are at least this share.
+_DEFLATE_FLOOR = 1 / 1032
+
+
+def _jpeg_sof(path: str) -> int | None:
+    """The frame marker (0xC0 baseline, 0xC2 progressive, ...) of a JPEG file, read by
+    skipping segment headers only; None when not found."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\xff\xd8":
+            return None
+        for _ in range(256):  # segments before the frame: APPn, tables, comments
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0xFF:
+                return None
+            marker, length = head[1], int.from_bytes(head[2:4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return marker
+            fh.seek(length - 2, os.SEEK_CUR)
+    return None
+
+
+def _check_claimed_size(img: Image.Image, path: str) -> None:
+    """Refuse a header whose size the file is too small to hold (a crafted or cut file),
+    before anything is decoded or allocated for it."""
+    width, height = img.size
+    needed = 0
+    if img.format == "JPEG" and _jpeg_sof(path) in _HUFFMAN_SOF:
+        needed = -(-width // 8) * -(-height // 8) // 8
+    elif img.format == "PNG":
+        bits = {"1": 1, "L": 8, "P": 8, "LA": 16, "RGB": 24, "RGBA": 32}.get(img.mode, 8)
+        needed = int(height * (1 + width * bits // 8) * _DEFLATE_FLOOR)
+    if not needed:
+        return
+    size = os.path.getsize(path)
+    if size < needed:
+        raise ImageRejected(
+            f"the header claims {width}x{height} px, but the file has only {size:,} bytes, "
+            f"too few for that size (at least {needed:,}): a damaged or crafted file, "
+            "not decoded"
+        )
+
+
 def _open(path: str) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -167,6 +213,7 @@ def read_header(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
         with _open(path) as img:
             width, height = img.size
             _check_pixels(width, height, max_pixels)
+            _check_claimed_size(img, path)
             taken = None
             exif = img.getexif()
             if exif:
@@ -243,6 +290,7 @@ def read_plain_jpeg(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> PlainJpe
             return None  # CMYK and friends: Pillow converts them properly
         _check_pixels(width, height, max_pixels)
         with Image.open(io.BytesIO(data)) as header:  # reads the EXIF only
+            _check_claimed_size(header, path)
             orientation = int(header.getexif().get(0x0112, 1) or 1)
     except ImageRejected:
         raise
@@ -423,6 +471,7 @@ def _load_rgb(path: str, min_side: int, max_pixels: int, hold: Hold | None = Non
     try:
         with _open(path) as img:
             _check_pixels(img.size[0], img.size[1], max_pixels)
+            _check_claimed_size(img, path)
             if img.format == "JPEG" and min(img.size) >= _DRAFT_FROM * min_side:
                 img.draft("RGB", (min_side, min_side))
             if hold is not None:

@@ -5,9 +5,11 @@ folder): verified downloads under ``downloads/``, imported checkpoints under ``i
 and ``manifest.json``, which records each installed model with its size, sha256 and model
 key, so that nothing re-hashes large files at start-up.
 
-Downloads go through huggingface_hub, as open_clip's own do (same endpoint, ``HF_ENDPOINT``,
-token, proxies and offline switch), into a ``.part`` file that a later run resumes, and are
-verified against the sha256 the hub serves as the file's ETag before they count as installed.
+Downloads take huggingface_hub's settings, as open_clip's own do (endpoint, ``HF_ENDPOINT``,
+token, offline switch; proxies from the environment), and fetch with the standard library's
+HTTP client (huggingface_hub's transport is its own business) into a ``.part`` file that a
+later run resumes; they are verified against the sha256 the hub serves as the file's ETag
+before they count as installed.
 
 torch, open_clip and huggingface_hub are imported inside functions: importing this module and
 listing the catalog are cheap.
@@ -16,6 +18,7 @@ listing the catalog are cheap.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
 import json
 import math
@@ -25,6 +28,8 @@ import shutil
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -473,28 +478,27 @@ class ModelStore:
     def _locate(self, entry: CatalogEntry) -> tuple[str, str, str, int]:
         """The file to fetch for ``entry``: (file name, URL, sha256, size), from a HEAD
         request; the safetensors file first, then open_clip's fallback, as open_clip does."""
-        from huggingface_hub import get_hf_file_metadata, hf_hub_url
-        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+        from huggingface_hub import constants, hf_hub_url
 
         what = f"{entry.name} ({entry.spec})"
+        if constants.is_offline_mode():
+            raise ModelUnavailableError(
+                no_network_message(what, "no network (HF_HUB_OFFLINE is set)")
+            )
         last_error: Exception | None = None
         for filename in entry.files:
             url = hf_hub_url(
                 entry.hf_repo, filename, revision=entry.revision, endpoint=self.endpoint
             )
             try:
-                meta = get_hf_file_metadata(url, endpoint=self.endpoint)
-            except OfflineModeIsEnabled as exc:
-                raise ModelUnavailableError(
-                    no_network_message(what, "no network (HF_HUB_OFFLINE is set)")
-                ) from exc
-            except HfHubHTTPError as exc:
-                if exc.response is not None and exc.response.status_code == 404:
+                meta = _file_metadata(url, float(constants.HF_HUB_ETAG_TIMEOUT))
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
                     last_error = exc
                     continue  # not published under this name: try the next one
                 raise ModelUnavailableError(
                     f"could not download {what}: the server at {_host(url)} answered "
-                    f"{_first_line(exc)}"
+                    f"{exc.code} {exc.reason}"
                 ) from exc
             except Exception as exc:
                 if _is_network_error(exc):
@@ -533,9 +537,7 @@ class ModelStore:
         cancel: CancelToken,
     ) -> None:
         """Fill ``part`` up to ``size`` bytes from ``url``, resuming from what it holds."""
-        from huggingface_hub import constants, get_session, hf_raise_for_status
-        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+        from huggingface_hub import constants
 
         done = part.stat().st_size if part.exists() else 0
         if done > size:
@@ -547,24 +549,28 @@ class ModelStore:
                 f"not enough disk space for {name}: it needs {_mb(size - done)} more, "
                 f"{part.parent} has {_mb(free)} free"
             )
+        if constants.is_offline_mode():
+            raise ModelUnavailableError(
+                no_network_message(name, "no network (HF_HUB_OFFLINE is set)")
+            )
         drops = 0
         while done < size:
-            headers = build_hf_headers()
+            headers = _hub_headers()
             headers["Accept-Encoding"] = "identity"  # byte ranges of the file, not of a gzip
             if done:
                 headers["Range"] = f"bytes={done}-"
+            request = urllib.request.Request(url, headers=headers)
             try:
-                with get_session().stream(
-                    "GET", url, headers=headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT
-                ) as response:
-                    hf_raise_for_status(response)
+                with _OPENER.open(request, timeout=float(constants.HF_HUB_DOWNLOAD_TIMEOUT)) as (
+                    response
+                ):
                     mode = "ab"
-                    if done and response.status_code != 206:
+                    if done and response.status != 206:
                         done, mode = 0, "wb"  # the server ignored the Range: start over
                     with open(part, mode) as fh:
                         if progress is not None:
                             progress(done, size)
-                        for chunk in response.iter_bytes(CHUNK_SIZE):
+                        for chunk in iter(lambda: response.read(CHUNK_SIZE), b""):
                             if done + len(chunk) > size:
                                 chunk = chunk[: size - done]  # more than advertised: never used
                             fh.write(chunk)
@@ -578,14 +584,10 @@ class ModelStore:
                                 )
                             if done >= size:
                                 break
-            except OfflineModeIsEnabled as exc:
-                raise ModelUnavailableError(
-                    no_network_message(name, "no network (HF_HUB_OFFLINE is set)")
-                ) from exc
-            except HfHubHTTPError as exc:
+            except urllib.error.HTTPError as exc:
                 raise ModelUnavailableError(
                     f"could not download {name}: the server at {_host(url)} answered "
-                    f"{_first_line(exc)}; run the download again to resume"
+                    f"{exc.code} {exc.reason}; run the download again to resume"
                 ) from exc
             except ClipdeskError:
                 raise
@@ -927,9 +929,78 @@ def _first_line(exc: BaseException | None) -> str:
 
 def _is_network_error(exc: BaseException) -> bool:
     """Connection refused, DNS failure, timeout or a dropped connection."""
-    import httpx2
+    if isinstance(exc, urllib.error.HTTPError):
+        return False  # the server answered
+    return isinstance(
+        exc, urllib.error.URLError | http.client.HTTPException | ConnectionError | TimeoutError
+    )
 
-    return isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError))
+
+def _hub_headers() -> dict[str, str]:
+    """What the hub wants to see: who asks, and the user's token (huggingface_hub's own
+    login, HF_TOKEN) where there is one."""
+    from huggingface_hub import get_token
+
+    from clipdesk import __version__
+
+    headers = {"User-Agent": f"clipdesk/{__version__}"}
+    token = get_token()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects as huggingface_hub takes them: a HEAD follows only those on the same
+    host (a renamed repository), since the hub's answer carries the file's sha256 and
+    size; a GET follows to the CDN, without the token."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        same_host = urlparse(newurl).netloc in ("", urlparse(req.full_url).netloc)
+        if req.get_method() == "HEAD" and not same_host:
+            return None  # the redirect's own headers are the answer
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and req.get_method() == "HEAD":
+            new.method = "HEAD"
+        if new is not None and not same_host:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_Redirects)
+
+
+@dataclass(frozen=True)
+class _FileMetadata:
+    etag: str | None
+    size: int | None
+
+
+def _file_metadata(url: str, timeout: float) -> _FileMetadata:
+    """The hub's HEAD answer for a file: its ETag (an LFS file's sha256) and size."""
+    request = urllib.request.Request(url, headers=_hub_headers(), method="HEAD")
+    request.add_header("Accept-Encoding", "identity")
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            headers = response.headers
+    except urllib.error.HTTPError as exc:
+        if not 300 <= exc.code < 400:
+            raise
+        headers = exc.headers  # a redirect to the CDN: the hub's headers are the answer
+    etag = headers.get("X-Linked-Etag") or headers.get("ETag")
+    size = headers.get("X-Linked-Size") or headers.get("Content-Length")
+    return _FileMetadata(
+        etag.removeprefix("W/").strip('"') if etag else None,
+        int(size) if size and size.isdigit() else None,
+    )
 
 
 def sha256_file(path: Path) -> str:

@@ -317,3 +317,83 @@ def test_the_budget_comes_from_the_memory_available_with_one_largest_image_as_fl
     assert big == int(64 * 10**9 * DECODE_MEMORY_SHARE / DECODE_BYTES_PER_PIXEL)
     assert PixelBudget.for_memory(None, largest).capacity == 2 * largest
     assert PixelBudget.for_this_machine(largest).capacity >= largest
+
+
+# -- headers that claim more than the file holds (issue 17) --------------------------------
+
+
+def _claiming(path: Path, width: int, height: int) -> Path:
+    """A real 16x16 JPEG whose frame header is rewritten to claim ``width`` x ``height``."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_jpeg_header_claiming_15000x16000_is_refused_without_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    from clipdesk import imaging
+
+    crafted = _claiming(tmp_path / "crafted.jpg", 15000, 16000)  # 240 MP: under the cap
+    with pytest.raises(imaging.ImageRejected, match=r"claims 15000x16000 px.*not decoded"):
+        imaging.read_header(str(crafted))
+
+    def no_decoding(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    monkeypatch.setattr(imaging.simplejpeg, "decode_jpeg", no_decoding)
+    with pytest.raises(imaging.ImageRejected, match="claims 15000x16000 px"):
+        imaging.load_rgb(str(crafted), 224)
+
+
+def test_a_header_over_the_pixel_cap_is_a_reason_at_the_scan(tmp_path: Path) -> None:
+    from clipdesk import imaging
+
+    crafted = _claiming(tmp_path / "huge.jpg", 16000, 16000)  # 256 MP
+    with pytest.raises(imaging.ImageRejected, match=r"decompression bomb.*250"):
+        imaging.read_header(str(crafted))
+    with pytest.raises(imaging.ImageRejected, match=r"decompression bomb.*250"):
+        imaging.load_rgb(str(crafted), 224)
+    trap = _claiming(tmp_path / "trap.jpg", 60000, 60000)  # 3600 MP: Pillow's own check
+    with pytest.raises(imaging.ImageRejected, match="decompression bomb"):
+        imaging.read_header(str(trap))
+
+
+def test_honest_files_as_small_as_their_content_allows_still_pass(tmp_path: Path) -> None:
+    """The floor is what any content needs: one flat colour, the best case of each codec."""
+    from PIL import Image
+
+    from clipdesk import imaging
+
+    flat = tmp_path / "flat.jpg"
+    Image.new("L", (4000, 3000), 128).save(flat, "JPEG", quality=10, optimize=True)
+    progressive = tmp_path / "flat-progressive.jpg"
+    Image.new("RGB", (4000, 3000), (9, 9, 9)).save(progressive, "JPEG", progressive=True)
+    png = tmp_path / "flat.png"
+    Image.new("RGB", (4000, 3000), (255, 255, 255)).save(png, optimize=True)
+    for path in (flat, progressive, png):
+        assert imaging.read_header(str(path)).width == 4000
+        assert imaging.load_rgb(str(path), 224).size[0] >= 224
+
+
+def test_a_cut_png_is_refused_by_its_claimed_size(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from clipdesk import imaging
+
+    whole = tmp_path / "whole.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (400, 400, 3), dtype=np.uint8)).save(whole)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(whole.read_bytes()[:120])
+    with pytest.raises(imaging.ImageRejected, match="claims 400x400 px"):
+        imaging.read_header(str(cut))

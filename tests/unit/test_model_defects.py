@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -375,3 +376,48 @@ def test_an_imported_model_shows_by_its_name(
     listing = capsys.readouterr().out
     exports = listing.split("exported models (run without torch):", 1)[1]
     assert exports.strip().startswith("* holiday-model  dim 64") and "safetensors" not in exports
+
+
+# -- declared dependencies (smaller items) ------------------------------------------------
+
+
+def test_every_imported_package_is_declared_and_no_private_module_is_imported() -> None:
+    """What clipdesk imports is what pyproject.toml declares (a package that only arrives
+    through another one can leave with its next version), and no module of another
+    package is imported by a private name."""
+    import ast
+    import importlib.metadata
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    from tests.helpers import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {
+        Requirement(d).name.lower().replace("_", "-")
+        for d in [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    }
+    owners = importlib.metadata.packages_distributions()
+    stdlib = sys.stdlib_module_names
+    optional = {"transformers", "nncf"}  # asked for where a model needs them
+    undeclared, private = set(), set()
+    for path in sorted((ROOT / "clipdesk").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top == "clipdesk" or top in stdlib or top == "__future__":
+                    continue
+                if any(part.startswith("_") for part in name.split(".")[1:]):
+                    private.add(f"{path.name}: {name}")
+                dists = {d.lower().replace("_", "-") for d in owners.get(top, [])}
+                if top not in optional and not dists & declared:
+                    undeclared.add(f"{path.name}: {name} ({', '.join(sorted(dists)) or '?'})")
+    assert not undeclared, sorted(undeclared)
+    assert not private, sorted(private)
