@@ -639,6 +639,14 @@ class ChoiceStore:
         entry = self._read().get("choices", {}).get(f"{model_key} || {machine}")
         if not isinstance(entry, dict):
             return None
+        if entry.get("name") not in BACKEND_NAMES or entry.get("name") == "auto":
+            # an edited file, or a later version's backend: measured again, and replaced
+            log.warning(
+                "%s names an unknown encoder backend %r; measuring again",
+                self.path,
+                entry.get("name"),
+            )
+            return None
         try:
             return BackendChoice(
                 entry["name"],

@@ -397,3 +397,35 @@ def test_a_cut_png_is_refused_by_its_claimed_size(tmp_path: Path) -> None:
     cut.write_bytes(whole.read_bytes()[:120])
     with pytest.raises(imaging.ImageRejected, match="claims 400x400 px"):
         imaging.read_header(str(cut))
+
+
+def test_an_unknown_backend_in_backends_json_is_measured_again_and_replaced(
+    tiny_spec: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 17: an unknown name in backends.json blocked indexing without naming the file."""
+    import json
+
+    from clipdesk.encoder import ClipEncoder
+
+    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+
+    def one_candidate(self: Any, _built: Any = None) -> list[Any]:  # no OpenVINO export
+        return [_factory(lambda: _Sleepy(self.image_backend, "torch-fp32", 0.0), "copy", [])]
+
+    monkeypatch.setattr(ClipEncoder, "_backend_candidates", one_candidate)
+    first = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
+    first.select_backend(seconds=0.05)
+    store = tmp_path / backends.CHOICES_FILE
+    data = json.loads(store.read_text())
+    for entry in data["choices"].values():
+        entry["name"] = "openvino-fp64-turbo"
+    store.write_text(json.dumps(data))
+    again = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
+    with caplog.at_level("WARNING"):
+        choice = again.select_backend(seconds=0.05)
+    assert choice.name in backends.BACKEND_NAMES and choice.measurements
+    assert str(store) in caplog.text and "openvino-fp64-turbo" in caplog.text
+    assert "openvino-fp64-turbo" not in store.read_text()  # the bad entry was replaced
