@@ -213,10 +213,13 @@ class CompactVectors:
                 "crc": self._crc,
             }
             tmp = self.folder / f"{self.pointer.name}.{uuid.uuid4().hex[:8]}.tmp"
-            tmp.write_text(json.dumps(meta), encoding="utf-8")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.pointer)
+            try:
+                tmp.write_text(json.dumps(meta), encoding="utf-8")
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.pointer)
+            finally:
+                tmp.unlink(missing_ok=True)  # a full disk leaves no litter
 
     def rows(self) -> int:
         meta = self._read_pointer()

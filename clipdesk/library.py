@@ -64,6 +64,7 @@ class Library:
         self.read_only = not os.access(self.directory, os.W_OK) or (
             self.db_path.exists() and not os.access(self.db_path, os.W_OK)
         )
+        self.read_only_reason: str | None = None  # why, when not the folder's permissions
         if self.read_only:
             self.engine = self._open_read_only()
             return
@@ -83,7 +84,13 @@ class Library:
                 db.migrate(self.engine)
             except DatabaseError as exc:
                 self.engine.dispose()
-                raise storage_error(exc, self.directory) or LibraryError(
+                error = storage_error(exc, self.directory)
+                if error is not None and _disk_full(self.directory):
+                    # SQLite cannot even grow the WAL's index: read what is there.
+                    self.engine = self._open_read_only()
+                    self.read_only, self.read_only_reason = True, str(error)
+                    return
+                raise error or LibraryError(
                     f"the library database {self.db_path} cannot be opened: {exc.orig}"
                 ) from exc
 
@@ -117,10 +124,12 @@ class Library:
                 break
             except DatabaseError as exc:
                 engine.dispose()
-                code = getattr(exc.orig, "sqlite_errorcode", None)
-                if not immutable and code == _SQLITE_CANTOPEN and wal_empty:
-                    continue  # no WAL index can be made here, and no WAL to read: immutable
-                if code == _SQLITE_CANTOPEN:
+                code = getattr(exc.orig, "sqlite_errorcode", 0) & 0xFF
+                # The WAL's index (-shm) cannot be made or grown here (read-only, full).
+                no_index = code in (_SQLITE_CANTOPEN, _SQLITE_IOERR)
+                if not immutable and no_index and wal_empty:
+                    continue  # and there is no WAL to read: the database file is all
+                if no_index:
                     raise StorageError(
                         f"{read_only_message(self.directory)}. Its last changes are still in "
                         f"{wal.name}, which SQLite cannot read without writing beside it: "
@@ -138,7 +147,7 @@ class Library:
                 f"library's database (schema {version} to {db.SCHEMA_VERSION}), which needs "
                 "it writable once"
             )
-        log.info("the library folder %s is read-only: searching what is there", self.directory)
+        log.info("the library in %s cannot be written: searching what is there", self.directory)
         return engine
 
     @property
@@ -204,7 +213,9 @@ class Library:
             f"another clipdesk process is already {what} this library ({self.directory})"
         )
         if self.read_only:
-            raise StorageError(f"{read_only_message(self.directory)} (needed for {what})")
+            raise StorageError(
+                self.read_only_reason or f"{read_only_message(self.directory)} (needed for {what})"
+            )
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(file_lock(self.directory / "writer.lock", busy))
@@ -235,6 +246,15 @@ def _free_mb(folder: Path) -> int:
     return 0
 
 
+def _disk_full(folder: Path) -> bool:
+    """Whether the disk holding ``folder`` has not one block left for this user."""
+    for candidate in (folder, *folder.parents):
+        with contextlib.suppress(OSError):
+            stat = os.statvfs(candidate)
+            return stat.f_bavail * stat.f_frsize < stat.f_bsize
+    return False
+
+
 def storage_error(exc: BaseException, directory: Path | str | None = None) -> StorageError | None:
     """The user's words for a storage failure of the library in ``directory`` (a full
     disk, a read-only or vanished folder, a damaged database), or None when ``exc`` is
@@ -256,7 +276,12 @@ def storage_error(exc: BaseException, directory: Path | str | None = None) -> St
             "unplugged while clipdesk was running. Your photos were not touched; put the "
             "folder back (or plug its drive in) and run again"
         )
-    if err in (errno.ENOSPC, errno.EDQUOT) or sqlite == _SQLITE_FULL:
+    if (
+        err in (errno.ENOSPC, errno.EDQUOT)
+        or sqlite == _SQLITE_FULL
+        # SQLite says "disk I/O error" or "read-only" when it cannot grow the WAL's index.
+        or (sqlite in (_SQLITE_IOERR, _SQLITE_READONLY, _SQLITE_CANTOPEN) and _disk_full(folder))
+    ):
         return StorageError(
             f"the disk holding the library is full ({_free_mb(folder)} MB free at {folder}): "
             "free space and run again; nothing was lost"

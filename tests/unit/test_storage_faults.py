@@ -6,6 +6,7 @@ SQLite."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -357,3 +358,54 @@ def test_the_database_schema_is_read_not_migrated_when_read_only(
     with pytest.raises(StorageError, match=r"read-only.*upgrade"):
         Library(folder)
     assert db.SCHEMA_VERSION > 1
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Any:
+    """A real 4 MB file system (tmpfs), where this process may mount one (root with
+    CAP_SYS_ADMIN); skipped elsewhere."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_really_full_disk(
+    small_disk: Path,
+    photos: Path,
+    tiny_encoder: object,
+    tiny_spec: object,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    library = Library(small_disk / "library")
+    app = Clipdesk(library)
+    app._encoders[tiny_encoder.spec.key] = tiny_encoder  # type: ignore[attr-defined]
+    app.add_folders([photos])
+    list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
+    library.close()
+    assert _cli(library, "search", QUERY, "--json") == 0
+    expected = _paths(capsys.readouterr().out)
+    for path in library.index_dir.iterdir():  # the search must rebuild the graph
+        path.unlink()
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while True:  # every block the disk has left
+            fh.write(b"\0" * 4096)
+    assert shutil.disk_usage(small_disk).free == 0
+    assert _cli(library, "search", QUERY, "--json") == 0
+    assert _paths(capsys.readouterr().out) == expected
+    assert _cli(library, "add", str(photos.parent)) == 2
+    err = capsys.readouterr().err
+    assert "the disk holding the library is full (0 MB free" in err and "Traceback" not in err
+    filler.unlink()
+    assert _cli(library, "index") == 0
+    assert len(list(library.index_dir.glob("*.hnsw"))) == 1
