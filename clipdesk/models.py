@@ -68,11 +68,21 @@ def default_models_dir() -> Path:
 
 
 def no_network_message(what: str, reason: str = "no network") -> str:
-    """The one message for a model that cannot be fetched (CLI, encoder and GUI alike)."""
+    """The one message for a model that cannot be fetched (CLI, encoder and GUI alike):
+    for a catalog model, which file to get from where, and the import command that takes it."""
+    entry = next((e for e in CATALOG if e.spec in what or what.split(" ", 1)[0] == e.name), None)
+    if entry is None:
+        return (
+            f"could not download {what}: {reason}; import a weights file with "
+            "`clipdesk models import --name NAME --arch ARCH --weights FILE` (or connect and "
+            "run `clipdesk models download NAME`)"
+        )
     return (
-        f"could not download {what}: {reason}; import a weights file with "
-        "`clipdesk models import --name NAME --weights FILE` (or connect and run "
-        "`clipdesk models download NAME`)"
+        f"could not download {what}: {reason}. On a computer with network, get "
+        f"{' or '.join(entry.files)} from https://huggingface.co/{entry.hf_repo}/tree/"
+        f"{entry.revision}, then `clipdesk models import --name {entry.name} --arch "
+        f"{entry.arch} --weights FILE` (or connect and run `clipdesk models download "
+        f"{entry.name}`)"
     )
 
 

@@ -297,7 +297,7 @@ def test_no_network_gives_the_clear_message(tmp_path: Path, hub: FakeHub) -> Non
         store.download("tiny-test")
     message = str(caught.value)
     assert message.startswith("could not download tiny-test")
-    assert "no network; import a weights file with `clipdesk models import" in message
+    assert "no network" in message and "`clipdesk models import --name " in message
     assert not _installed(store, "tiny-test")
 
 
@@ -311,9 +311,10 @@ def test_offline_mode_gives_the_clear_message(
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     store = _store(tmp_path, hub)
     with pytest.raises(
-        ModelUnavailableError, match=re.escape("no network (HF_HUB_OFFLINE is set); import")
-    ):
+        ModelUnavailableError, match=re.escape("no network (HF_HUB_OFFLINE is set)")
+    ) as caught:
         store.download("tiny-test")  # type: ignore[attr-defined]
+    assert "`clipdesk models import --name " in str(caught.value)
     assert hub.state.requests == []
 
 
@@ -366,7 +367,10 @@ def test_cli_download_without_network_and_list(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert "clipdesk: error: could not download vit-b-32" in proc.stderr
-    assert "no network; import a weights file with `clipdesk models import" in proc.stderr
+    # which file, from where, and the command that takes it in
+    assert "no network. On a computer with network, get open_clip_model.safetensors" in proc.stderr
+    assert "huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in proc.stderr
+    assert "`clipdesk models import --name vit-b-32 --arch ViT-B-32 --weights FILE`" in proc.stderr
     assert "Traceback" not in proc.stderr
 
     listing = run_cli("models", "list", "--json", library=tmp_path / "library", env=env)
