@@ -79,13 +79,18 @@ class Library:
         # for a moment) is not mistaken for one that lost its contents.
         with _folder_lock(self.directory):
             self._refuse_empty_database()
+            creating = not self.db_path.exists()
             self.engine = db.open_engine(self.db_path)
             try:
                 db.migrate(self.engine)
             except DatabaseError as exc:
                 self.engine.dispose()
+                if creating:  # ours and empty: not a library that lost its contents
+                    with contextlib.suppress(OSError):
+                        if self.db_path.stat().st_size == 0:
+                            self.db_path.unlink()
                 error = storage_error(exc, self.directory)
-                if error is not None and _disk_full(self.directory):
+                if error is not None and not creating and _disk_full(self.directory):
                     # SQLite cannot even grow the WAL's index: read what is there.
                     self.engine = self._open_read_only()
                     self.read_only, self.read_only_reason = True, str(error)

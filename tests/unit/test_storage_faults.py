@@ -409,3 +409,19 @@ def test_a_really_full_disk(
     filler.unlink()
     assert _cli(library, "index") == 0
     assert len(list(library.index_dir.glob("*.hnsw"))) == 1
+
+
+def test_a_new_library_on_a_full_disk_leaves_no_empty_database(
+    small_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * 4096)
+    folder = small_disk / "library"
+    for _attempt in range(2):  # the second must not take the first's leftovers for a loss
+        assert cli.main(["--library", str(folder), "status"]) == 2
+        assert "the disk holding the library is full" in capsys.readouterr().err
+        assert not (folder / "library.sqlite3").exists()
+    filler.unlink()
+    assert cli.main(["--library", str(folder), "status"]) == 0
