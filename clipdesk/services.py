@@ -56,7 +56,7 @@ from clipdesk.tagging import (
     tag_photos,
     tags_of_photos,
 )
-from clipdesk.throttle import Throttle, applied
+from clipdesk.throttle import Throttle, applied, limited_threads
 from clipdesk.thumbnails import ThumbnailCache
 from clipdesk.vector_index import VectorIndex
 
@@ -477,7 +477,9 @@ class Clipdesk:
             if self.library.get_setting(MODEL_SETTING) is None:
                 self.library.set_setting(MODEL_SETTING, row.key)
             index = self._index_for(row.key)
-            index.ensure_current()
+            cores = throttle.cores if throttle and throttle.max_cores is not None else None
+            with limited_threads(cores):
+                index.ensure_current()  # a rebuild adds every vector: the throttle's cores
             pending = pending_images(self.library, row.id)
             embedded_before = 0  # by the backend measurement
             if encoder.backend_choice is None and pending:

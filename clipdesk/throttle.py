@@ -51,20 +51,51 @@ def lower_this_thread() -> bool:
         return False
 
 
+# The cores a throttle allows now, for hnswlib (None: all). Process-wide, as torch's and
+# the BLAS thread counts are: an index runs one at a time (the library's writer lock).
+_thread_limit: int | None = None
+
+
+def hnswlib_threads() -> int:
+    """``num_threads`` for hnswlib's add_items / knn_query: the throttle's cores, or -1
+    (hnswlib's "all cores") when none applies."""
+    return _thread_limit if _thread_limit is not None else -1
+
+
 @contextlib.contextmanager
-def applied(throttle: Throttle | None) -> Iterator[None]:
-    """Apply ``throttle`` to the calling thread for the duration (torch threads restored)."""
-    if throttle is None or (throttle.max_cores is None and not throttle.low_priority):
+def limited_threads(cores: int | None) -> Iterator[None]:
+    """At most ``cores`` threads (None: no limit) for torch, numpy's BLAS (threadpoolctl)
+    and hnswlib for the duration; each is restored after."""
+    global _thread_limit
+    if cores is None:
         yield
         return
     torch = sys.modules.get("torch")  # an exported model (no torch) limits its own threads
     before = torch.get_num_threads() if torch is not None else 0
     if torch is not None:
-        torch.set_num_threads(throttle.cores)
-    if throttle.low_priority:
-        lower_this_thread()  # a thread cannot raise itself again: jobs get their own threads
+        torch.set_num_threads(cores)
+    # BLAS only: torch's OpenMP team is set above, in its own way (threadpoolctl's openmp
+    # limit would change the team of every OpenMP library loaded, OpenVINO's too).
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # untyped
+
+    outer, _thread_limit = _thread_limit, cores
     try:
-        yield
+        with threadpool_limits(limits=cores, user_api="blas"):
+            yield
     finally:
+        _thread_limit = outer
         if torch is not None:
             torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def applied(throttle: Throttle | None) -> Iterator[None]:
+    """Apply ``throttle`` to the calling thread for the duration: its cores to torch, BLAS
+    and hnswlib (restored after, see :func:`limited_threads`), and its priority."""
+    if throttle is None or (throttle.max_cores is None and not throttle.low_priority):
+        yield
+        return
+    if throttle.low_priority:
+        lower_this_thread()  # a thread cannot raise itself again: jobs get their own threads
+    with limited_threads(throttle.cores if throttle.max_cores is not None else None):
+        yield

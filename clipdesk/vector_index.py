@@ -40,6 +40,7 @@ from clipdesk import db
 from clipdesk.compact import CompactVectors, DamagedCopy
 from clipdesk.errors import ClipdeskError
 from clipdesk.library import Library, storage_error
+from clipdesk.throttle import hnswlib_threads
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ class VectorIndex:
         if writing:
             self.compact.reset()
         for ids, vectors in load_vectors(self.library, self.model_id):
-            index.add_items(vectors, ids)
+            index.add_items(vectors, ids, num_threads=hnswlib_threads())
             if writing:
                 self.compact.append(ids, vectors)
         self._compact_in_sync = writing
@@ -315,7 +316,7 @@ class VectorIndex:
         # an append after the graph took the rows): the next save then rewrites it.
         self._compact_in_sync = False
         for ids, vectors in load_vectors(self.library, self.model_id, missing):
-            self._index.add_items(vectors, ids)
+            self._index.add_items(vectors, ids, num_threads=hnswlib_threads())
             if appending:
                 self.compact.append(ids, vectors)
         self._compact_in_sync = appending  # rows added without the writer lock are not
@@ -462,7 +463,7 @@ class VectorIndex:
                 return
             if len(ids):
                 self._grow(len(ids))
-                self._index.add_items(vectors, ids)
+                self._index.add_items(vectors, ids, num_threads=hnswlib_threads())
                 self._live += len(ids)
                 appending = self._compact_in_sync and self.library.writing
                 self._compact_in_sync = False  # until the append is complete (see _catch_up)
@@ -503,6 +504,7 @@ class VectorIndex:
                 labels, distances = self._index.knn_query(
                     vector.reshape(1, -1),
                     k=want,
+                    num_threads=hnswlib_threads(),
                     filter=None if allowed is None else allowed.__contains__,
                 )
             except RuntimeError:  # fewer matches than asked for under the filter
