@@ -22,18 +22,24 @@ from clipdesk.errors import ClipdeskError
 
 SELF_TEST_ROLE = "self-test"
 SAMPLES_ENV = "CLIPDESK_SAMPLES"
+NATIVE_BUILDS_ENV = "CLIPDESK_NATIVE_BUILDS"  # set by the bundle's entry point
 REPO = Path(__file__).resolve().parent.parent
+# An installed wheel carries the test model and the sample photos here (pyproject.toml maps
+# tests/fixtures to clipdesk/self_test_data); a source checkout uses tests/fixtures itself.
+PACKAGED = Path(__file__).resolve().parent / "self_test_data"
+FIXTURES = PACKAGED if PACKAGED.is_dir() else REPO / "tests" / "fixtures"
 # (query, folder its best photo must be in): classes the test model tells apart well.
 QUERIES = (("a photo of shoes", "shoes"), ("a photo of a hat", "hat"), ("pants", "pants"))
 
 
 def samples_dir() -> Path | None:
-    """Sample photos: $CLIPDESK_SAMPLES, the bundle's, or the repository's test photos."""
+    """Sample photos: $CLIPDESK_SAMPLES, the bundle's, or the test photos (an installed
+    wheel's or the repository's)."""
     candidates = [os.environ.get(SAMPLES_ENV)]
     frozen_root = getattr(sys, "_MEIPASS", None)
     if frozen_root:
         candidates.append(str(Path(frozen_root) / "samples"))
-    candidates.append(str(REPO / "tests" / "fixtures" / "photos"))
+    candidates.append(str(FIXTURES / "photos"))
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
@@ -42,14 +48,14 @@ def samples_dir() -> Path | None:
 
 def self_test_spec(work: Path) -> ModelSpec:
     """The project's test model: its bundled export, else (a source checkout with torch)
-    its weights in tests/fixtures."""
+    its weights in tests/fixtures (an installed wheel: clipdesk/self_test_data)."""
     from clipdesk import exported
 
     for _folder, manifest in exported.available_exports(work / "models"):
         if manifest.extra.get("role") == SELF_TEST_ROLE:
             return manifest.spec
-    weights = REPO / "tests" / "fixtures" / "clothing-clip.safetensors"
-    config = REPO / "tests" / "fixtures" / "clothing-clip.json"
+    weights = FIXTURES / "clothing-clip.safetensors"
+    config = FIXTURES / "clothing-clip.json"
     if exported.torch_available() and weights.is_file():
         return ModelSpec.parse(f"clothing-clip:{weights}", config)
     raise ClipdeskError("no self-test model here (the bundle lacks its models folder?)")
@@ -80,6 +86,11 @@ def run_self_test(out: TextIO = sys.stdout, keep: bool = False) -> int:
             raise ClipdeskError("no sample photos found")
         spec = self_test_spec(work)
         say(f"clipdesk {__import__('clipdesk').__version__}, Python {sys.version.split()[0]}")
+        level = os.environ.get(NATIVE_BUILDS_ENV)
+        if level:  # the bundle: which of its native builds this CPU runs (packaging/entry.py)
+            import hnswlib
+
+            say(f"native code for {level}: {Path(hnswlib.__file__).parent.name}/hnswlib")
         services = Clipdesk(Library(work / "library"))
         services.add_folders([photos])
         for progress in services.index(spec):

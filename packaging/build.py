@@ -20,9 +20,11 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +32,7 @@ import tarfile
 import tempfile
 import time
 import venv
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +43,17 @@ TEST_MODEL = REPO / "tests" / "fixtures" / "clothing-clip.safetensors"
 TEST_CONFIG = REPO / "tests" / "fixtures" / "clothing-clip.json"
 SIZE_TARGET_MB = 700
 TORCH_PARTS = ("torch", "nvidia", "triton", "libcu", "libnv", "libtorch", "functorch")
+# Native code compiled here is compiled for these x86-64 levels, never for the build machine
+# (-march=native put 134 AVX-512 instructions into hnswlib on a machine that had them, and
+# the bundle died with SIGILL on every CPU without). x86-64-v2 (SSE4.2, POPCNT: Intel since
+# Nehalem 2008, AMD since Bulldozer 2011) is the bundle's floor, and OpenVINO's and numpy's
+# too; x86-64-v3 adds AVX2, FMA and BMI (Intel Haswell 2013, AMD Excavator 2015 / Zen).
+BASELINE = "x86-64-v2"
+FAST = "x86-64-v3"
+# Everything else in the bundle comes as a wheel built elsewhere for a stated baseline
+# (manylinux numpy, Pillow, simplejpeg, OpenVINO, PySide6, ...): pip may build nothing else
+# from source here (build_venv passes --only-binary :all:).
+BUILT_HERE = ("hnswlib",)
 
 
 def log(message: str) -> None:
@@ -84,32 +98,159 @@ def export_models(specs: list[str], target: Path) -> list[dict[str, object]]:
     return made
 
 
+def requirement(name: str) -> str:
+    """The pinned line of ``name`` in requirements-cpu.txt (``hnswlib==0.8.0``)."""
+    for line in (PACKAGING / "requirements-cpu.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.split("==")[0].strip().lower() == name:
+            return line
+    raise SystemExit(f"{name} is not pinned in requirements-cpu.txt")
+
+
+def build_hnswlib(level: str, out: Path, python: Path | str = sys.executable) -> Path:
+    """hnswlib's wheel built from source for one x86-64 level (``x86-64-v2``), for the
+    compiler's default target (``generic``), or for this machine (``native``: only for the
+    comparison in bench/), into an emptied ``out``.
+
+    hnswlib's setup.py adds -march=native unless HNSWLIB_NO_NATIVE is set; the level comes
+    in through CFLAGS/CXXFLAGS, which distutils puts on every compiler line. pip's cache is
+    off: a wheel cached from an earlier native build has the same name and would be taken.
+    """
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("CFLAGS", "CXXFLAGS")}
+    env["PIP_NO_CACHE_DIR"] = "1"
+    if level != "native":
+        env["HNSWLIB_NO_NATIVE"] = "1"
+    if level not in ("native", "generic"):
+        env["CFLAGS"] = env["CXXFLAGS"] = f"-march={level} -mtune=generic"
+    pip = [str(python), "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
+    pip += ["--no-deps", "--no-cache-dir", "--no-binary", "hnswlib", "-w", str(out)]
+    run([*pip, requirement("hnswlib")], env=env)
+    (wheel,) = out.glob("hnswlib-*.whl")
+    return wheel
+
+
+_EVEX = re.compile(r"%(zmm\d+|[xy]mm(1[6-9]|2\d|3[01])|k[0-7])\b")
+_VEX = re.compile(r"^\s*[0-9a-f]+:\s+v\w+\s.*%[xy]mm", re.MULTILINE)
+
+
+def simd_use(module: Path) -> dict[str, int]:
+    """Instructions in a native module by the extension they need: ``avx512`` (zmm
+    registers, xmm16-31/ymm16-31 or mask registers: only EVEX encodings have those) and
+    ``avx`` (VEX-encoded, v-prefixed SIMD instructions, AVX-512's included)."""
+    listing = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(module)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {
+        "avx512": sum(1 for line in listing.splitlines() if _EVEX.search(line)),
+        "avx": len(_VEX.findall(listing)),
+    }
+
+
+def check_level(module: Path, level: str) -> dict[str, int]:
+    """Fail unless the module uses nothing beyond ``level``: no AVX-512 at all, and no
+    AVX on x86-64-v2."""
+    use = simd_use(module)
+    if use["avx512"] or (level == BASELINE and use["avx"]):
+        raise SystemExit(f"{module} has instructions beyond {level}: {use}")
+    log(f"{module.name} for {level}: {use['avx512']} AVX-512, {use['avx']} AVX instructions")
+    return use
+
+
+def extension_of(wheel: Path, into: Path) -> Path:
+    """Unpack a wheel's one native module into ``into``."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith((".so", ".pyd"))]
+        shutil.rmtree(into, ignore_errors=True)
+        into.mkdir(parents=True)
+        target = into / Path(name).name
+        target.write_bytes(archive.read(name))
+    return target
+
+
+def built_here(site_packages: Path) -> list[str]:
+    """Installed distributions whose wheel was built on this machine (a platform tag
+    without a manylinux/musllinux/macOS/Windows baseline, e.g. ``linux_x86_64``)."""
+    found = []
+    for wheel_file in site_packages.glob("*.dist-info/WHEEL"):
+        tags = [
+            line.split(":", 1)[1].strip()
+            for line in wheel_file.read_text().splitlines()
+            if line.startswith("Tag:")
+        ]
+        if any(re.search(r"-linux_[a-z0-9_]+$", tag) for tag in tags):
+            found.append(wheel_file.parent.name.split("-")[0].lower())
+    return sorted(found)
+
+
+def native_levels() -> list[str]:
+    """The levels the bundle's own native code is built for: on x86-64 the baseline and
+    x86-64-v3 (entry.py picks at start); elsewhere the compiler's generic target."""
+    if platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt":
+        return [BASELINE, FAST]
+    return ["generic"]  # HNSWLIB_NO_NATIVE alone: no -march at all
+
+
 def build_venv(path: Path, variant: str) -> Path:
     """The cpu variant's venv has no torch; the gpu variant's has all of clipdesk's
-    dependencies (torch with CUDA where pip picks that build)."""
+    dependencies (torch with CUDA where pip picks that build). Only wheels built elsewhere
+    for a stated baseline are installed (--only-binary :all:), except hnswlib, which has
+    no wheels: it is built here for the baseline level (build_hnswlib), and for the faster
+    level into ``path/native/LEVEL`` for the spec to add beside it."""
     python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     stamp = path / "requirements.stamp"
     wanted = variant + (PACKAGING / "requirements-cpu.txt").read_text()
     wanted += (REPO / "constraints.txt").read_text()
+    wanted += f"native code: {native_levels()}, {inspect.getsource(build_hnswlib)}"
     if variant == "gpu":
         wanted += (REPO / "pyproject.toml").read_text()
     if python.exists() and stamp.is_file() and stamp.read_text() == wanted:
         return python
     shutil.rmtree(path, ignore_errors=True)
     venv.create(path, with_pip=True)
+    levels = native_levels()
+    wheels = {level: build_hnswlib(level, path / "wheels" / level, python) for level in levels}
+    for level, wheel in wheels.items():
+        module = extension_of(wheel, path / "native" / level)
+        if level != "generic":
+            check_level(module, level)
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    pip += ["-c", str(REPO / "constraints.txt"), "-r", str(PACKAGING / "requirements-cpu.txt")]
+    pip += ["--only-binary", ":all:", "-c", str(REPO / "constraints.txt")]
+    pip += ["-r", str(PACKAGING / "requirements-cpu.txt"), str(wheels[levels[0]])]
     if variant == "gpu":
         pip.append(str(REPO))  # clipdesk's own dependencies: torch, open_clip, ...
     run(pip)
+    shutil.rmtree(path / "native" / levels[0])  # installed in the venv itself
+    site = next(path.glob("lib/python3*/site-packages"), path / "Lib" / "site-packages")
+    here = [name for name in built_here(site) if name not in (*BUILT_HERE, "clipdesk")]
+    if here:
+        raise SystemExit(f"built on this machine, for this machine's CPU: {here}")
     stamp.write_text(wanted)
     return python
+
+
+def check_bundle_native(app: Path) -> dict[str, dict[str, int]]:
+    """The bundle's own native modules use nothing beyond their level."""
+    internal = app / "_internal"
+    found = {}
+    for module in sorted(internal.glob("hnswlib*")):
+        found[module.name] = check_level(module, BASELINE)
+    for module in sorted(internal.glob("native/*/hnswlib*")):
+        found[f"native/{module.parent.name}/{module.name}"] = check_level(
+            module, module.parent.name
+        )
+    return found
 
 
 def pyinstaller(python: Path, models: Path, name: str, variant: str) -> Path:
     env = dict(
         os.environ,
         CLIPDESK_BUILD_MODELS=str(models),
+        CLIPDESK_BUILD_NATIVE=str(python.parent.parent / "native"),
         CLIPDESK_BUILD_NAME=name,
         CLIPDESK_BUILD_VARIANT=variant,
     )
@@ -192,6 +333,27 @@ def self_test(archive: Path) -> float:
         return seconds
 
 
+def glibc_needed(app: Path) -> dict[str, str]:
+    """The newest glibc symbol version that any program or library in the bundle asks for
+    (what the bundle needs of a user's system; glibc itself is never bundled), and which."""
+    newest: tuple[int, ...] = (0,)
+    where = ""
+    for path in sorted(app.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        with path.open("rb") as fh:
+            if fh.read(4) != b"\x7fELF":
+                continue
+        dump = subprocess.run(
+            ["objdump", "-p", str(path)], capture_output=True, text=True, check=False
+        ).stdout
+        for match in re.finditer(r"\bGLIBC_(\d+(?:\.\d+)+)\b", dump):
+            version = tuple(int(x) for x in match.group(1).split("."))
+            if version > newest:
+                newest, where = version, path.relative_to(app).as_posix()
+    return {"glibc": ".".join(map(str, newest)), "needed_by": where}
+
+
 def _mb(path: Path) -> float:
     if path.is_file():
         return round(path.stat().st_size / 1e6, 1)
@@ -254,6 +416,10 @@ def main() -> int:
     report["platform"] = platform.platform()
     report["models"] = bundled
     report["unpacked_mb"] = sizes(app)
+    if BASELINE in native_levels():
+        report["native"] = {"levels": native_levels(), "simd": check_bundle_native(app)}
+    if sys.platform.startswith("linux"):
+        report["needs"] = glibc_needed(app)
     if variant == "gpu":
         if not args.skip_self_test:
             report["self_test_s"] = round(self_test_folder(app), 1)

@@ -19,7 +19,21 @@ from clipdesk.services import Clipdesk
 log = logging.getLogger(__name__)
 
 STARTUP_PROBE_ENV = "CLIPDESK_STARTUP_PROBE"
-RESOURCES = Path(__file__).resolve().parent.parent.parent / "resources"
+# The application id: the name of the menu entry (resources/linux/DESKTOP_ID.desktop) and
+# of the installed icons. Wayland docks and task bars match a window to its entry and icon
+# by this name, so it must be the entry's file name without ".desktop".
+DESKTOP_ID = "io.github.clipdesk.Clipdesk"
+
+
+def resources_dir() -> Path:
+    """The icons and desktop files: inside the package in an installed wheel
+    (clipdesk/resources), beside it in a source checkout and in the bundle."""
+    package = Path(__file__).resolve().parent.parent
+    inside = package / "resources"
+    return inside if inside.is_dir() else package.parent / "resources"
+
+
+RESOURCES = resources_dir()
 
 
 def app_settings() -> QSettings:
@@ -45,7 +59,7 @@ def application(argv: list[str] | None = None) -> QApplication:
     app.setApplicationName("clipdesk")
     app.setOrganizationName("clipdesk")
     app.setApplicationDisplayName("clipdesk")
-    app.setDesktopFileName("clipdesk")
+    app.setDesktopFileName(DESKTOP_ID)
     icon = RESOURCES / "icons" / "clipdesk.svg"
     if icon.is_file():
         app.setWindowIcon(QIcon(str(icon)))

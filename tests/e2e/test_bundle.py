@@ -148,3 +148,67 @@ def test_install_upgrade_uninstall_keep_the_library_and_photos(tmp_path: Path) -
     assert not (share / "clipdesk").exists()
     # Installing, upgrading, uninstalling and removing the library never touched a photo.
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in photos.rglob("*.jpg")} == before
+
+
+# The bundle on other CPUs than the build machine's: qemu-user emulates one (Debian's
+# qemu-user 7.2 emulates up to AVX2, no AVX-512). PyInstaller's bootloader re-executes
+# itself and qemu-user does not follow an exec, so the frozen app runs as its own child.
+QEMU = shutil.which("qemu-x86_64")
+ON_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _on_cpu(cpu: str, *args: str, home: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    if QEMU is None:
+        if ON_CI:
+            pytest.fail("qemu-x86_64 is missing on CI: tools/system-deps.sh installs qemu-user")
+        pytest.skip("qemu-x86_64 is missing (apt-get install qemu-user)")
+    if os.uname().machine != "x86_64":
+        pytest.skip("an x86-64 bundle")
+    internal = BUNDLE.parent / "_internal"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "_PYI_PARENT_PROCESS_LEVEL": "1",
+        "_PYI_APPLICATION_HOME_DIR": str(internal),
+        "_PYI_ARCHIVE_FILE": str(BUNDLE),
+        "LD_LIBRARY_PATH": str(internal),
+    }
+    return subprocess.run(
+        [QEMU, "-cpu", cpu, str(BUNDLE), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=home,
+    )
+
+
+def test_bundle_self_test_passes_on_a_cpu_without_avx512(tmp_path: Path) -> None:
+    """Haswell (2013): AVX2 and FMA, no AVX-512, so the x86-64-v3 builds are chosen. The
+    bundle built with -march=native died here with SIGILL 1.9 s after start."""
+    proc = _on_cpu("Haswell", "--self-test", home=tmp_path / "home", timeout=1800)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "self-test passed" in out
+    assert "native code for x86-64-v3: x86-64-v3/hnswlib" in out, out[-4000:]
+
+
+def test_bundle_self_test_passes_on_a_baseline_cpu_without_avx(tmp_path: Path) -> None:
+    """Nehalem (2008): x86-64-v2, SSE4.2 but no AVX, so the baseline builds run."""
+    proc = _on_cpu("Nehalem", "--self-test", home=tmp_path / "home", timeout=1800)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "self-test passed" in out
+    assert "native code for x86-64-v2: _internal/hnswlib" in out, out[-4000:]
+
+
+def test_bundle_on_a_cpu_older_than_its_baseline_says_so(tmp_path: Path) -> None:
+    """Core 2 (Conroe, 2006): no SSE4.2, no POPCNT. A message and exit status 3, before
+    any native module is loaded, instead of an illegal instruction."""
+    proc = _on_cpu("Conroe", "--help", home=tmp_path / "home", timeout=600)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "this CPU is too old" in proc.stderr and "x86-64-v2" in proc.stderr
+    assert "sse4_2" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
