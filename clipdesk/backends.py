@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,13 @@ BACKEND_NAMES = (
     "openvino-bf16-streams",
 )
 CHOICES_FILE = "backends.json"
-_CHOICE_VERSION = 1
+# 2: each choice also records the load it was measured under (a version 1 file is still read:
+# its choices count as measured undisturbed) and whether it is provisional.
+_CHOICE_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+# A choice measured while other programs took cores it needed is measured again at the next
+# index, this many times in all at most: an always-busy machine keeps its last pick.
+MEASUREMENTS_UNDER_LOAD = 3
 
 
 class BackendUnavailable(ClipdeskError):
@@ -77,6 +83,8 @@ class Watch:
 
     cancel: CancelToken | None = None
     report: StepReport | None = None
+    remeasure: bool = False  # measure again whatever is remembered (index --remeasure)
+    retry_provisional: bool = False  # a choice measured under load may be measured again
 
 
 _watching: contextvars.ContextVar[Watch | None] = contextvars.ContextVar(
@@ -89,9 +97,13 @@ def _watch() -> Watch:
 
 
 @contextlib.contextmanager
-def watched(cancel: CancelToken | None, report: StepReport | None = None) -> Iterator[None]:
-    """Measurements in this context stop at ``cancel`` and report their steps."""
-    token = _watching.set(Watch(cancel, report))
+def watched(
+    cancel: CancelToken | None, report: StepReport | None = None, remeasure: bool = False
+) -> Iterator[None]:
+    """Measurements in this context (an index) stop at ``cancel`` and report their steps.
+    In it, a remembered choice that was measured under load is measured again (see
+    :data:`MEASUREMENTS_UNDER_LOAD`), and with ``remeasure`` any remembered choice is."""
+    token = _watching.set(Watch(cancel, report, remeasure, retry_provisional=True))
     try:
         yield
     finally:
@@ -429,6 +441,10 @@ class Measurement:
     faithful: bool
     error: str = ""
     top10_agreement: float = 1.0
+    # The load while it was timed (None: not timed, or not known on this system), in cores:
+    own_cores: float | None = None  # this process's CPU seconds per second
+    other_cores: float | None = None  # everything else's, hypervisor steal included
+    stolen: float | None = None  # share of the cores it asked for that others took
 
 
 @dataclass
@@ -436,6 +452,119 @@ class BackendChoice:
     name: str
     reason: str  # one line for `status`: "cpu: bf16 via torch, 2.6x fp32 measured"
     measurements: list[Measurement]
+    # Measured while other programs took cores it needed, so that a different pick may
+    # have won: measured again at a later index (see MEASUREMENTS_UNDER_LOAD).
+    provisional: bool = False
+    tries: int = 0  # measurements under load in a row, this one included
+
+
+def measure_again(choice: Any) -> bool:
+    """Whether an index measures ``choice`` again: it was measured under load, fewer than
+    MEASUREMENTS_UNDER_LOAD times in a row."""
+    tries = getattr(choice, "tries", 0)
+    return getattr(choice, "provisional", False) is True and tries < MEASUREMENTS_UNDER_LOAD
+
+
+def fixed_backend(setting: str | None) -> str | None:
+    """The backend a setting (or $CLIPDESK_BACKEND) fixes, which nothing measures; None
+    when the backends are measured ("auto")."""
+    name = setting or os.environ.get(BACKEND_ENV) or None
+    return None if name in (None, "auto") else name
+
+
+# -- the load a measurement ran under ----------------------------------------------------
+
+
+def _ticks_per_s() -> int:
+    try:
+        return int(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100
+
+
+def _busy_ticks() -> tuple[int, int] | None:
+    """(busy ticks of all CPUs together, number of CPUs) from /proc/stat, or None where
+    there is none (not Linux). Busy: user, nice, system, irq, softirq, and steal (the time a
+    hypervisor gave this virtual machine's CPUs to others); guest time is within user."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            lines = fh.read().splitlines()
+        values = lines[0].split()
+        if values[0] != "cpu":
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, values[1:9])
+    except (OSError, IndexError, ValueError):
+        return None
+    cpus = sum(1 for line in lines[1:] if line.startswith("cpu") and line[3:4].isdigit())
+    return user + nice + system + irq + softirq + steal, max(cpus, 1)
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()  # all of this process's threads (OpenVINO's and torch's teams)
+    return times.user + times.system
+
+
+def asked_threads() -> int:
+    """The cores the backends are measured on: torch's threads (OpenVINO's latency mode
+    takes as many), or every usable core where torch is not loaded."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(int(torch.get_num_threads()), 1)
+    from clipdesk.throttle import usable_cores
+
+    return usable_cores()
+
+
+class LoadMeter:
+    """The CPU time of this process and of everything else over the spans it times."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or asked_threads()
+        self.wall = 0.0
+        self.own = 0.0
+        self.others: float | None = 0.0  # None: not known here
+        self.cpus = 0
+        self.unsure_ticks = 0
+
+    @contextlib.contextmanager
+    def span(self) -> Iterator[None]:
+        wall, own, busy = time.monotonic(), _own_cpu_seconds(), _busy_ticks()
+        try:
+            yield
+        finally:
+            own = _own_cpu_seconds() - own
+            after = _busy_ticks()
+            self.wall += time.monotonic() - wall
+            self.own += own
+            if busy is None or after is None or self.others is None:
+                self.others = None
+            else:
+                self.others += max(0.0, (after[0] - busy[0]) / _ticks_per_s() - own)
+                self.cpus = after[1]
+                # Each CPU's counter, and each of our threads' times, is read to a tick.
+                self.unsure_ticks += after[1] + self.threads + 1
+
+    def stolen(self) -> float | None:
+        """The share of the cores we asked for (``threads``) that other programs surely
+        took, 0..1: their use beyond the cores we left idle, less what the tick counters
+        cannot tell apart. (Others' use of cores we did not ask for costs us nothing; that
+        of ours slows a CPU-bound team by about that share.) None where not known."""
+        if self.others is None or self.wall <= 0:
+            return None
+        cpus = max(self.cpus, self.threads)
+        threads = min(self.threads, cpus)
+        taken = max(0.0, self.others / self.wall - (cpus - threads)) / threads
+        unsure = self.unsure_ticks / (_ticks_per_s() * self.wall * threads)
+        return min(1.0, max(0.0, taken - unsure))
+
+    def noted(self, measurement: Measurement) -> Measurement:
+        if self.wall > 0:
+            measurement.own_cores = round(self.own / self.wall, 3)
+            if self.others is not None:
+                measurement.other_cores = round(self.others / self.wall, 3)
+            stolen = self.stolen()
+            measurement.stolen = None if stolen is None else round(stolen, 4)
+        return measurement
 
 
 def probe_images(image_size: int, count: int = 16, seed: int = 0) -> np.ndarray:
@@ -480,17 +609,22 @@ def top10_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -
 
 
 def _speed(
-    backend: ImageBackend, batch: np.ndarray, seconds: float, cancel: CancelToken | None = None
+    backend: ImageBackend,
+    batch: np.ndarray,
+    seconds: float,
+    cancel: CancelToken | None = None,
+    meter: LoadMeter | None = None,
 ) -> float:
     backend.encode(batch[:2])  # warm-up: first-call allocations and kernel choices
     done, started = 0, time.perf_counter()
-    while True:
-        _stop_if_cancelled(cancel)
-        backend.encode(batch)
-        done += len(batch)
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds and done >= 2 * len(batch):
-            return done / elapsed
+    with meter.span() if meter is not None else contextlib.nullcontext():
+        while True:
+            _stop_if_cancelled(cancel)
+            backend.encode(batch)
+            done += len(batch)
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds and done >= 2 * len(batch):
+                return done / elapsed
 
 
 TIMING_BATCH = 32  # speed is timed on batches of the size the pipeline uses
@@ -501,23 +635,26 @@ def _encode_timed(
     batch: np.ndarray,
     cancel: CancelToken | None = None,
     step: Callable[[int], None] | None = None,
+    meter: LoadMeter | None = None,
 ) -> tuple[np.ndarray, float | None]:
     """Vectors of all of ``batch`` and images/s. The fidelity pass is the timing: it runs
     in batches of TIMING_BATCH, and all full batches after the first (the warm-up) are
     timed, which spares a first index 2-3 s per backend. None: too few photos for that
     (under 3 timed batches); :func:`_speed` then times it apart. ``cancel`` is checked
-    before each batch, ``step`` told the photos of each one done."""
+    before each batch, ``step`` told the photos of each one done; ``meter`` notes the load
+    over the whole pass."""
     parts, done, elapsed = [], 0, 0.0
-    for i in range(0, len(batch), TIMING_BATCH):
-        _stop_if_cancelled(cancel)
-        chunk = batch[i : i + TIMING_BATCH]
-        started = time.perf_counter()
-        parts.append(backend.encode(chunk))
-        if step is not None:
-            step(len(chunk))
-        if i > 0 and len(chunk) == TIMING_BATCH:
-            elapsed += time.perf_counter() - started
-            done += len(chunk)
+    with meter.span() if meter is not None else contextlib.nullcontext():
+        for i in range(0, len(batch), TIMING_BATCH):
+            _stop_if_cancelled(cancel)
+            chunk = batch[i : i + TIMING_BATCH]
+            started = time.perf_counter()
+            parts.append(backend.encode(chunk))
+            if step is not None:
+                step(len(chunk))
+            if i > 0 and len(chunk) == TIMING_BATCH:
+                elapsed += time.perf_counter() - started
+                done += len(chunk)
     vectors = np.concatenate(parts)
     return vectors, (done / elapsed if done >= 3 * TIMING_BATCH and elapsed > 0 else None)
 
@@ -558,12 +695,14 @@ def measure(
             report(steps["done"], steps["total"], f"measuring {running[0]}")
 
     timing = batch[:TIMING_BATCH]
-    expected, speed = _encode_timed(reference, batch, cancel, step)
+    threads = asked_threads()
+    meter = LoadMeter(threads)  # each backend's load apart: it may come and go
+    expected, speed = _encode_timed(reference, batch, cancel, step, meter)
     if on_reference is not None:
         on_reference(expected)
     if speed is None:
-        speed = _speed(reference, timing, seconds, cancel)
-    results = [Measurement(reference.name, reference.description, speed, 1.0, True)]
+        speed = _speed(reference, timing, seconds, cancel, meter)
+    results = [meter.noted(Measurement(reference.name, reference.description, speed, 1.0, True))]
     for make in candidates:
         _stop_if_cancelled(cancel)
         name = getattr(make, "backend_name", "?")
@@ -580,22 +719,25 @@ def measure(
             if report is not None:  # building one may take a while (an export, a compile)
                 report(steps["done"], steps["total"], f"preparing {name}")
             backend = make()
-            got, speed = _encode_timed(backend, batch, cancel, step)
+            meter = LoadMeter(threads)
+            got, speed = _encode_timed(backend, batch, cancel, step, meter)
             cosine = float(np.min(_cosines(expected, got)))
             agreement = top10_agreement(expected, got)
             faithful = cosine >= FAITHFUL_COSINE and agreement >= FAITHFUL_AGREEMENT
             if not faithful:
                 speed = 0.0  # never chosen, however fast: not worth timing
             elif speed is None:
-                speed = _speed(backend, timing, seconds, cancel)
+                speed = _speed(backend, timing, seconds, cancel, meter)
             results.append(
-                Measurement(
-                    backend.name,
-                    backend.description,
-                    speed,
-                    cosine,
-                    faithful,
-                    top10_agreement=agreement,
+                meter.noted(
+                    Measurement(
+                        backend.name,
+                        backend.description,
+                        speed,
+                        cosine,
+                        faithful,
+                        top10_agreement=agreement,
+                    )
                 )
             )
         except MeasurementCancelled:
@@ -610,6 +752,25 @@ def measure(
     return results
 
 
+def could_have_won(best: Measurement, measurements: list[Measurement]) -> Measurement | None:
+    """A faithful backend that might have beaten ``best`` had other programs not taken a
+    share of its cores, or None: the pick stands whatever the load was.
+
+    A CPU-bound team whose cores others take a share ``s`` of runs at about (1 - s) of its
+    speed, so a backend measured at v under that load may run at up to v / (1 - s) alone.
+    The pick is disturbed when that bound of any other faithful backend exceeds the
+    winner's measured speed (load only ever slows the winner too, so it stands at least
+    that fast). No constant enters: the share comes from the core counts and tick counters
+    (:meth:`LoadMeter.stolen`), the bar from the speeds measured; a wide margin (bf16 at
+    2.6x fp32) survives heavy load, a near-tie does not survive a little."""
+    for m in measurements:
+        if m is best or not m.faithful or m.images_per_s <= 0 or not m.stolen:
+            continue
+        if m.stolen >= 1 or m.images_per_s / (1 - m.stolen) > best.images_per_s:
+            return m
+    return None
+
+
 def decide(device: str, measurements: list[Measurement]) -> BackendChoice:
     reference = measurements[0]
     faithful = [m for m in measurements if m.faithful and m.images_per_s > 0]
@@ -619,7 +780,13 @@ def decide(device: str, measurements: list[Measurement]) -> BackendChoice:
         reason = f"{device}: {best.description}, the fastest faithful backend measured"
     else:
         reason = f"{device}: {best.description}, {ratio:.1f}x fp32 measured"
-    return BackendChoice(best.name, reason, measurements)
+    rival = could_have_won(best, measurements)
+    if rival is not None:
+        reason += (
+            f"; measured under load (other programs took {rival.stolen:.0%} of the cores "
+            f"while {rival.name} was timed)"
+        )
+    return BackendChoice(best.name, reason, measurements, provisional=rival is not None)
 
 
 class ChoiceStore:
@@ -633,11 +800,19 @@ class ChoiceStore:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) and data.get("version") == _CHOICE_VERSION else {}
+        if not isinstance(data, dict) or data.get("version") not in _READABLE_VERSIONS:
+            return {}
+        return data if isinstance(data.get("choices"), dict) else {}
 
     def get(self, model_key: str, machine: str) -> BackendChoice | None:
+        """The remembered choice; None to measure: none remembered, ``index --remeasure``,
+        or, in an index, one measured under load fewer than MEASUREMENTS_UNDER_LOAD times."""
         entry = self._read().get("choices", {}).get(f"{model_key} || {machine}")
         if not isinstance(entry, dict):
+            return None
+        watch = _watch()
+        if watch.remeasure:
+            log.info("measuring the encoder backends again, as asked")
             return None
         if entry.get("name") not in BACKEND_NAMES or entry.get("name") == "auto":
             # an edited file, or a later version's backend: measured again, and replaced
@@ -647,23 +822,60 @@ class ChoiceStore:
                 entry.get("name"),
             )
             return None
+        provisional = entry.get("provisional") is True
+        tries = entry.get("tries", 0)
+        tries = tries if isinstance(tries, int) else MEASUREMENTS_UNDER_LOAD
+        if provisional and watch.retry_provisional and tries < MEASUREMENTS_UNDER_LOAD:
+            log.info("the encoder backends were measured under load; measuring again")
+            return None
+        known = {f.name for f in fields(Measurement)}  # a later version's extras: ignored
         try:
             return BackendChoice(
                 entry["name"],
                 entry["reason"],
-                [Measurement(**m) for m in entry.get("measurements", [])],
+                [
+                    Measurement(**{k: v for k, v in m.items() if k in known})
+                    for m in entry.get("measurements", [])
+                ],
+                provisional=provisional,
+                tries=tries,
             )
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, AttributeError):
             return None
 
     def put(self, model_key: str, machine: str, choice: BackendChoice) -> None:
-        data = self._read() or {"version": _CHOICE_VERSION, "choices": {}}
-        data["choices"][f"{model_key} || {machine}"] = {
+        """Remember ``choice``. A provisional one counts its measurements under load in a
+        row (``choice.tries``, set here) and its reason says what happens next."""
+        data = self._read() or {"choices": {}}
+        key = f"{model_key} || {machine}"
+        if choice.provisional:
+            before = data["choices"].get(key)
+            again = isinstance(before, dict) and before.get("provisional") is True
+            count = before.get("tries", 0) if again and isinstance(before, dict) else 0
+            if _watch().remeasure or not isinstance(count, int):
+                count = 0  # asked for: a fresh series
+            choice.tries = count + 1
+            if choice.tries < MEASUREMENTS_UNDER_LOAD:
+                choice.reason += "; measured again at the next index"
+            else:
+                choice.reason += (
+                    f"; kept after {choice.tries} measurements under load "
+                    "(`clipdesk index --remeasure` measures again)"
+                )
+        else:
+            choice.tries = 0
+        data["choices"][key] = {
             "name": choice.name,
             "reason": choice.reason,
             "measurements": [asdict(m) for m in choice.measurements],
             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "provisional": choice.provisional,
+            "tries": choice.tries,
         }
+        self._write(data)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        data["version"] = _CHOICE_VERSION
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".part")
         with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
         "torch-fp32, torch-bf16, torch-fp16, openvino-fp32 or openvino-bf16 (either with "
         "-streams: batches split over parallel OpenVINO requests)",
     )
+    index.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="measure the encoder backends again for this model and device (a choice "
+        "measured while the computer was busy is measured again by itself)",
+    )
 
     for name, helptext, arg, argname, arghelp in (
         ("search", "find photos matching a text", "text", "TEXT", "what to look for, in words"),
@@ -288,6 +294,12 @@ def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
                 f"unknown encoder backend {args.backend!r} (use {', '.join(BACKEND_NAMES)})"
             )
         app.library.set_setting(BACKEND_SETTING, args.backend)
+    remeasure = bool(getattr(args, "remeasure", False))
+    if remeasure and (fixed := app.fixed_backend()):
+        raise ClipdeskError(
+            f"--remeasure: the encoder backend is set to {fixed}, which is not measured; "
+            "add --backend auto to measure and choose"
+        )
     progress_bar = ProgressBar(sys.stderr)
     report = ScanReport()
     with cancel_on_interrupt("stopping after this batch (Ctrl+C again to abort)...") as cancel:
@@ -299,6 +311,7 @@ def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
                 report,
                 batch_size=args.batch_size,
                 throttle=Throttle(args.cores, args.low_priority),
+                remeasure=remeasure,
             ):
                 progress_bar.update(progress)
         finally:

@@ -436,6 +436,11 @@ class Clipdesk:
         pixels = probe.pixels if probe else None
         return export_model(encoder, exports_dir, probe=pixels, report=report, replace=replace)
 
+    def fixed_backend(self) -> str | None:
+        """The encoder backend fixed by ``index --backend NAME`` or $CLIPDESK_BACKEND (not
+        measured), or None."""
+        return backends.fixed_backend(self.library.get_setting(BACKEND_SETTING))
+
     def _probe_paths(self) -> list[str]:
         """Up to PROBE_PHOTOS of the library's photos, spread over it (one id query and
         one page of rows, also at a million photos)."""
@@ -455,12 +460,15 @@ class Clipdesk:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         throttle: Throttle | None = None,
+        remeasure: bool = False,
     ) -> Iterator[Progress]:
         """Rescan every folder, embed what is new, and bring the vector index up to date.
 
         ``spec`` (if given) becomes the target model first, as with :meth:`use_model`.
         ``throttle`` limits the cores used and lowers the priority of this thread (run it
-        on a thread of its own then) and of the decode threads.
+        on a thread of its own then) and of the decode threads. ``remeasure``: measure the
+        encoder backends again for this model and device, whatever was remembered (a
+        backend chosen by setting stays: see :meth:`fixed_backend`).
         """
         cancel = cancel or CancelToken()
         with self.library.exclusive("indexing"):
@@ -473,6 +481,11 @@ class Clipdesk:
                 self.use_model(spec, device)
             building = self.target_spec() or self.current_spec() or self.default_spec()
             encoder = self.encoder(building, device)
+            choice = encoder.backend_choice
+            if choice is not None and (remeasure or backends.measure_again(choice)):
+                with self._lock:  # a model loaded afresh measures (below), not as chosen
+                    self._encoders.pop(encoder.spec.key, None)
+                encoder = self.encoder(building, device)
             row = self._model_row(encoder.spec, encoder.dim)
             if self.library.get_setting(MODEL_SETTING) is None:
                 self.library.set_setting(MODEL_SETTING, row.key)
@@ -482,14 +495,15 @@ class Clipdesk:
                 index.ensure_current()  # a rebuild adds every vector: the throttle's cores
             pending = pending_images(self.library, row.id)
             embedded_before = 0  # by the backend measurement
-            if encoder.backend_choice is None and pending:
+            if encoder.backend_choice is None and (pending or remeasure):
                 yield Progress("prepare", 0, 1, message="measuring the encoder backends")
                 kept: list[PendingImage] = []
 
                 def choose(report: Callable[[Progress], None]) -> None:
                     # on a thread of its own (run_reporting): the bar moves meanwhile, and
                     # Ctrl+C stops it between two batches (MeasurementCancelled)
-                    paths = [p.path for p in pending]
+                    # nothing to embed (--remeasure): the library's photos are the probe
+                    paths = [p.path for p in pending] or self._probe_paths()
                     probe = _probe_batch(encoder, paths, max_pixels, cancel, report)
                     if cancel.cancelled:
                         return
@@ -508,11 +522,11 @@ class Clipdesk:
                         meter.total = total
                         report(meter.report("prepare", done, message=message))
 
-                    with backends.watched(cancel, step):
+                    with backends.watched(cancel, step, remeasure):
                         encoder.select_backend(
                             self.library.get_setting(BACKEND_SETTING),
                             probe=probe.pixels if probe else None,
-                            on_reference=keep if probe else None,
+                            on_reference=keep if probe and pending else None,
                         )
 
                 try:
@@ -524,7 +538,7 @@ class Clipdesk:
                     return
                 embedded_before = len(kept)
                 yield Progress("prepare", 1, 1, message=encoder.device_reason)
-            if encoder.backend_choice is not None and pending:
+            if encoder.backend_choice is not None and (pending or remeasure):
                 # what encodes this library's photos, for status (chosen now or earlier)
                 used = encoder.device_reason
                 if encoder.device == "cuda" and device_decode.wanted(encoder):
