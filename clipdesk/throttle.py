@@ -4,11 +4,14 @@ lower scheduling priority for the indexing threads only (the window stays quick)
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 _NICER_BY = 10
 
@@ -76,11 +79,18 @@ def limited_threads(cores: int | None) -> Iterator[None]:
         torch.set_num_threads(cores)
     # BLAS only: torch's OpenMP team is set above, in its own way (threadpoolctl's openmp
     # limit would change the team of every OpenMP library loaded, OpenVINO's too).
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # untyped
+    try:
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # untyped
 
+        blas: contextlib.AbstractContextManager[object] = threadpool_limits(
+            limits=cores, user_api="blas"
+        )
+    except ImportError:  # a dependency; a bundle built without it still indexes
+        log.warning("threadpoolctl is missing: numpy's BLAS threads are not limited")
+        blas = contextlib.nullcontext()
     outer, _thread_limit = _thread_limit, cores
     try:
-        with threadpool_limits(limits=cores, user_api="blas"):
+        with blas:
             yield
     finally:
         _thread_limit = outer
