@@ -40,7 +40,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("clipdesk", "resources"):
         shutil.copytree(ROOT / name, source / name, ignore=ignore)
     shutil.copytree(ROOT / "tests" / "fixtures", source / "tests" / "fixtures", ignore=ignore)
-    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps"]
+    if importlib.util.find_spec("setuptools") is not None:  # else pip fetches it, slower
+        pip.append("--no-build-isolation")
     proc = subprocess.run(
         [*pip, "--no-cache-dir", "-q", "-w", str(tmp / "out"), str(source)],
         capture_output=True,
