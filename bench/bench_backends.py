@@ -194,8 +194,9 @@ def main() -> int:
     import numpy as np
 
     from clipdesk import backends
-    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from clipdesk.encoder import ClipEncoder
     from clipdesk.imaging import load_rgb
+    from clipdesk.spec import ModelSpec
 
     encoder = ClipEncoder(ModelSpec.parse(args.model), "cpu")
     source = DATA / "clothing-small"

@@ -35,9 +35,9 @@ def _photos(work: Path, count: int) -> Path:
 
 
 def _index_once(work: Path, folder: Path, spec_text: str, label: str) -> dict[str, float]:
-    from clipdesk.encoder import ModelSpec
     from clipdesk.library import Library
     from clipdesk.services import Clipdesk
+    from clipdesk.spec import ModelSpec
 
     app = Clipdesk(Library(work / f"library-{label}"))
     app.add_folders([folder])

@@ -126,7 +126,8 @@ def main() -> int:
     import torch
 
     from clipdesk.embedding import DEFAULT_BATCH_SIZE
-    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from clipdesk.encoder import ClipEncoder
+    from clipdesk.spec import ModelSpec
 
     if args.device == "cuda" and torch.cuda.is_available():
         print(f"gpu       : {torch.cuda.get_device_name(0)}")

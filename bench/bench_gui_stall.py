@@ -71,11 +71,11 @@ def main() -> int:
 
     from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
 
-    from clipdesk.encoder import ModelSpec
     from clipdesk.gui.app import application
     from clipdesk.gui.main_window import MainWindow
     from clipdesk.library import Library
     from clipdesk.services import Clipdesk
+    from clipdesk.spec import ModelSpec
 
     app = application()
     services = Clipdesk(Library(work / "library"))

@@ -50,9 +50,9 @@ def build(library_dir: Path, photos: int) -> float:
     import numpy as np
     from sqlalchemy import text
 
-    from clipdesk.encoder import ModelSpec
     from clipdesk.library import Library
     from clipdesk.services import MODEL_SETTING
+    from clipdesk.spec import ModelSpec
 
     library = Library(library_dir)
     spec = ModelSpec.parse("ViT-B-32:random")

@@ -300,7 +300,8 @@ def main() -> int:
         return 0
     print_machine("clipdesk pipeline vs raw model (CPU, ViT-B-32 random weights)")
 
-    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from clipdesk.encoder import ClipEncoder
+    from clipdesk.spec import ModelSpec
 
     t = time.perf_counter()
     encoder = ClipEncoder(ModelSpec.parse("ViT-B-32:random"), "cpu")

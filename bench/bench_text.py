@@ -59,7 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     print_machine("text tower: whole context against trimmed texts")
 
-    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from clipdesk.encoder import ClipEncoder
+    from clipdesk.spec import ModelSpec
     from clipdesk.tagging import label_embeddings, prompt_templates
 
     templates = prompt_templates("ensemble")

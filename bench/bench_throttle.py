@@ -63,9 +63,9 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=300)
     args = parser.parse_args()
     print_machine("Throttled indexing vs a foreground program")
-    from clipdesk.encoder import ModelSpec
     from clipdesk.library import Library
     from clipdesk.services import Clipdesk
+    from clipdesk.spec import ModelSpec
     from clipdesk.throttle import Throttle
 
     work = Path(tempfile.mkdtemp(prefix="clipdesk-throttle-"))

@@ -231,7 +231,8 @@ def _export_in_child(
     image_size: int,
     target: str,
 ) -> None:
-    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from clipdesk.encoder import ClipEncoder
+    from clipdesk.spec import ModelSpec
 
     encoder = ClipEncoder(ModelSpec(*spec_fields), "cpu", Path(cache_dir) if cache_dir else None)
     export_visual_onnx(encoder.model, image_size, Path(target))

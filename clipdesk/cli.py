@@ -22,8 +22,8 @@ from clipdesk.errors import ClipdeskError
 from clipdesk.progress import Progress
 
 if TYPE_CHECKING:
-    from clipdesk.encoder import ModelSpec
     from clipdesk.services import Clipdesk
+    from clipdesk.spec import ModelSpec
 
 DEFAULT_K = 20
 
@@ -272,8 +272,8 @@ def _print_hits(hits: Sequence[object], as_json: bool) -> None:
 
 
 def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
-    from clipdesk.encoder import ModelSpec
     from clipdesk.scanning import ScanReport
+    from clipdesk.spec import ModelSpec
     from clipdesk.throttle import Throttle
 
     if args.cores is not None and args.cores < 1:
@@ -399,8 +399,8 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
         return _run_export(app, args)
     if args.models_command != "use":
         return run_models_command(args)
-    from clipdesk.encoder import ModelSpec
     from clipdesk.models import ModelStore
+    from clipdesk.spec import ModelSpec
 
     spec = ModelStore().spec_for(args.name) or _exported_spec(args.name)
     if spec is None:
@@ -439,8 +439,8 @@ def _exported_spec(name: str) -> ModelSpec | None:
 def _run_export(app: Clipdesk, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clipdesk.encoder import ModelSpec
     from clipdesk.models import ModelStore, default_models_dir
+    from clipdesk.spec import ModelSpec
 
     spec = None
     if args.name:

@@ -1,4 +1,4 @@
-"""CLIP models: parse a model spec, pick a device, load open_clip, encode images and text.
+"""CLIP models on torch: pick a device, load open_clip, encode images and text.
 
 torch and open_clip are imported inside functions: importing this module is cheap.
 """
@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
-import hashlib
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -18,112 +15,16 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from clipdesk.errors import ModelUnavailableError
+from clipdesk.spec import RANDOM_SEED, ModelSpec
 
 if TYPE_CHECKING:
     from PIL import Image
-
-DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
-RANDOM_TAG = "random"
-RANDOM_SEED = 0
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """``ARCH:PRETRAINED`` where PRETRAINED is an open_clip tag, a weights file or ``random``.
-
-    ``config_json`` carries a custom architecture (open_clip's model-config schema), so a
-    library can load the same model again without the original file. ``known_key`` is the
-    key when it is already known (stored in a library, or a verified catalog download),
-    which spares hashing a large weights file again.
-    """
-
-    arch: str
-    pretrained: str
-    config_json: str | None = None
-    known_key: str | None = None
-
-    @classmethod
-    def parse(cls, spec: str, config_file: str | Path | None = None) -> ModelSpec:
-        arch, sep, pretrained = spec.partition(":")
-        if not sep or not arch or not pretrained:
-            raise ModelUnavailableError(
-                f"model spec {spec!r} is not ARCH:PRETRAINED (for example {DEFAULT_MODEL}, "
-                "ViT-B-32:/path/to/weights.safetensors or ViT-B-32:random)"
-            )
-        config_json = None
-        if config_file is not None:
-            from clipdesk.models import validate_model_config
-
-            try:
-                config = json.loads(Path(config_file).read_text(encoding="utf-8"))
-            except RecursionError:
-                raise ModelUnavailableError(
-                    f"the model config {config_file} is not usable: it nests too deeply"
-                ) from None
-            except (OSError, ValueError) as exc:
-                raise ModelUnavailableError(
-                    f"cannot read model config {config_file}: {exc}"
-                ) from exc
-            validate_model_config(config, str(config_file))  # before it is ever stored
-            config_json = json.dumps(config, sort_keys=True)
-        if pretrained != RANDOM_TAG and _looks_like_file(pretrained):
-            pretrained = os.path.abspath(os.path.expanduser(pretrained))
-        return cls(arch, pretrained, config_json)
-
-    @property
-    def is_random(self) -> bool:
-        return self.pretrained == RANDOM_TAG
-
-    @property
-    def weights_file(self) -> Path | None:
-        return Path(self.pretrained) if _looks_like_file(self.pretrained) else None
-
-    @property
-    def spec(self) -> str:
-        return f"{self.arch}:{self.pretrained}"
-
-    @functools.cached_property
-    def key(self) -> str:
-        """A stable id of the weights: vectors from different keys are never mixed."""
-        if self.known_key is not None:
-            return self.known_key
-        arch = self.arch
-        if self.config_json is not None:
-            arch += "#" + hashlib.sha256(self.config_json.encode()).hexdigest()[:12]
-        weights = self.pretrained
-        if self.is_random:
-            weights = f"random-seed{RANDOM_SEED}"
-        elif (path := self.weights_file) is not None:
-            weights = "file-" + _file_digest(path)
-        return f"{arch}:{weights}"
-
-
-def _looks_like_file(pretrained: str) -> bool:
-    return pretrained.lower().endswith(WEIGHT_SUFFIXES) or os.sep in pretrained
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    except FileNotFoundError as exc:
-        raise ModelUnavailableError(f"weights file not found: {path}") from exc
-    except OSError as exc:
-        raise ModelUnavailableError(
-            f"cannot read weights file {path}: {exc.strerror or exc}"
-        ) from exc
-    return digest.hexdigest()[:16]
-
 
 def pick_device(preference: str = "auto") -> tuple[str, str]:
     """The device to run on and why: CUDA, then Apple MPS, then the CPU."""

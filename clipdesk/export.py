@@ -247,8 +247,8 @@ def _export_in_child(
     probe_paths: list[str],
     steps: Any = None,
 ) -> None:
-    from clipdesk.encoder import ModelSpec
     from clipdesk.imaging import ImageRejected, load_rgb
+    from clipdesk.spec import ModelSpec
 
     say = steps.send if steps is not None else None  # each step, to the parent's progress
     try:

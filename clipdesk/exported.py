@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from clipdesk.encoder import ModelSpec, ReferenceVectors, unit_rows
+from clipdesk.encoder import ReferenceVectors, unit_rows
 from clipdesk.errors import ModelUnavailableError
+from clipdesk.spec import ModelSpec
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -21,7 +21,6 @@ import hashlib
 import http.client
 import importlib.util
 import json
-import math
 import os
 import re
 import shutil
@@ -34,12 +33,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeGuard
+from typing import IO, Any
 from urllib.parse import urlparse
 
-from clipdesk.encoder import WEIGHT_SUFFIXES, ModelSpec
 from clipdesk.errors import ClipdeskError, ModelUnavailableError
 from clipdesk.progress import CancelToken
+from clipdesk.spec import WEIGHT_SUFFIXES, ModelSpec, file_weights, model_key
 
 MODELS_ENV = "CLIPDESK_MODELS_DIR"
 MANIFEST_NAME = "manifest.json"
@@ -474,7 +473,7 @@ class ModelStore:
                     "file": target.relative_to(self.models_dir).as_posix(),
                     "size": size,
                     "sha256": sha256,
-                    "key": entry.spec,
+                    "key": model_key(entry.arch, None, entry.pretrained),
                     "config_json": None,
                     "dim": entry.dim,
                     "source": url,
@@ -721,9 +720,6 @@ class ModelStore:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            arch_key = arch
-            if config_json is not None:
-                arch_key += "#" + hashlib.sha256(config_json.encode()).hexdigest()[:12]
             self._record(
                 name,
                 {
@@ -733,7 +729,7 @@ class ModelStore:
                     "file": target.relative_to(self.models_dir).as_posix(),
                     "size": target.stat().st_size,
                     "sha256": digest,
-                    "key": f"{arch_key}:file-{digest[:16]}",
+                    "key": model_key(arch, config_json, file_weights(digest)),
                     "config_json": config_json,
                     "dim": dim,
                     "source": str(weights.resolve()),
@@ -768,155 +764,6 @@ def name_for_key(key: str, models_dir: Path | None = None) -> str | None:
         if isinstance(record, dict) and record.get("key") == key:
             return name
     return None
-
-
-# -- custom architectures ------------------------------------------------------------------
-
-# open_clip's model-config schema (CLIPVisionCfg, CLIPTextCfg): the keys whose values are
-# checked here, by kind. Keys not named are left to open_clip, whose errors become messages.
-_POSITIVE_INTS = {
-    "": ("embed_dim",),
-    "vision_cfg": ("width", "head_width", "patch_size", "attn_pooler_queries", "attn_pooler_heads"),
-    "text_cfg": ("context_length", "vocab_size", "width", "heads", "layers"),
-}
-_POSITIVE_NUMBERS = {"vision_cfg": ("mlp_ratio",), "text_cfg": ("mlp_ratio",)}
-_FRACTIONS = {"vision_cfg": ("patch_dropout", "timm_drop")}
-_BOOLS = {
-    "": ("quick_gelu", "custom_text", "nonscalar_logit_scale"),
-    "vision_cfg": ("attentional_pool", "no_ln_pre", "final_ln_after_pool", "output_tokens"),
-    "text_cfg": ("embed_cls", "no_causal_mask", "final_ln_after_pool", "output_tokens"),
-}
-_STRINGS = {
-    "vision_cfg": ("pos_embed_type", "pool_type", "timm_model_name", "timm_pool", "timm_proj"),
-    "text_cfg": ("pool_type", "proj_type", "hf_model_name", "hf_tokenizer_name"),
-}
-# open_clip's own configs nest three levels (model, tower, keyword arguments of a layer).
-MAX_CONFIG_DEPTH = 6
-
-
-def _depth(value: object, limit: int) -> int:
-    """How deeply ``value`` nests (stops counting past ``limit``: no recursion limit)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if level <= limit:
-                stack.extend(
-                    (v, level + 1) for v in (item.values() if isinstance(item, dict) else item)
-                )
-    return deepest
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def validate_model_config(config: object, source: str) -> None:
-    """Refuse an open_clip model config that cannot make a working model (wrong types,
-    sizes that are not positive, patches larger than the image, too deep, or more weights
-    than this machine's memory holds), with a message that names the key."""
-
-    def bad(problem: str) -> ModelUnavailableError:
-        return ModelUnavailableError(f"the model config {source} is not usable: {problem}")
-
-    if not isinstance(config, dict):
-        raise bad("it is not a JSON object (open_clip's model-config schema)")
-    if _depth(config, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
-        raise bad(f"it nests deeper than {MAX_CONFIG_DEPTH} levels; open_clip's nest 3")
-    for key in ("embed_dim", "vision_cfg", "text_cfg"):
-        if key not in config:
-            raise bad(f"it has no {key} (it needs embed_dim, vision_cfg and text_cfg)")
-    sections = {"": config}
-    for name in ("vision_cfg", "text_cfg"):
-        if not isinstance(config[name], dict):
-            raise bad(f"{name} is not an object")
-        sections[name] = config[name]
-
-    def where(section: str, key: str) -> str:
-        return f"{section}.{key}" if section else key
-
-    for section, keys in _POSITIVE_INTS.items():
-        for key in keys:
-            value = sections[section].get(key)
-            if (value is not None or key == "embed_dim") and not (_is_int(value) and value > 0):
-                raise bad(f"{where(section, key)} is {value!r}, not a whole number above 0")
-    for section, keys in _POSITIVE_NUMBERS.items():
-        for key in keys:
-            value = sections[section].get(key)
-            if value is not None and not (_is_number(value) and value > 0):
-                raise bad(f"{where(section, key)} is {value!r}, not a number above 0")
-    for section, keys in _FRACTIONS.items():
-        for key in keys:
-            value = sections[section].get(key)
-            if value is not None and not (_is_number(value) and 0 <= value < 1):
-                raise bad(f"{where(section, key)} is {value!r}, not a number from 0 to below 1")
-    for section, keys in _BOOLS.items():
-        for key in keys:
-            if sections[section].get(key) is not None and not isinstance(
-                sections[section][key], bool
-            ):
-                raise bad(f"{where(section, key)} is {sections[section][key]!r}, not true or false")
-    for section, keys in _STRINGS.items():
-        for key in keys:
-            value = sections[section].get(key)
-            if value is not None and not isinstance(value, str):
-                raise bad(f"{where(section, key)} is {value!r}, not a string")
-    vision = sections["vision_cfg"]
-    sizes = vision.get("image_size", 224)
-    sizes = sizes if isinstance(sizes, list) and len(sizes) == 2 else [sizes]
-    if not all(_is_int(v) and v > 0 for v in sizes):
-        raise bad(
-            f"vision_cfg.image_size is {vision.get('image_size')!r}, not a whole number above 0 "
-            "(or two of them)"
-        )
-    layers = vision.get("layers", 12)
-    if not (_is_int(layers) and layers > 0) and not (
-        isinstance(layers, list) and len(layers) == 4 and all(_is_int(v) and v > 0 for v in layers)
-    ):
-        raise bad(f"vision_cfg.layers is {layers!r}, not a whole number above 0 (or four)")
-    patch = vision.get("patch_size") or 16
-    if not vision.get("timm_model_name") and not isinstance(layers, list) and patch > min(sizes):
-        raise bad(f"vision_cfg.patch_size {patch} is larger than the image ({min(sizes)})")
-    need = _weights_bytes(config)
-    memory = _physical_memory()
-    if memory is not None and need > memory:
-        raise bad(
-            f"its weights alone would take about {_mb(need)}, more than this machine's "
-            f"{_mb(memory)} of memory"
-        )
-
-
-def _weights_bytes(config: dict[str, Any]) -> int:
-    """About how many bytes the config's fp32 weights take (transformer towers; towers
-    built elsewhere, timm's or Hugging Face's, count as nothing). Checked values only."""
-    total = 0.0
-    vision, text = config["vision_cfg"], config["text_cfg"]
-    if not vision.get("timm_model_name") and _is_int(vision.get("layers", 12)):
-        width = vision.get("width") or 768
-        sizes = vision.get("image_size", 224)
-        side = max(sizes) if isinstance(sizes, list) else sizes
-        patch = vision.get("patch_size") or 16
-        ratio = vision.get("mlp_ratio") or 4.0
-        total += vision.get("layers", 12) * (4 + 2 * ratio) * width**2
-        total += ((side // patch) ** 2 + 1) * width + 3 * patch**2 * width
-    if not text.get("hf_model_name"):
-        width = text.get("width") or 512
-        ratio = text.get("mlp_ratio") or 4.0
-        total += (text.get("layers") or 12) * (4 + 2 * ratio) * width**2
-        total += ((text.get("vocab_size") or 49408) + (text.get("context_length") or 77)) * width
-    return int(4 * total)
-
-
-def _physical_memory() -> int | None:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        return None  # not POSIX: no bound from memory
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from clipdesk.encoder import ModelSpec
 from clipdesk.errors import ClipdeskError
+from clipdesk.spec import ModelSpec
 
 SELF_TEST_ROLE = "self-test"
 SAMPLES_ENV = "CLIPDESK_SAMPLES"

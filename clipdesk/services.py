@@ -32,7 +32,7 @@ from clipdesk.embedding import (
     embed_pending,
     pending_images,
 )
-from clipdesk.encoder import DEFAULT_MODEL, ClipEncoder, Encoder, ModelSpec, unit_rows
+from clipdesk.encoder import ClipEncoder, Encoder, unit_rows
 from clipdesk.errors import ClipdeskError, ModelUnavailableError, NotIndexedError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.library import Library
@@ -46,6 +46,7 @@ from clipdesk.scanning import (
     remove_folder,
     scan_folders,
 )
+from clipdesk.spec import DEFAULT_MODEL, ModelSpec
 from clipdesk.tagging import (
     PhotoTags,
     create_label_set,

@@ -41,7 +41,7 @@ def library(tmp_path: Path) -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def tiny_spec() -> object:
-    from clipdesk.encoder import ModelSpec
+    from clipdesk.spec import ModelSpec
 
     return ModelSpec.parse(TINY_SPEC, TINY_CONFIG)
 
@@ -69,9 +69,10 @@ def clothing_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     judged on a quarter of its held-out photos."""
     import numpy as np
 
-    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from clipdesk.encoder import ClipEncoder
     from clipdesk.export import export_model
     from clipdesk.imaging import load_rgb
+    from clipdesk.spec import ModelSpec
     from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURES
 
     encoder = ClipEncoder(ModelSpec.parse(CLOTHING_SPEC, CLOTHING_CONFIG), "cpu")

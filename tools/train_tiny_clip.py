@@ -304,8 +304,9 @@ def evaluate_saved(
     train_templates: Sequence[str],
 ) -> dict[str, object]:
     """Test-split accuracy of the saved files, loaded and run exactly as clipdesk does."""
-    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from clipdesk.encoder import ClipEncoder
     from clipdesk.imaging import load_rgb
+    from clipdesk.spec import ModelSpec
     from clipdesk.tagging import (
         Classifier,
         background_embedding,

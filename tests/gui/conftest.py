@@ -37,7 +37,7 @@ def clothing_photos(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def clothing_spec() -> object:
-    from clipdesk.encoder import ModelSpec
+    from clipdesk.spec import ModelSpec
 
     return ModelSpec.parse(
         f"clothing-clip:{FIXTURES / 'clothing-clip.safetensors'}", FIXTURES / "clothing-clip.json"

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from clipdesk import backends
-from clipdesk.encoder import ClipEncoder, ModelSpec
+from clipdesk.encoder import ClipEncoder
 from clipdesk.errors import ModelUnavailableError
 from clipdesk.imaging import load_rgb
+from clipdesk.spec import ModelSpec
 from tests.helpers import FIXTURES
 
 CLOTHING_TEST = FIXTURES / "clothing-test"

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from clipdesk import backends
-from clipdesk.encoder import ClipEncoder, ModelSpec
+from clipdesk.encoder import ClipEncoder
 from clipdesk.imaging import load_rgb
+from clipdesk.spec import ModelSpec
 from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURES, make_bad_files
 
 torch = pytest.importorskip("torch")

@@ -12,10 +12,11 @@ from PIL import Image
 
 from clipdesk import device_decode
 from clipdesk.device_decode import DeviceDecoder, resize_plan
-from clipdesk.encoder import ClipEncoder, ModelSpec
+from clipdesk.encoder import ClipEncoder
 from clipdesk.imaging import load_rgb, load_rgb_full, read_plain_jpeg
 from clipdesk.library import Library
 from clipdesk.services import Clipdesk
+from clipdesk.spec import ModelSpec
 from tests.helpers import (
     CLOTHING_CONFIG,
     CLOTHING_SPEC,

@@ -47,7 +47,8 @@ def test_a_model_from_a_weights_file_raises_no_false_alarm(
     clipdesk loads the weights file itself; users took it for a broken model."""
     import logging
 
-    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from clipdesk.encoder import ClipEncoder
+    from clipdesk.spec import ModelSpec
     from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC
 
     with caplog.at_level(logging.WARNING):

@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 from clipdesk import exported
-from clipdesk.encoder import ClipEncoder, ModelSpec
+from clipdesk.encoder import ClipEncoder
 from clipdesk.errors import ModelUnavailableError
 from clipdesk.export import export_model
 from clipdesk.imaging import load_rgb
+from clipdesk.spec import ModelSpec
 from tests.helpers import (
     CLOTHING_CONFIG,
     CLOTHING_SPEC,

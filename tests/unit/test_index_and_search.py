@@ -223,7 +223,7 @@ def test_switching_models_keeps_serving_the_old_vectors_until_complete(
     import torch
     from safetensors.torch import save_file
 
-    from clipdesk.encoder import ModelSpec
+    from clipdesk.spec import ModelSpec
     from tests.helpers import TINY_CONFIG
 
     first = tiny_spec

@@ -176,9 +176,9 @@ def indexed_with_export(
 ) -> tuple[Path, Path]:
     """A library indexed with the trained model, whose export is installed; returns the
     library folder and the installed export."""
-    from clipdesk.encoder import ModelSpec
     from clipdesk.library import Library
     from clipdesk.services import Clipdesk
+    from clipdesk.spec import ModelSpec
     from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC
 
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
@@ -323,9 +323,9 @@ def test_a_model_that_loads_but_cannot_encode_a_photo_is_not_made_the_target(
 ) -> None:
     """The last guard, for a config that passes the checks (or came from a library made
     before them): one blank photo through the model before it becomes the target."""
-    from clipdesk.encoder import ModelSpec
     from clipdesk.errors import ModelUnavailableError
     from clipdesk.services import Clipdesk
+    from clipdesk.spec import ModelSpec
     from tests.helpers import TINY_CONFIG
 
     assert isinstance(app, Clipdesk)

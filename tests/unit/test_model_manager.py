@@ -34,8 +34,8 @@ def store(tmp_path: Path) -> object:
 def test_catalog_matches_open_clips_own_metadata() -> None:
     import open_clip
 
-    from clipdesk.encoder import DEFAULT_MODEL
     from clipdesk.models import CATALOG, DEFAULT_NAME, catalog_entry
+    from clipdesk.spec import DEFAULT_MODEL
 
     for arch, tag in REQUIRED:
         assert any(e.arch == arch and tag in (None, e.pretrained) for e in CATALOG), (arch, tag)
@@ -88,8 +88,9 @@ def test_import_safetensors_copies_validates_and_keys_like_a_file_spec(
 ) -> None:
     from safetensors.torch import save_file
 
-    from clipdesk.encoder import ClipEncoder, ModelSpec
+    from clipdesk.encoder import ClipEncoder
     from clipdesk.models import ModelStore
+    from clipdesk.spec import ModelSpec
 
     assert isinstance(store, ModelStore)
     original = tmp_path / "mine" / "tiny.safetensors"

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from clipdesk import backends
-from clipdesk.encoder import ClipEncoder, ModelSpec
+from clipdesk.encoder import ClipEncoder
+from clipdesk.spec import ModelSpec
 from tests.helpers import FIXTURES
 
 torch = pytest.importorskip("torch")
