@@ -222,6 +222,28 @@ def _describe_new_file(root_id: int, path: str, st: os.stat_result, max_pixels: 
     )
 
 
+def _fingerprints(s: Session, ids: list[int]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        rows = s.execute(select(db.Photo.id, db.Photo.fingerprint).where(db.Photo.id.in_(chunk)))
+        found.update((photo_id, digest) for photo_id, digest in rows)
+    return found
+
+
+def _facts_of(photo: db.Photo) -> dict[str, object]:
+    """What a scan reads of a file, as column values (for an update of its row)."""
+    return {
+        "size": photo.size,
+        "mtime_ns": photo.mtime_ns,
+        "width": photo.width,
+        "height": photo.height,
+        "taken_at": photo.taken_at,
+        "taken_from_exif": photo.taken_from_exif,
+        "error": photo.error,
+    }
+
+
 # Failures that say nothing about the file's content; worth another look once the
 # reason may be gone, though the file's size and mtime are the same.
 PERMISSION_DENIED = "permission denied: clipdesk cannot read this file"
@@ -427,11 +449,22 @@ def scan_folders(
     left_alone: dict[int, str] = {}  # folders left as they were, and why
 
     def flush() -> None:
+        described = [(_describe_new_file(rid, p, st, max_pixels), old) for rid, p, st, old in batch]
         with library.session() as s:
-            replaced = [old for *_, old in batch if old is not None]
+            before = _fingerprints(s, [old for _, old in described if old is not None])
+            replaced: list[int] = []
+            for photo, old in described:
+                if old is None:
+                    s.add(photo)
+                elif photo.fingerprint and before.get(old) == photo.fingerprint:
+                    # The same content with another date or size on record (touched, copied
+                    # back from a backup): the row stays, and with it the photo's tags.
+                    s.execute(update(db.Photo).where(db.Photo.id == old).values(_facts_of(photo)))
+                else:
+                    replaced.append(old)
             _delete_ids(s, replaced)
             s.flush()
-            s.add_all(_describe_new_file(rid, p, st, max_pixels) for rid, p, st, _ in batch)
+            s.add_all(photo for photo, old in described if old in replaced)
             s.commit()
         batch.clear()
 

@@ -258,6 +258,38 @@ def test_a_renamed_or_moved_photo_keeps_its_id_vector_and_tags(
     )
 
 
+def test_a_touched_or_copied_back_photo_keeps_its_id_and_tags_a_changed_one_does_not(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
+    _indexed_and_tagged(app, photos, tiny_spec)
+
+    def tags() -> dict[int, set[int]]:
+        with app.library.session() as s:
+            rows = s.execute(select(db.PhotoTag.photo_id, db.PhotoTag.label_id)).all()
+        found: dict[int, set[int]] = {}
+        for photo_id, label_id in rows:
+            found.setdefault(photo_id, set()).add(label_id)
+        return found
+
+    ids, before = _ids(app.library), tags()
+    tagged = sorted(path for path, photo_id in ids.items() if photo_id in before)
+    touched, copied_back, rewritten = tagged[:3]
+    os.utime(touched, ns=(10**18, 10**18))  # only the date changes (touch)
+    data = Path(copied_back).read_bytes()
+    Path(copied_back).unlink()
+    Path(copied_back).write_bytes(data)  # restored from a backup: same bytes, new date
+    with open(rewritten, "ab") as f:
+        f.write(b"\0" * 64)  # new content (JPEG readers ignore trailing bytes)
+    report = ScanReport()
+    list(app.index(report=report))
+    assert report.changed == 3
+    after_ids, after = _ids(app.library), tags()
+    for same in (touched, copied_back):
+        assert after_ids[same] == ids[same] and after[ids[same]] == before[ids[same]]
+    assert after_ids[rewritten] != ids[rewritten] and after_ids[rewritten] not in after
+    assert len(after_ids) == 30
+
+
 def test_tags_follow_a_move_whose_first_scan_was_stopped(
     app: Clipdesk, photos: Path, tiny_spec: object
 ) -> None:
