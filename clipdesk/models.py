@@ -661,8 +661,11 @@ class ModelStore:
             raise ModelUnavailableError(
                 f"model name {name!r}: use letters, digits, '.', '_' or '-' (64 at most)"
             )
-        if catalog_entry(name) is not None:
-            raise ModelUnavailableError(f"{name!r} is a catalog model's name: choose another")
+        # Under a catalog name: that model's weights fetched by hand (the offline way that
+        # no_network_message describes), installed as if downloaded.
+        entry = catalog_entry(name)
+        if entry is not None:
+            arch = _catalog_import_arch(entry, arch, config)
         weights = Path(weights).expanduser()
         if not weights.is_file():
             raise ModelUnavailableError(f"weights file not found: {weights}")
@@ -691,7 +694,7 @@ class ModelStore:
                 raise ModelUnavailableError(
                     f"a model named {name!r} is already installed: choose another name"
                 )
-            folder = self.models_dir / "imported" / name
+            folder = self.models_dir / ("downloads" if entry else "imported") / name
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 # Copy first, then check the copy: what is checked is what gets used.
@@ -717,19 +720,28 @@ class ModelStore:
                 probe = ModelSpec(arch, str(target), config_json)
                 registered = _register_config(probe)
                 dim = _check_fits(open_clip, registered, target, shown=weights, arch=arch)
+                if entry is not None and entry.sha256 is not None and digest != entry.sha256:
+                    raise ModelUnavailableError(
+                        f"{weights} is not {entry.name}'s weights file: its sha256 is {digest}, "
+                        f"{entry.name}'s is {entry.sha256}"
+                    )
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
             self._record(
                 name,
                 {
-                    "kind": "imported",
+                    "kind": "catalog" if entry else "imported",
                     "arch": arch,
-                    "pretrained": None,
+                    "pretrained": entry.pretrained if entry else None,
                     "file": target.relative_to(self.models_dir).as_posix(),
                     "size": target.stat().st_size,
                     "sha256": digest,
-                    "key": model_key(arch, config_json, file_weights(digest)),
+                    "key": (
+                        model_key(arch, None, entry.pretrained)
+                        if entry
+                        else model_key(arch, config_json, file_weights(digest))
+                    ),
                     "config_json": config_json,
                     "dim": dim,
                     "source": str(weights.resolve()),
@@ -739,6 +751,22 @@ class ModelStore:
         spec = self.spec_for(name)
         assert spec is not None
         return spec
+
+
+def _catalog_import_arch(entry: CatalogEntry, arch: str | None, config: Path | None) -> str:
+    """The architecture of a catalog model's weights imported by hand: its own."""
+    if config is not None or (arch is not None and arch != entry.arch):
+        raise ModelUnavailableError(
+            f"{entry.name} is {entry.arch} ({entry.spec}): import its weights with "
+            f"--arch {entry.arch}, or choose another name for other weights"
+        )
+    if entry.extra_files:
+        raise ModelUnavailableError(
+            f"{entry.name} needs more than its weights file (its tokenizer files): download it "
+            f"on a connected computer with `clipdesk models download {entry.name}`, or import "
+            "the weights under another name"
+        )
+    return entry.arch
 
 
 def display_name(spec: ModelSpec, models_dir: Path | None = None) -> str:

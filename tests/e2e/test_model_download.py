@@ -378,3 +378,37 @@ def test_cli_download_without_network_and_list(tmp_path: Path) -> None:
     assert {r["name"] for r in rows} >= {"vit-b-32", "vit-b-16", "mobileclip-s1"}
     assert not any(r["installed"] for r in rows)
     assert [r["name"] for r in rows if r["default"]] == ["vit-b-32"]
+
+
+def test_the_offline_message_gives_a_command_that_installs_the_model(
+    tmp_path: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, the message names the file and the import command; following it installs the
+    catalog model as a download would (same name, same vector key)."""
+    import shlex
+
+    from huggingface_hub import constants
+
+    from clipdesk.cli import main
+    from clipdesk.errors import ModelUnavailableError
+    from clipdesk.models import ModelStore
+    from clipdesk.spec import model_key
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
+    store = ModelStore(tmp_path / "models", endpoint=hub.url)
+    with pytest.raises(ModelUnavailableError) as caught:
+        store.download("tiny-test")
+    command = re.search(r"`(clipdesk models import [^`]*)`", str(caught.value))
+    assert command is not None, caught.value
+    weights = tmp_path / "fetched-by-hand.safetensors"
+    weights.write_bytes(hub.weights)
+    argv = shlex.split(command.group(1).replace("FILE", str(weights)))[1:]
+    assert main(["--library", str(tmp_path / "lib"), *argv]) == 0
+    spec = store.spec_for("tiny-test")
+    assert spec is not None and spec.key == model_key(TINY_ARCH, None, TINY_TAG)
+    assert _installed(store, "tiny-test") and weights.read_bytes() == hub.weights
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(hub.weights)
+    with pytest.raises(ModelUnavailableError, match="--arch clipdesk-test-tiny-download"):
+        ModelStore(tmp_path / "models2").import_model("tiny-test", other, arch="ViT-B-32")
