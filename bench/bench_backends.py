@@ -193,7 +193,7 @@ def main() -> int:
     print_machine("Image-encoder backends")
     import numpy as np
 
-    from clipdesk import backends
+    from clipdesk import backends, onnx_export
     from clipdesk.encoder import ClipEncoder
     from clipdesk.imaging import load_rgb
     from clipdesk.spec import ModelSpec
@@ -271,7 +271,7 @@ def main() -> int:
                 if kind not in int8_files:
                     import tempfile
 
-                    onnx = backends.export_visual_onnx(
+                    onnx = onnx_export.export_visual_onnx(
                         encoder.model,
                         encoder.image_size,
                         Path(tempfile.mkdtemp(prefix="clipdesk-bench-int8-")) / "visual.onnx",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from clipdesk.progress import CancelToken
+from clipdesk.spec import ModelSpec
 
 
 def _deaf_to_ctrl_c(target: Callable[..., None], *args: Any) -> None:
@@ -50,6 +51,6 @@ def run_aside(
     return child.exitcode
 
 
-def spec_fields(spec: Any) -> tuple[str, str, str | None, str | None]:
+def spec_fields(spec: ModelSpec) -> tuple[str, str, str | None, str | None]:
     """A ModelSpec as plain values for a child process to rebuild it from."""
     return (spec.arch, spec.pretrained, spec.config_json, spec.key)

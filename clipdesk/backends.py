@@ -16,7 +16,6 @@ import contextlib
 import contextvars
 import copy
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 
 from clipdesk.errors import ClipdeskError
 from clipdesk.progress import CancelToken
+from clipdesk.throttle import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +72,8 @@ class MeasurementCancelled(ClipdeskError):
 
 # done, total (photo encodings), what runs now
 StepReport = Callable[[int, int, str], None]
+# Given the reference backend's raw features of the probe photos, in the probe's order.
+ReferenceVectors = Callable[[np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ _watching: contextvars.ContextVar[Watch | None] = contextvars.ContextVar(
 )
 
 
-def _watch() -> Watch:
+def current_watch() -> Watch:
+    """What the measurement running in this context obeys (:func:`watched`)."""
     return _watching.get() or Watch()
 
 
@@ -110,7 +112,7 @@ def watched(
         _watching.reset(token)
 
 
-def _stop_if_cancelled(cancel: CancelToken | None) -> None:
+def stop_if_cancelled(cancel: CancelToken | None) -> None:
     if cancel is not None and cancel.cancelled:
         raise MeasurementCancelled("the encoder backend measurement was cancelled")
 
@@ -142,7 +144,7 @@ class TorchBackend(ImageBackend):
             # A private copy in this precision: the model's own tower stays for the reference
             # and text. (fp32 from a CUDA model that was loaded in fp16 gets an fp32 copy.)
             visual = copy.deepcopy(visual).to(self.dtype)
-        from clipdesk.towers import class_token_tower
+        from clipdesk.towers import class_token_tower  # imports torch and open_clip
 
         self.visual = class_token_tower(visual.eval())
 
@@ -159,106 +161,6 @@ class TorchBackend(ImageBackend):
             tensor = tensor.to(self.device, self.dtype, non_blocking=True)
             features = self.visual(tensor).float()
         return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
-
-
-def visual_onnx_name(model_key: str) -> str:
-    """The file name of a model's image tower exported for OpenVINO, in the exports folder.
-    ``clipdesk models export`` starts from it when it is there, and removes it when done.
-    v2: the class-token tower (towers.py)."""
-    return hashlib.sha256(model_key.encode()).hexdigest()[:16] + "-visual-v2.onnx"
-
-
-def write_onnx(
-    module: Any, example: Any, input_name: str, target: Path, dynamic: tuple[int, ...] = (0,)
-) -> None:
-    """Trace ``module`` on ``example`` into the ONNX file ``target``, written atomically.
-
-    The one place clipdesk calls torch's exporter, so that the image tower the backends are
-    measured on and the one an export ships are traced alike. ``dynamic``: the input's
-    axes left free (the batch, and for text the length).
-    """
-    import torch
-
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.part")
-    os.close(fd)
-    axes = {0: "batch", 1: "length"}
-    try:
-        # Traced with autograd on: under no_grad, nn.MultiheadAttention takes a fused fast
-        # path (aten::_native_multi_head_attention) that ONNX cannot express.
-        with torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
-            # The TorchScript exporter: 10-20x faster than dynamo here, and exact. Its
-            # deprecation notice and the harmless "negative indices" notes are not ours.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                (example,),
-                tmp,
-                dynamo=False,
-                input_names=[input_name],
-                output_names=["features"],
-                dynamic_axes={
-                    input_name: {axis: axes.get(axis, f"axis{axis}") for axis in dynamic},
-                    "features": {0: "batch"},
-                },
-                opset_version=17,
-            )
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def export_visual_onnx(model: Any, image_size: int, target: Path) -> Path:
-    """Export the image tower to ONNX (fp32, dynamic batch), unless ``target`` exists."""
-    import torch
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_file():
-        return target
-    from clipdesk.towers import class_token_tower
-
-    # its forward is encode_image without the normalisation
-    tower = class_token_tower(model.visual.eval())
-    write_onnx(tower, torch.zeros(2, 3, image_size, image_size), "image", target)
-    stale = target.with_name(target.name.replace("-visual-v2.onnx", "-visual-v1.onnx"))
-    if stale != target:
-        stale.unlink(missing_ok=True)  # the plain tower, as earlier versions exported it
-    return target
-
-
-def _export_in_child(
-    spec_fields: tuple[str, str, str | None, str | None],
-    cache_dir: str | None,
-    image_size: int,
-    target: str,
-) -> None:
-    from clipdesk.encoder import ClipEncoder
-    from clipdesk.spec import ModelSpec
-
-    encoder = ClipEncoder(ModelSpec(*spec_fields), "cpu", Path(cache_dir) if cache_dir else None)
-    export_visual_onnx(encoder.model, image_size, Path(target))
-
-
-def export_visual_onnx_aside(
-    spec: Any, cache_dir: Path | None, image_size: int, target: Path, timeout: float = 900
-) -> Path:
-    """:func:`export_visual_onnx` in a child process (:mod:`clipdesk.aside`), once per model
-    and machine."""
-    from clipdesk.aside import run_aside, spec_fields
-
-    if target.is_file():
-        return target
-    cache = str(cache_dir) if cache_dir else None
-    cancel = _watch().cancel  # a measurement's Ctrl+C kills the child at once
-    code = run_aside(
-        _export_in_child,
-        (spec_fields(spec), cache, image_size, str(target)),
-        cancel,
-        timeout=timeout,
-    )
-    _stop_if_cancelled(cancel)
-    if code != 0 or not target.is_file():
-        raise BackendUnavailable(f"exporting the image tower failed (exit {code})")
-    return target
 
 
 @functools.cache  # read once: backends are rebuilt when the core limit changes
@@ -511,8 +413,6 @@ def asked_threads() -> int:
     torch = sys.modules.get("torch")
     if torch is not None:
         return max(int(torch.get_num_threads()), 1)
-    from clipdesk.throttle import usable_cores
-
     return usable_cores()
 
 
@@ -587,6 +487,13 @@ def probe_images(image_size: int, count: int = 16, seed: int = 0) -> np.ndarray:
     return np.asarray(images, dtype=np.float32)
 
 
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """L2-normalised float32 rows: the vectors clipdesk stores and compares."""
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    unit: np.ndarray = (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return unit
+
+
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
@@ -620,7 +527,7 @@ def _speed(
     done, started = 0, time.perf_counter()
     with meter.span() if meter is not None else contextlib.nullcontext():
         while True:
-            _stop_if_cancelled(cancel)
+            stop_if_cancelled(cancel)
             backend.encode(batch)
             done += len(batch)
             elapsed = time.perf_counter() - started
@@ -647,7 +554,7 @@ def _encode_timed(
     parts, done, elapsed = [], 0, 0.0
     with meter.span() if meter is not None else contextlib.nullcontext():
         for i in range(0, len(batch), TIMING_BATCH):
-            _stop_if_cancelled(cancel)
+            stop_if_cancelled(cancel)
             chunk = batch[i : i + TIMING_BATCH]
             started = time.perf_counter()
             parts.append(backend.encode(chunk))
@@ -665,7 +572,7 @@ def measure(
     candidates: list[Callable[[], ImageBackend]],
     batch: np.ndarray,
     seconds: float = 2.0,
-    on_reference: Callable[[np.ndarray], None] | None = None,
+    on_reference: ReferenceVectors | None = None,
     cancel: CancelToken | None = None,
     report: StepReport | None = None,
 ) -> list[Measurement]:
@@ -684,7 +591,7 @@ def measure(
     ``cancel`` (default: the :func:`watched` one) is checked before every batch and between
     runs: :class:`MeasurementCancelled` then, within a batch's time. ``report`` is told
     (done, total, what runs) after each batch, in photo encodings over all backends."""
-    watch = _watch()
+    watch = current_watch()
     cancel = cancel if cancel is not None else watch.cancel
     report = report if report is not None else watch.report
     steps = {"done": 0, "total": len(batch) * (1 + len(candidates))}
@@ -705,7 +612,7 @@ def measure(
         speed = _speed(reference, timing, seconds, cancel, meter)
     results = [meter.noted(Measurement(reference.name, reference.description, speed, 1.0, True))]
     for make in candidates:
-        _stop_if_cancelled(cancel)
+        stop_if_cancelled(cancel)
         name = getattr(make, "backend_name", "?")
         running[0] = name
         sibling = getattr(make, "skip_if_faithful", None)
@@ -811,7 +718,7 @@ class ChoiceStore:
         entry = self._read().get("choices", {}).get(f"{model_key} || {machine}")
         if not isinstance(entry, dict):
             return None
-        watch = _watch()
+        watch = current_watch()
         if watch.remeasure:
             log.info("measuring the encoder backends again, as asked")
             return None
@@ -853,7 +760,7 @@ class ChoiceStore:
             before = data["choices"].get(key)
             again = isinstance(before, dict) and before.get("provisional") is True
             count = before.get("tries", 0) if again and isinstance(before, dict) else 0
-            if _watch().remeasure or not isinstance(count, int):
+            if current_watch().remeasure or not isinstance(count, int):
                 count = 0  # asked for: a fresh series
             choice.tries = count + 1
             if choice.tries < MEASUREMENTS_UNDER_LOAD:

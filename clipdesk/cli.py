@@ -519,14 +519,14 @@ def main(argv: Iterable[str] | None = None) -> int:
         with contextlib.suppress(ValueError, OSError, AttributeError):  # no real stderr
             faulthandler.enable()  # a crash in native code shows where, instead of nothing
     args = _parser().parse_args(list(argv) if argv is not None else None)
-    # Other libraries' log lines (open_clip's "ERROR root: Failed to download ...") only with
-    # -v: clipdesk says what went wrong in its own words.
+    # clipdesk says what went wrong in its own words: other libraries' lines (open_clip's
+    # "ERROR root: Failed to download ...", its INFO chatter) only as warnings, with -v;
+    # -v shows clipdesk's own progress notes.
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.CRITICAL,
+        level=logging.WARNING if args.verbose else logging.CRITICAL,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
-        logging.getLogger("clipdesk").setLevel(logging.ERROR)
+    logging.getLogger("clipdesk").setLevel(logging.INFO if args.verbose else logging.ERROR)
     # Keep undecodable file names printable exactly as the OS gave them.
     if isinstance(sys.stdout, __import__("io").TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")

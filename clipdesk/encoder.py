@@ -5,26 +5,37 @@ torch and open_clip are imported inside functions: importing this module is chea
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import importlib.util
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from clipdesk import backends
+from clipdesk.aside import run_aside, spec_fields
+from clipdesk.backends import ReferenceVectors, TorchBackend, unit_rows
 from clipdesk.errors import ModelUnavailableError
+from clipdesk.exported import find_export
+from clipdesk.models import (
+    ModelStore,
+    catalog_entry,
+    create_pretrained_model,
+    no_network_message,
+    register_config,
+)
+from clipdesk.onnx_export import export_visual_onnx, visual_onnx_name
 from clipdesk.spec import RANDOM_SEED, ModelSpec
 
 if TYPE_CHECKING:
     from PIL import Image
+
 
 def pick_device(preference: str = "auto") -> tuple[str, str]:
     """The device to run on and why: CUDA, then Apple MPS, then the CPU."""
@@ -78,41 +89,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
-
-
-_config_lock = threading.Lock()
-_config_dir: Path | None = None
-
-
-def _register_config(spec: ModelSpec) -> str:
-    """Make a custom architecture known to open_clip; returns the name to create it by."""
-    import open_clip
-
-    if spec.config_json is None:
-        return spec.arch
-    name = spec.key.split(":", 1)[0]
-    with _config_lock:
-        if name not in open_clip.list_models():
-            global _config_dir
-            if _config_dir is None:
-                _config_dir = Path(tempfile.mkdtemp(prefix="clipdesk-configs-"))
-                atexit.register(shutil.rmtree, _config_dir, ignore_errors=True)
-            # open_clip names a config after its file, so the file carries the unique name.
-            path = _config_dir / f"{name}.json"
-            path.write_text(spec.config_json, encoding="utf-8")
-            open_clip.add_model_config(path)
-    return name
-
-
-def unit_rows(features: np.ndarray) -> np.ndarray:
-    """L2-normalised float32 rows: the vectors clipdesk stores and compares."""
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    unit: np.ndarray = (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-    return unit
-
-
-# Given the reference backend's raw features of the probe photos, in the probe's order.
-ReferenceVectors = Callable[[np.ndarray], None]
 
 
 class Encoder(Protocol):
@@ -194,13 +170,12 @@ class ClipEncoder:
         import open_clip
         import torch
 
-        from clipdesk.backends import TorchBackend
-        from clipdesk.towers import short_text_tower
+        from clipdesk.towers import short_text_tower  # imports torch and open_clip
 
         self.spec = spec
         self._cache_dir = cache_dir
         self.device, self._device_reason = pick_device(device)
-        arch = _register_config(spec)
+        arch = register_config(spec)
         if arch not in open_clip.list_models():
             raise ModelUnavailableError(
                 f"unknown model architecture {spec.arch!r}; pass --model-config FILE.json for a "
@@ -254,8 +229,6 @@ class ClipEncoder:
         if weights is not None:
             if not weights.is_file():
                 raise ModelUnavailableError(f"weights file not found: {weights}")
-            from clipdesk.models import catalog_entry, create_pretrained_model
-
             entry = catalog_entry(spec.known_key) if spec.known_key else None
             if entry is not None:
                 # A downloaded catalog model: open_clip's settings for that tag (QuickGELU,
@@ -277,13 +250,6 @@ class ClipEncoder:
                 f"{spec.arch} has no pretrained weights named {spec.pretrained!r} "
                 f"(known: {', '.join(tags) or 'none'}; or pass a weights file, or 'random')"
             )
-        from clipdesk.models import (
-            ModelStore,
-            catalog_entry,
-            create_pretrained_model,
-            no_network_message,
-        )
-
         store = ModelStore()
         installed = store.spec_for(spec.spec)
         if installed is None:
@@ -332,8 +298,6 @@ class ClipEncoder:
         ``on_reference``: given the probe's features from the reference pass, if one runs
         (as unit rows, they are the vectors the default backend stores: the caller can keep
         them)."""
-        from clipdesk import backends
-
         with self._backend_lock:
             if self.backend_choice is not None:
                 return self.backend_choice
@@ -379,23 +343,19 @@ class ClipEncoder:
         return base / "exports"
 
     def _make_backend(self, name: str) -> Any:
-        from clipdesk import backends
-
         if name.startswith("torch-"):
             return backends.TorchBackend(self.model, self.device, name.removeprefix("torch-"))
         if name.startswith("openvino-") and name in backends.BACKEND_NAMES:
-            from clipdesk.exported import find_export
-
             # `clipdesk models export` made it already (unless it is damaged)
             export = find_export(self.spec.key, intact=True)
             if export is not None:
                 source = export / "visual.xml"
             else:
-                source = backends.export_visual_onnx_aside(
+                source = export_visual_onnx_aside(
                     self.spec,
                     self._cache_dir,
                     self.image_size,
-                    self._exports_dir() / backends.visual_onnx_name(self.spec.key),
+                    self._exports_dir() / visual_onnx_name(self.spec.key),
                 )
             return backends.openvino_backend(name, source)
         raise ModelUnavailableError(
@@ -405,8 +365,6 @@ class ClipEncoder:
     def _backend_candidates(self, built: dict[str, Any] | None = None) -> list[Any]:
         """Factories of the backends worth measuring against fp32 on this device; each puts
         what it builds into ``built``, by name."""
-        from clipdesk import backends
-
         names: list[str] = []
         if self.device == "cpu":
             if backends.cpu_has_native_bf16():
@@ -521,7 +479,7 @@ class ClipEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        from clipdesk.tokenizer import trim_tokens
+        from clipdesk.tokenizer import trim_tokens  # ftfy and regex: 0.1 s, for texts only
 
         tokens = self.tokenizer(list(texts))
         with torch.inference_mode():
@@ -531,3 +489,34 @@ class ClipEncoder:
                 features = self.model.encode_text(tokens.to(self.device))
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+def _export_visual_in_child(
+    fields: tuple[str, str, str | None, str | None],
+    cache_dir: str | None,
+    image_size: int,
+    target: str,
+) -> None:
+    encoder = ClipEncoder(ModelSpec(*fields), "cpu", Path(cache_dir) if cache_dir else None)
+    export_visual_onnx(encoder.model, image_size, Path(target))
+
+
+def export_visual_onnx_aside(
+    spec: ModelSpec, cache_dir: Path | None, image_size: int, target: Path, timeout: float = 900
+) -> Path:
+    """:func:`export_visual_onnx` in a child process (:mod:`clipdesk.aside`: torch's exporter
+    holds the GIL), once per model and machine."""
+    if target.is_file():
+        return target
+    cache = str(cache_dir) if cache_dir else None
+    cancel = backends.current_watch().cancel  # a measurement's Ctrl+C kills the child at once
+    code = run_aside(
+        _export_visual_in_child,
+        (spec_fields(spec), cache, image_size, str(target)),
+        cancel,
+        timeout=timeout,
+    )
+    backends.stop_if_cancelled(cancel)
+    if code != 0 or not target.is_file():
+        raise backends.BackendUnavailable(f"exporting the image tower failed (exit {code})")
+    return target

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from clipdesk import __version__, backends
+from clipdesk import __version__, onnx_export
+from clipdesk.aside import run_aside, spec_fields
 from clipdesk.backends import (
     FAITHFUL_AGREEMENT,
     FAITHFUL_COSINE,
     probe_images,
     top10_agreement,
-    visual_onnx_name,
 )
 from clipdesk.encoder import ClipEncoder
 from clipdesk.errors import ClipdeskError, ModelUnavailableError
@@ -38,8 +38,11 @@ from clipdesk.exported import (
     export_name,
     move_into_place,
 )
+from clipdesk.imaging import ImageRejected, load_rgb
 from clipdesk.models import sha256_file
+from clipdesk.onnx_export import visual_onnx_name
 from clipdesk.progress import CancelToken
+from clipdesk.spec import ModelSpec
 from clipdesk.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file, trim_tokens
 
 # Texts to judge the text tower on: CLIP-style prompts over everyday photo subjects.
@@ -65,7 +68,7 @@ def _text_tower(model: Any) -> tuple[Any, bool]:
     """The text tower to export, and whether it takes texts trimmed to their longest."""
     import torch
 
-    from clipdesk.towers import short_text_tower
+    from clipdesk.towers import short_text_tower  # imports torch and open_clip
 
     short = short_text_tower(model)
     if short is not None:
@@ -149,7 +152,7 @@ def export_model(
     def export_visual() -> None:
         say("exporting the image tower to ONNX")
         (work / "visual.onnx").unlink(missing_ok=True)  # a stale copy of the measured one
-        backends.export_visual_onnx(model, encoder.image_size, work / "visual.onnx")
+        onnx_export.export_visual_onnx(model, encoder.image_size, work / "visual.onnx")
 
     try:
         started = time.perf_counter()
@@ -169,7 +172,7 @@ def export_model(
             if trims:  # traced shorter than the context, so that the length stays free
                 tokens = trim_tokens(tokens)
             dynamic = (0, 1) if trims else (0,)
-            backends.write_onnx(text_tower, tokens, "tokens", work / "text.onnx", dynamic)
+            onnx_export.write_onnx(text_tower, tokens, "tokens", work / "text.onnx", dynamic)
         with torch.inference_mode():
             want_images = np.concatenate(
                 [
@@ -247,9 +250,6 @@ def _export_in_child(
     probe_paths: list[str],
     steps: Any = None,
 ) -> None:
-    from clipdesk.imaging import ImageRejected, load_rgb
-    from clipdesk.spec import ModelSpec
-
     say = steps.send if steps is not None else None  # each step, to the parent's progress
     try:
         encoder = ClipEncoder(ModelSpec(*fields), "cpu", Path(cache_dir) if cache_dir else None)
@@ -310,7 +310,7 @@ def _judge(
 
 
 def export_model_aside(
-    spec: Any,
+    spec: ModelSpec,
     cache_dir: Path | None,
     exports_dir: Path,
     probe_paths: list[str],
@@ -320,8 +320,6 @@ def export_model_aside(
     """:func:`export_model` in a child process (:mod:`clipdesk.aside`); ``cancel`` kills
     it at once (closing the app must not wait a minute). ``steps``: the sending end of a
     pipe, sent a line per step (services._export_once shows them)."""
-    from clipdesk.aside import run_aside, spec_fields
-
     cache = str(cache_dir) if cache_dir else None
     args = (spec_fields(spec), cache, str(exports_dir), probe_paths, steps)
     code = run_aside(_export_in_child, args, cancel)

@@ -20,8 +20,10 @@ import json
 import os
 import platform
 import re
+import shutil
 import stat
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,8 +33,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from clipdesk.encoder import ReferenceVectors, unit_rows
+from clipdesk import backends
+from clipdesk.backends import BACKEND_NAMES, ReferenceVectors, cpu_name, openvino_backend, unit_rows
 from clipdesk.errors import ModelUnavailableError
+from clipdesk.models import copy_hashing, default_models_dir, name_for_key
 from clipdesk.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -78,8 +82,6 @@ class ExportManifest:
 
     @property
     def label(self) -> str:
-        from clipdesk.models import name_for_key
-
         if (name := name_for_key(self.key)) is not None:
             return name  # an imported model's name, a catalog model's ARCH:TAG
         weights = self.spec.weights_file
@@ -284,9 +286,6 @@ def check_export(folder: Path, manifest: ExportManifest) -> None:
 def move_into_place(work: Path, target: Path) -> None:
     """Rename the finished ``work`` folder to ``target``; an export already there is set
     aside first and removed after, so that ``target`` is never half of either."""
-    import shutil
-    import tempfile
-
     if not target.exists():
         os.replace(work, target)
         return
@@ -317,8 +316,6 @@ def bundled_models_dir() -> Path | None:
 
 def export_folders(models_dir: Path | None = None) -> list[Path]:
     """Folders that may hold exports: the user's models folder first, then the bundle's."""
-    from clipdesk.models import default_models_dir
-
     folders = [(models_dir or default_models_dir()) / EXPORTS_SUBDIR]
     bundled = bundled_models_dir()
     if bundled is not None:
@@ -454,8 +451,6 @@ def openvino_has_bf16() -> bool:
 
 def runtime_signature() -> str:
     """What a measured choice depends on in the torch-free runtime."""
-    from clipdesk.backends import cpu_name
-
     try:
         import openvino as ov
 
@@ -476,7 +471,7 @@ class ExportedEncoder:
     precision = "fp32"
 
     def __init__(self, folder: Path, choices_dir: Path | None = None) -> None:
-        from clipdesk.tokenizer import ClipTokenizer
+        from clipdesk.tokenizer import ClipTokenizer  # ftfy and regex: 0.1 s, for texts only
 
         self.folder = folder
         self.manifest = manifest = ExportManifest.read(folder)
@@ -532,8 +527,6 @@ class ExportedEncoder:
             return self._image_backend
 
     def _make_backend(self, name: str) -> Any:
-        from clipdesk.backends import BACKEND_NAMES, openvino_backend
-
         if not name.startswith("openvino-") or name not in BACKEND_NAMES:
             choices = ", ".join(n for n in BACKEND_NAMES if n.startswith("openvino-"))
             raise ModelUnavailableError(
@@ -577,8 +570,6 @@ class ExportedEncoder:
     ) -> Any:
         """As ClipEncoder.select_backend: f32 is the reference, bf16 is measured against it
         where the CPU has it, the faster faithful one is kept per model and machine."""
-        from clipdesk import backends
-
         if self.backend_choice is not None:
             return self.backend_choice
         override = override or os.environ.get(backends.BACKEND_ENV) or None
@@ -649,7 +640,7 @@ class ExportedEncoder:
         self._text = core.compile_model(model, "CPU", config).create_infer_request()
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        from clipdesk.tokenizer import trim_tokens
+        from clipdesk.tokenizer import trim_tokens  # ftfy and regex: 0.1 s, for texts only
 
         tokens = self.tokenizer(list(texts))
         with self._lock:
@@ -689,11 +680,6 @@ def install_export(source: Path, models_dir: Path | None = None) -> Path:
     is copied (what is checked is what is installed); returns the copy. Only the files the
     manifest lists, each a regular file inside ``source``, are read, and only the models
     folder's exports/ is written. An installed copy that is damaged is replaced."""
-    import shutil
-    import tempfile
-
-    from clipdesk.models import copy_hashing, default_models_dir
-
     manifest = ExportManifest.read(source)
     exports = (models_dir or default_models_dir()) / EXPORTS_SUBDIR
     target = exports / manifest.name  # a plain name (ExportManifest.read)

@@ -17,6 +17,7 @@ listing the catalog are cheap.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import http.client
 import importlib.util
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
+from clipdesk import __version__
 from clipdesk.errors import ClipdeskError, ModelUnavailableError
 from clipdesk.progress import CancelToken
 from clipdesk.spec import WEIGHT_SUFFIXES, ModelSpec, file_weights, model_key
@@ -275,6 +277,30 @@ def create_pretrained_model(arch: str, pretrained: str, weights: Path) -> Any:
         raise ModelUnavailableError(
             f"cannot load weights {weights} into {arch}: {type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
+
+
+_config_lock = threading.Lock()
+_config_dir: Path | None = None
+
+
+def register_config(spec: ModelSpec) -> str:
+    """Make a custom architecture known to open_clip; returns the name to create it by."""
+    import open_clip
+
+    if spec.config_json is None:
+        return spec.arch
+    name = spec.key.split(":", 1)[0]
+    with _config_lock:
+        if name not in open_clip.list_models():
+            global _config_dir
+            if _config_dir is None:
+                _config_dir = Path(tempfile.mkdtemp(prefix="clipdesk-configs-"))
+                atexit.register(shutil.rmtree, _config_dir, ignore_errors=True)
+            # open_clip names a config after its file, so the file carries the unique name.
+            path = _config_dir / f"{name}.json"
+            path.write_text(spec.config_json, encoding="utf-8")
+            open_clip.add_model_config(path)
+    return name
 
 
 class ModelStore:
@@ -655,8 +681,6 @@ class ModelStore:
         architecture: ``arch`` (an open_clip name), or the config's file stem."""
         import open_clip
 
-        from clipdesk.encoder import _register_config
-
         if not SAFE_NAME.match(name):
             raise ModelUnavailableError(
                 f"model name {name!r}: use letters, digits, '.', '_' or '-' (64 at most)"
@@ -718,7 +742,7 @@ class ModelStore:
                 tmp = target
                 _check_plain_weights(target, shown=weights)
                 probe = ModelSpec(arch, str(target), config_json)
-                registered = _register_config(probe)
+                registered = register_config(probe)
                 dim = _check_fits(open_clip, registered, target, shown=weights, arch=arch)
                 if entry is not None and entry.sha256 is not None and digest != entry.sha256:
                     raise ModelUnavailableError(
@@ -826,8 +850,6 @@ def _hub_headers() -> dict[str, str]:
     login, HF_TOKEN) where there is one."""
     from huggingface_hub import get_token
 
-    from clipdesk import __version__
-
     headers = {"User-Agent": f"clipdesk/{__version__}"}
     token = get_token()
     if token:
@@ -923,7 +945,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 @contextmanager
 def _folder_lock(folder: Path, name: str) -> Iterator[None]:
     """One download of a model at a time, across processes (they would share a .part)."""
-    from clipdesk.library import file_lock
+    from clipdesk.library import file_lock  # SQLAlchemy: model commands start without it
 
     busy = ModelUnavailableError(f"{name} is already being downloaded by another process")
     with file_lock(folder / ".lock", busy):

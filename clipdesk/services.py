@@ -640,7 +640,7 @@ class Clipdesk:
         if tag is None:
             return None
         with self.library.session() as s:
-            names = list(s.scalars(select(db.Label.name).order_by(db.Label.name)))
+            names = list(s.scalars(select(db.Label.name).distinct().order_by(db.Label.name)))
         if tag not in names:  # a typo would otherwise just find nothing
             known = ", ".join(names) if names else "none yet; see `clipdesk labels --help`"
             raise ClipdeskError(f"no label named {tag!r} (labels: {known})")

@@ -79,9 +79,13 @@ def test_tag_prints_a_summary_and_lists_photos_only_when_asked(
     run_cli("labels", "create", "kinds", "a cap", "a shoe", "a dress", library=library)
     summary = run_cli("tag", "--labels", "kinds", library=library).stdout.splitlines()
     assert len(summary) == 1 and summary[0].startswith("6 of 6 photos tagged with 'kinds': ")
-    listed = run_cli("tag", "--labels", "kinds", "-v", library=library).stdout.splitlines()
+    verbose = run_cli("tag", "--labels", "kinds", "-v", library=library)
+    assert "INFO root" not in verbose.stderr  # -v lists photos, not other libraries' chatter
+    listed = verbose.stdout.splitlines()
     assert len(listed) == 7 and all(".jpg: " in line for line in listed[:6])
     assert not any("\x1b" in line for line in listed)
+    typo = run_cli("search", "x", "--tag", "a cpa", library=library, check=False)
+    assert "(labels: a cap, a dress, a shoe)" in typo.stderr  # "a cap" is in both sets: once
 
 
 def test_models_use_switches_and_indexes_as_the_readme_says(tmp_path: Path) -> None:

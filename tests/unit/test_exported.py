@@ -159,19 +159,19 @@ def test_exported_text_towers_take_trimmed_texts_and_fixed_length_ones_still_wor
 def test_the_export_reuses_the_tower_measured_for_the_backends_unless_it_is_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipdesk import backends
+    from clipdesk import onnx_export
 
     tiny = ClipEncoder(ModelSpec.parse(TINY_SPEC, TINY_CONFIG), "cpu")
-    measured = tmp_path / backends.visual_onnx_name(tiny.spec.key)
-    backends.export_visual_onnx(tiny.model, tiny.image_size, measured)
+    measured = tmp_path / onnx_export.visual_onnx_name(tiny.spec.key)
+    onnx_export.export_visual_onnx(tiny.model, tiny.image_size, measured)
     traced: list[str] = []
-    real_export = backends.write_onnx
+    real_export = onnx_export.write_onnx
 
     def counting(module: Any, example: Any, input_name: str, *args: Any) -> None:
         traced.append(input_name)
         real_export(module, example, input_name, *args)
 
-    monkeypatch.setattr(backends, "write_onnx", counting)
+    monkeypatch.setattr(onnx_export, "write_onnx", counting)
     folder = export_model(tiny, tmp_path / "fresh")
     assert traced == ["image", "tokens"]  # another folder: nothing to reuse
     traced.clear()
@@ -192,7 +192,7 @@ def test_the_export_reuses_the_tower_measured_for_the_backends_unless_it_is_stal
     # the plain tower an earlier version measured, under the name it used: replaced
     stale = measured.with_name(measured.name.replace("-visual-v2.onnx", "-visual-v1.onnx"))
     stale.write_bytes(b"an earlier version's tower")
-    backends.export_visual_onnx(other.model, other.image_size, measured)
+    onnx_export.export_visual_onnx(other.model, other.image_size, measured)
     assert measured.is_file() and not stale.exists()
     traced.clear()
     folder = export_model(tiny, tmp_path)

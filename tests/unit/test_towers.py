@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipdesk import backends
+from clipdesk import backends, onnx_export
 from clipdesk.encoder import ClipEncoder
 from clipdesk.spec import ModelSpec
 from tests.helpers import FIXTURES
@@ -105,7 +105,7 @@ def test_the_torch_backend_and_the_export_run_the_class_token_tower(
     )
     onnx = pytest.importorskip("onnx")
     size = tiny_encoder.image_size
-    target = backends.export_visual_onnx(tiny_encoder.model, size, tmp_path / "visual.onnx")
+    target = onnx_export.export_visual_onnx(tiny_encoder.model, size, tmp_path / "visual.onnx")
     weights = [init.name for init in onnx.load(str(target)).graph.initializer]
     last = len(plain.transformer.resblocks) - 1
     assert any(name.startswith(f"transformer.resblocks.{last}.block.") for name in weights)
