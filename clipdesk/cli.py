@@ -261,14 +261,18 @@ class ProgressBar:
         self.line.end()
 
 
-def _print_hits(hits: Sequence[object], as_json: bool) -> None:
+def _print_hits(hits: Sequence[object], as_json: bool, app: Clipdesk) -> None:
     if as_json:
         print(json.dumps([h.as_json() for h in hits], indent=1))  # type: ignore[attr-defined]
-        return
-    if not hits:
-        print("no results")
-    for hit in hits:
-        print(f"{hit.score:.4f}  {printable(hit.path)}")  # type: ignore[attr-defined]
+    else:
+        if not hits:
+            print("no results")
+        for hit in hits:
+            print(f"{hit.score:.4f}  {printable(hit.path)}")  # type: ignore[attr-defined]
+    # Photos of an unplugged drive are kept but cannot be shown: say so, or "no results"
+    # reads as "nothing matches".
+    for folder, reason in app.unavailable_folders():
+        print(f"note: not searched: {printable(folder)}: {reason}", file=sys.stderr)
 
 
 def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
@@ -555,9 +559,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         elif args.command == "index":
             return _run_index(app, args)
         elif args.command == "search":
-            _print_hits(app.search_text(args.text, args.k, args.tag), args.json)
+            _print_hits(app.search_text(args.text, args.k, args.tag), args.json, app)
         elif args.command == "similar":
-            _print_hits(app.similar(args.path, args.k, args.tag), args.json)
+            _print_hits(app.similar(args.path, args.k, args.tag), args.json, app)
         elif args.command == "labels":
             _run_labels(app, args)
         elif args.command == "tag":

@@ -825,6 +825,16 @@ class Clipdesk:
 
     # -- status ------------------------------------------------------------------------
 
+    def unavailable_folders(self) -> list[tuple[str, str]]:
+        """Library folders whose photos cannot be shown now (path, why): kept, not shown."""
+        with self.library.session() as s:
+            roots = list(s.scalars(select(db.Root).order_by(db.Root.path)))
+        return [
+            (root.path, reason)
+            for root in roots
+            if (reason := folder_unavailable(root)) is not None
+        ]
+
     def status(self) -> LibraryStatus:
         spec = self.current_spec()
         key = spec.key if spec else None

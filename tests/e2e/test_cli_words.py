@@ -115,3 +115,19 @@ def test_first_run_offline_says_what_to_fetch_and_how_to_import_it(tmp_path: Pat
     assert "--arch ViT-B-32" in message and "open_clip_model.safetensors" in message
     status = run_cli("status", library=library, env=env).stdout
     assert "clipdesk models import" in status
+
+
+def test_a_search_says_which_folders_it_could_not_search(tmp_path: Path) -> None:
+    drive = tmp_path / "usb"
+    drive.mkdir()
+    for source in sorted(FIXTURE_PHOTOS.rglob("*.jpg"))[:3]:
+        shutil.copy(source, drive / source.name)
+    library = tmp_path / "lib"
+    run_cli("add", str(drive), library=library)
+    run_cli("index", *TINY, library=library)
+    found = run_cli("search", "a hat", "-k", "3", library=library)
+    assert len(found.stdout.splitlines()) == 3 and "not searched" not in found.stderr
+    drive.rename(tmp_path / "unplugged")
+    gone = run_cli("search", "a hat", "-k", "3", library=library)
+    assert gone.stdout.strip() == "no results"
+    assert f"note: not searched: {drive}: folder is missing or not mounted" in gone.stderr
