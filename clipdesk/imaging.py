@@ -444,6 +444,16 @@ def _load_jpeg_fast(
             min_height=-(-jpeg.height // factor),
             min_width=-(-jpeg.width // factor),
         )
+    except ValueError as exc:
+        if "premature end" in str(exc).lower():
+            # The compressed data ends before the image does: a file cut off, or a header
+            # that claims far more pixels than the file holds. Pillow would fill the rest
+            # with grey and call it a photo.
+            raise ImageRejected(
+                f"truncated image: the file ends before the {jpeg.width}x{jpeg.height} image "
+                f"it announces does ({exc})"
+            ) from exc
+        return None
     except Exception:
         return None
     return Image.fromarray(np.ascontiguousarray(_orient(pixels, jpeg.orientation)))
