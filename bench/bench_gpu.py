@@ -103,7 +103,7 @@ def pipeline(work: Path, photos: Path, encoder: Any, device: str, label: str) ->
 
     library = work / f"library-{label.replace(' ', '-')}"
     app = Clipdesk(Library(library))
-    app._encoders[encoder.spec.key] = encoder
+    app.preload(encoder)
     app.add_folders([photos])
     count = sum(1 for _ in photos.glob("*.jpg"))
     started = time.perf_counter()

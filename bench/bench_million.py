@@ -51,7 +51,7 @@ def build(library_dir: Path, photos: int) -> float:
     from sqlalchemy import text
 
     from clipdesk.library import Library
-    from clipdesk.services import MODEL_SETTING
+    from clipdesk.serving import MODEL_SETTING
     from clipdesk.spec import ModelSpec
 
     library = Library(library_dir)

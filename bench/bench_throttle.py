@@ -89,7 +89,7 @@ def main() -> int:
     ):
         app = Clipdesk(Library(work / f"library-{len(label)}-{time.time_ns()}"))
         if shared is not None:
-            app._encoders[spec.key] = shared  # load once: the figure is about indexing
+            app.preload(shared)  # load once: the figure is about indexing
         app.add_folders([folder])
         result: dict[str, float] = {}
 
@@ -101,8 +101,7 @@ def main() -> int:
             result["rate"] = count / (time.perf_counter() - started)
 
         if shared is None:
-            app.encoder(spec, "cpu")
-            shared = app._encoders[spec.key]
+            shared = app.encoder(spec, "cpu")
         fg = _foreground(600)  # stopped when the indexing ends
         time.sleep(1.0)
         worker = threading.Thread(target=run)

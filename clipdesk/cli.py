@@ -402,11 +402,10 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
     if args.models_command == "export":
         return _run_export(app, args)
     if args.models_command != "use":
-        return run_models_command(args)
-    from clipdesk.models import ModelStore
+        return run_models_command(args, app.models)
     from clipdesk.spec import ModelSpec
 
-    spec = ModelStore().spec_for(args.name) or _exported_spec(args.name)
+    spec = app.models.spec_for(args.name) or _exported_spec(args.name)
     if spec is None:
         if ":" not in args.name:
             from clipdesk.models import CATALOG, catalog_entry
@@ -443,12 +442,12 @@ def _exported_spec(name: str) -> ModelSpec | None:
 def _run_export(app: Clipdesk, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clipdesk.models import ModelStore, default_models_dir
+    from clipdesk.models import default_models_dir
     from clipdesk.spec import ModelSpec
 
     spec = None
     if args.name:
-        spec = ModelStore().spec_for(args.name)
+        spec = app.models.spec_for(args.name)
         if spec is None:
             if ":" not in args.name:
                 raise ClipdeskError(

@@ -16,7 +16,7 @@ from clipdesk.cli_output import StatusLine, bar, cancel_on_interrupt, duration, 
 from clipdesk.errors import ClipdeskError
 
 if TYPE_CHECKING:
-    from clipdesk.models import ModelInfo
+    from clipdesk.models import ModelInfo, ModelStore
 
 
 def add_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -96,8 +96,9 @@ def add_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     use.add_argument("--no-index", action="store_true", help="only switch; embed the photos later")
 
 
-def run_models_command(args: argparse.Namespace) -> int:
-    """Run ``models list|download|import`` (``use`` belongs to the library's CLI)."""
+def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
+    """Run ``models list|download|import`` (``use`` belongs to the library's CLI) on the
+    app's models folder ``store``."""
     from clipdesk.models import ModelStore
 
     command = args.models_command
@@ -112,10 +113,11 @@ def run_models_command(args: argparse.Namespace) -> int:
             "there with `clipdesk models export`, then `clipdesk models import --export FOLDER`"
         )
     if command == "list":
-        _print_list(ModelStore().available(), args.json, sys.stdout)
+        _print_list(store.available(), args.json, sys.stdout)
         return 0
     if command == "download":
-        return _download(ModelStore(endpoint=args.mirror), args.name)
+        mirror = ModelStore(store.models_dir, endpoint=args.mirror) if args.mirror else store
+        return _download(mirror, args.name)
     if command == "import" and args.export:
         from clipdesk.exported import ExportManifest, install_export
 
@@ -126,7 +128,7 @@ def run_models_command(args: argparse.Namespace) -> int:
     if command == "import":
         if not args.name or not args.weights:
             raise ClipdeskError("models import needs --name and --weights (or --export FOLDER)")
-        spec = ModelStore().import_model(
+        spec = store.import_model(
             args.name,
             Path(args.weights),
             Path(args.config) if args.config else None,

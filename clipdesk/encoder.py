@@ -20,7 +20,14 @@ import numpy as np
 
 from clipdesk import backends
 from clipdesk.aside import run_aside, spec_fields
-from clipdesk.backends import ReferenceVectors, TorchBackend, unit_rows
+from clipdesk.backends import (
+    BackendChoice,
+    BackendFactory,
+    ImageBackend,
+    ReferenceVectors,
+    TorchBackend,
+    unit_rows,
+)
 from clipdesk.errors import ModelUnavailableError
 from clipdesk.exported import find_export
 from clipdesk.models import (
@@ -99,7 +106,9 @@ class Encoder(Protocol):
     device: str
     dim: int
     image_size: int
-    backend_choice: Any
+    backend_choice: BackendChoice | None
+    # open_clip on torch: can be exported (``clipdesk models export``); an export cannot
+    exportable: bool
 
     @property
     def description(self) -> str: ...
@@ -115,11 +124,16 @@ class Encoder(Protocol):
         seconds: float = 2.0,
         probe: np.ndarray | None = None,
         on_reference: ReferenceVectors | None = None,
-    ) -> Any: ...
+    ) -> BackendChoice: ...
     def preprocess_image(self, image: Image.Image) -> np.ndarray: ...
     def encode_batch(self, batch: np.ndarray) -> np.ndarray: ...
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+    # ModelUnavailableError where the model loads but cannot encode a photo
+    def check_encodes(self) -> None: ...
+    def limit_threads(self, cores: int | None) -> None: ...  # image threads (None: all)
+    # the batch that fits the GPU's free memory; ``default`` off CUDA
+    def cuda_batch_size(self, default: int) -> int: ...
 
 
 @contextlib.contextmanager
@@ -191,10 +205,10 @@ class ClipEncoder:
         self.model = model
         # Images go through the reference backend until ``select_backend`` measured the
         # faster ones (on first use, when a choices folder is given).
-        self.image_backend = TorchBackend(model, self.device, self.precision)
-        self.backend_choice: Any = None
-        self._choices_dir = choices_dir
-        self._backend_lock = threading.Lock()
+        self.image_backend: ImageBackend = TorchBackend(model, self.device, self.precision)
+        self.backend_choice: BackendChoice | None = None
+        self.choices_dir = choices_dir
+        self.backend_lock = threading.Lock()
         self.tokenizer = open_clip.get_tokenizer(arch)
         # Texts read only as many positions as the longest needs, where that is exact
         # (CLIP's causal text towers): a search or a tagging prompt is ~10 tokens of 77.
@@ -291,58 +305,35 @@ class ClipEncoder:
         seconds: float = 2.0,
         probe: np.ndarray | None = None,
         on_reference: ReferenceVectors | None = None,
-    ) -> Any:
+    ) -> BackendChoice:
         """Use the fastest faithful image backend for this model on this machine: measured
         once and remembered, or ``override`` (a backend name, or $CLIPDESK_BACKEND).
         ``probe``: preprocessed photos to judge fidelity on (the user's own, ideally).
         ``on_reference``: given the probe's features from the reference pass, if one runs
         (as unit rows, they are the vectors the default backend stores: the caller can keep
-        them)."""
-        with self._backend_lock:
-            if self.backend_choice is not None:
-                return self.backend_choice
-            override = override or os.environ.get(backends.BACKEND_ENV) or None
-            folder = self._choices_dir
-            machine = backends.machine_signature(self.device)
-            store = backends.ChoiceStore(folder) if folder is not None else None
-            built: dict[str, Any] = {}  # the backends measured; the chosen one is kept
-            if override and override != "auto":
-                choice = backends.BackendChoice(
-                    override, f"{self.device}: {override} (chosen by setting)", []
-                )
-            elif store is not None and (known := store.get(self.spec.key, machine)) is not None:
-                choice = known
-            else:
-                candidates = self._backend_candidates(built)
-                if not candidates:
-                    choice = backends.BackendChoice(
-                        self.image_backend.name,
-                        f"{self.device}: {self.image_backend.description}",
-                        [],
-                    )
-                else:
-                    batch = probe if probe is not None else backends.probe_images(self.image_size)
-                    measured = backends.measure(
-                        self.image_backend,
-                        candidates,
-                        batch,
-                        seconds,
-                        on_reference=on_reference,
-                    )
-                    choice = backends.decide(self.device, measured)
-                    if store is not None:
-                        store.put(self.spec.key, machine, choice)
-            if choice.name != self.image_backend.name:
-                # as measured, not built again (an OpenVINO compile is 2 s on 2 cores)
-                self.image_backend = built.get(choice.name) or self._make_backend(choice.name)
-            self.backend_choice = choice
-            return choice
+        them). Measured once per model and machine: :func:`clipdesk.backends.choose`."""
+        return backends.choose(self, override, seconds, probe, on_reference)
+
+    # -- what backends.choose asks of an encoder
+
+    def machine(self) -> str:
+        return backends.machine_signature(self.device)
+
+    def takes_override(self, name: str) -> bool:
+        return True  # an unknown name is refused when it is built
+
+    def unmeasured_reason(self, reference: ImageBackend) -> str:
+        return f"{self.device}: {reference.description}"
+
+    def adopt(self, name: str, built: ImageBackend | None) -> None:
+        if name != self.image_backend.name:
+            self.image_backend = built or self._make_backend(name)
 
     def _exports_dir(self) -> Path:
-        base = self._choices_dir or Path(tempfile.gettempdir()) / "clipdesk-exports"
+        base = self.choices_dir or Path(tempfile.gettempdir()) / "clipdesk-exports"
         return base / "exports"
 
-    def _make_backend(self, name: str) -> Any:
+    def _make_backend(self, name: str) -> ImageBackend:
         if name.startswith("torch-"):
             return backends.TorchBackend(self.model, self.device, name.removeprefix("torch-"))
         if name.startswith("openvino-") and name in backends.BACKEND_NAMES:
@@ -362,7 +353,9 @@ class ClipEncoder:
             f"unknown encoder backend {name!r} (use {', '.join(backends.BACKEND_NAMES)})"
         )
 
-    def _backend_candidates(self, built: dict[str, Any] | None = None) -> list[Any]:
+    def _backend_candidates(
+        self, built: dict[str, ImageBackend] | None = None
+    ) -> list[BackendFactory]:
         """Factories of the backends worth measuring against fp32 on this device; each puts
         what it builds into ``built``, by name."""
         names: list[str] = []
@@ -377,10 +370,10 @@ class ClipEncoder:
                 names.append("openvino-fp32")
         elif self.device == "mps":
             names.append("torch-fp16")
-        factories = []
+        factories: list[BackendFactory] = []
         for name in names:
 
-            def make(name: str = name) -> Any:
+            def make(name: str = name) -> ImageBackend:
                 backend = self._make_backend(name)
                 if built is not None:
                     built[name] = backend
@@ -392,6 +385,27 @@ class ClipEncoder:
                 make.skip_if_faithful = "openvino-bf16"  # type: ignore[attr-defined]
             factories.append(make)
         return factories
+
+    exportable = True
+
+    def check_encodes(self) -> None:
+        """One blank photo through the model before it becomes the library's target: a
+        model that loads but cannot encode photos (a custom config's) must not stay it."""
+        from PIL import Image
+
+        try:
+            side = max(self.decode_side, 1)
+            blank = Image.new("RGB", (side, side))
+            self.image_backend.encode(self.preprocess_image(blank)[None])
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ModelUnavailableError(
+                f"{self.spec.arch} cannot encode a photo ({type(exc).__name__}: {reason}); "
+                "the library's model is unchanged"
+            ) from exc
+
+    def limit_threads(self, cores: int | None) -> None:
+        """Nothing to do: torch's threads follow the throttle (:func:`throttle.applied`)."""
 
     def cuda_batch_size(self, default: int) -> int:
         """On CUDA, a batch as large as free GPU memory allows (measured: the peak memory of
@@ -465,7 +479,7 @@ class ClipEncoder:
     takes_tensors = True
 
     def encode_batch(self, batch: np.ndarray) -> np.ndarray:
-        if self.backend_choice is None and self._choices_dir is not None:
+        if self.backend_choice is None and self.choices_dir is not None:
             self.select_backend()
         if not isinstance(batch, np.ndarray) and not getattr(
             self.image_backend, "takes_tensors", False

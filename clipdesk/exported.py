@@ -34,7 +34,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 
 from clipdesk import backends
-from clipdesk.backends import BACKEND_NAMES, ReferenceVectors, cpu_name, openvino_backend, unit_rows
+from clipdesk.backends import (
+    BACKEND_NAMES,
+    BackendChoice,
+    BackendFactory,
+    ImageBackend,
+    ReferenceVectors,
+    cpu_name,
+    openvino_backend,
+    unit_rows,
+)
 from clipdesk.errors import ModelUnavailableError
 from clipdesk.models import copy_hashing, default_models_dir, name_for_key
 from clipdesk.spec import ModelSpec
@@ -487,13 +496,14 @@ class ExportedEncoder:
             manifest.resize_mode,
         )
         self.tokenizer = ClipTokenizer(folder / manifest.vocab, manifest.context_length)
-        self._choices_dir = choices_dir
-        self._lock = threading.Lock()
+        self.choices_dir = choices_dir
+        self._lock = threading.Lock()  # the towers, built on first use
+        self.backend_lock = threading.Lock()  # the choice of image backend
         self._text: Any = None
         self._text_trims = False
-        self._image_backend: Any = None
+        self._image_backend: ImageBackend | None = None
         self._threads: int | None = None
-        self.backend_choice: Any = None
+        self.backend_choice: BackendChoice | None = None
 
     # -- the ClipEncoder interface
 
@@ -507,8 +517,7 @@ class ExportedEncoder:
     @property
     def device_reason(self) -> str:
         if self.backend_choice is not None:
-            reason: str = self.backend_choice.reason
-            return reason
+            return self.backend_choice.reason
         return "cpu: exported model via OpenVINO (torch not used)"
 
     @property
@@ -520,13 +529,13 @@ class ExportedEncoder:
         return self.manifest.logit_scale
 
     @property
-    def image_backend(self) -> Any:
+    def image_backend(self) -> ImageBackend:
         with self._lock:
             if self._image_backend is None:
                 self._image_backend = self._make_backend("openvino-fp32")
             return self._image_backend
 
-    def _make_backend(self, name: str) -> Any:
+    def _make_backend(self, name: str) -> ImageBackend:
         if not name.startswith("openvino-") or name not in BACKEND_NAMES:
             choices = ", ".join(n for n in BACKEND_NAMES if n.startswith("openvino-"))
             raise ModelUnavailableError(
@@ -552,6 +561,14 @@ class ExportedEncoder:
             f"OpenVINO cannot load the {tower} tower of the export {self.folder}: {first[:300]}"
         )
 
+    exportable = False  # it is an export already
+
+    def check_encodes(self) -> None:
+        """Nothing to do: an export's towers were checked on photos when it was made."""
+
+    def cuda_batch_size(self, default: int) -> int:
+        return default  # an export runs on the CPU
+
     def limit_threads(self, cores: int | None) -> None:
         """Use at most ``cores`` threads for images (None: all); recompiles when it changes."""
         with self._lock:
@@ -567,55 +584,47 @@ class ExportedEncoder:
         seconds: float = 2.0,
         probe: np.ndarray | None = None,
         on_reference: ReferenceVectors | None = None,
-    ) -> Any:
+    ) -> BackendChoice:
         """As ClipEncoder.select_backend: f32 is the reference, bf16 is measured against it
         where the CPU has it, the faster faithful one is kept per model and machine."""
-        if self.backend_choice is not None:
-            return self.backend_choice
-        override = override or os.environ.get(backends.BACKEND_ENV) or None
-        if override and not override.startswith("openvino-"):
-            override = None  # a torch backend named for the full install: measure instead
-        machine = runtime_signature()
-        store = backends.ChoiceStore(self._choices_dir) if self._choices_dir else None
-        built: dict[str, Any] = {}  # the backends measured; the chosen one is kept
-        if override and override != "auto":
-            choice = backends.BackendChoice(override, f"cpu: {override} (chosen by setting)", [])
-        elif store is not None and (known := store.get(self.spec.key, machine)) is not None:
-            choice = known
-        else:
-            reference = self.image_backend
-            candidates = []
-            if openvino_has_bf16():
+        return backends.choose(self, override, seconds, probe, on_reference)
 
-                def make() -> Any:
-                    built["openvino-bf16"] = self._make_backend("openvino-bf16")
-                    return built["openvino-bf16"]
+    # -- what backends.choose asks of an encoder
 
-                make.backend_name = "openvino-bf16"  # type: ignore[attr-defined]
-                candidates.append(make)
-            if candidates:
-                batch = probe if probe is not None else backends.probe_images(self.image_size)
-                measured = backends.measure(
-                    reference, candidates, batch, seconds, on_reference=on_reference
-                )
-                choice = backends.decide("cpu", measured)
-            else:
-                choice = backends.BackendChoice(
-                    reference.name, f"cpu: {reference.description} (exported model)", []
-                )
-            if store is not None:
-                store.put(self.spec.key, machine, choice)
+    def machine(self) -> str:
+        return runtime_signature()
+
+    def takes_override(self, name: str) -> bool:
+        return name.startswith("openvino-")  # a torch backend named for the full install
+
+    def unmeasured_reason(self, reference: ImageBackend) -> str:
+        return f"cpu: {reference.description} (exported model)"
+
+    def _backend_candidates(
+        self, built: dict[str, ImageBackend] | None = None
+    ) -> list[BackendFactory]:
+        if not openvino_has_bf16():
+            return []
+
+        def make() -> ImageBackend:
+            backend = self._make_backend("openvino-bf16")
+            if built is not None:
+                built[backend.name] = backend
+            return backend
+
+        make.backend_name = "openvino-bf16"  # type: ignore[attr-defined]
+        return [make]
+
+    def adopt(self, name: str, built: ImageBackend | None) -> None:
         with self._lock:
-            if self._image_backend is None or choice.name != self._image_backend.name:
-                self._image_backend = built.get(choice.name) or self._make_backend(choice.name)
-        self.backend_choice = choice
-        return choice
+            if self._image_backend is None or name != self._image_backend.name:
+                self._image_backend = built or self._make_backend(name)
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
         return self.preprocess(image)
 
     def encode_batch(self, batch: Any) -> np.ndarray:
-        if self.backend_choice is None and self._choices_dir is not None:
+        if self.backend_choice is None and self.choices_dir is not None:
             self.select_backend()
         features: np.ndarray = self.image_backend.encode(np.asarray(batch, dtype=np.float32))
         return unit_rows(features)

@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import case, func, select
 
 from clipdesk import backends, db, device_decode, exported
+from clipdesk.backends import unit_rows
 from clipdesk.browsing import (
     PhotoDetails,
     PhotoRef,
@@ -32,11 +33,11 @@ from clipdesk.embedding import (
     embed_pending,
     pending_images,
 )
-from clipdesk.encoder import ClipEncoder, Encoder, unit_rows
-from clipdesk.errors import ClipdeskError, ModelUnavailableError, NotIndexedError
+from clipdesk.encoder import ClipEncoder, Encoder
+from clipdesk.errors import ClipdeskError, ModelUnavailableError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.library import Library
-from clipdesk.models import display_name
+from clipdesk.models import DEFAULT_NAME, ModelStore, display_name
 from clipdesk.progress import CancelToken, Progress, RateMeter, run_reporting
 from clipdesk.scanning import (
     ScanReport,
@@ -46,7 +47,14 @@ from clipdesk.scanning import (
     remove_folder,
     scan_folders,
 )
-from clipdesk.spec import DEFAULT_MODEL, ModelSpec
+from clipdesk.serving import (
+    DEVICE_SETTING,
+    DEVICE_USED_SETTING,
+    MODEL_SETTING,
+    TARGET_SETTING,
+    ModelServer,
+)
+from clipdesk.spec import ModelSpec
 from clipdesk.tagging import (
     PhotoTags,
     create_label_set,
@@ -61,10 +69,6 @@ from clipdesk.throttle import Throttle, applied, limited_threads
 from clipdesk.thumbnails import ThumbnailCache
 from clipdesk.vector_index import VectorIndex
 
-MODEL_SETTING = "model_key"
-TARGET_SETTING = "target_model_key"
-DEVICE_SETTING = "device"
-DEVICE_USED_SETTING = "device_used"
 BACKEND_SETTING = "backend"  # "auto" (measure once per model and machine) or a backend name
 
 
@@ -184,36 +188,32 @@ def _probe_batch(
     return Probe(np.stack(tensors), used)
 
 
-def _encode_a_blank_photo(encoder: ClipEncoder) -> None:
-    """One blank photo through the model before it becomes the library's target: a model
-    that loads but cannot encode photos (a custom config's) must not stay the target."""
-    from PIL import Image
-
-    try:
-        side = max(encoder.decode_side, 1)
-        encoder.image_backend.encode(encoder.preprocess_image(Image.new("RGB", (side, side)))[None])
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ModelUnavailableError(
-            f"{encoder.spec.arch} cannot encode a photo ({type(exc).__name__}: {reason}); "
-            "the library's model is unchanged"
-        ) from exc
-
-
 class Clipdesk:
-    """One library and its (lazily loaded) model, shared by CLI commands and GUI workers."""
+    """One library and its (lazily loaded) model, shared by CLI commands and GUI workers.
 
-    def __init__(self, library: Library) -> None:
+    The models themselves (which one serves, loading, idle unload, the indexes, the models
+    folder) are :attr:`serving`'s (:class:`clipdesk.serving.ModelServer`); the verbs are here.
+    """
+
+    def __init__(self, library: Library, store: ModelStore | None = None) -> None:
         self.library = library
-        self._encoders: dict[str, Encoder] = {}
-        self._query_encoders: dict[str, Encoder] = {}  # exports, for queries only
-        self._last_used: dict[str, float] = {}
-        self._indexes: dict[str, VectorIndex] = {}
-        self._lock = threading.RLock()  # guards model and index loading
+        self.serving = ModelServer(library, store)
         self.thumbnails = ThumbnailCache(library)
-        # A process that answers one query (a CLI search): scan the int8 copy of the
-        # vectors instead of loading the graph (clipdesk.compact).
-        self.cold_scan = False
+
+    @property
+    def cold_scan(self) -> bool:
+        """A process that answers one query (a CLI search): scan the int8 copy of the
+        vectors instead of loading the graph (clipdesk.compact)."""
+        return self.serving.cold_scan
+
+    @cold_scan.setter
+    def cold_scan(self, value: bool) -> None:
+        self.serving.cold_scan = value
+
+    @property
+    def models(self) -> ModelStore:
+        """The models folder: installed models, downloads, imports (one for the app)."""
+        return self.serving.store
 
     # -- folders -----------------------------------------------------------------------
 
@@ -240,147 +240,56 @@ class Clipdesk:
     # the library with the target while searches keep using the serving model's vectors,
     # and the target starts serving once every photo has a vector from it.
 
-    def _spec_from_setting(self, setting: str) -> ModelSpec | None:
-        key = self.library.get_setting(setting)
-        if key is None:
-            return None
-        with self.library.session() as s:
-            row = s.scalar(select(db.Model).where(db.Model.key == key))
-        if row is None:
-            return None
-        arch, _, pretrained = row.spec.partition(":")
-        return ModelSpec(arch, pretrained, row.config_json, known_key=row.key)
-
     def current_spec(self) -> ModelSpec | None:
         """The model that answers searches now."""
-        return self._spec_from_setting(MODEL_SETTING)
+        return self.serving.current_spec()
 
     def target_spec(self) -> ModelSpec | None:
         """The model being switched to, until its vectors are complete."""
-        return self._spec_from_setting(TARGET_SETTING)
-
-    def _model_row(self, spec: ModelSpec, dim: int) -> db.Model:
-        with self.library.session() as s:
-            row = s.scalar(select(db.Model).where(db.Model.key == spec.key))
-            if row is None:
-                row = db.Model(
-                    key=spec.key,
-                    spec=spec.spec,
-                    dim=dim,
-                    config_json=spec.config_json,
-                    created_at=time.time(),
-                )
-                s.add(row)
-                s.commit()
-            return row
+        return self.serving.target_spec()
 
     def default_spec(self) -> ModelSpec:
-        """clipdesk's default model; without torch (the CPU bundle), the default model's
-        export, else the first export there is. Never the bundle's self-test model: a
-        model trained on clothing photos must not quietly index someone's holidays."""
-        spec = ModelSpec.parse(DEFAULT_MODEL)
-        if exported.torch_available():
-            return spec
-        exports = [
-            manifest
-            for _folder, manifest in exported.available_exports()
-            if manifest.extra.get("role") != "self-test"
-        ]
-        for manifest in exports:
-            if manifest.key == spec.key:
-                return manifest.spec
-        return exports[0].spec if exports else spec
-
-    def _load(self, spec: ModelSpec, device: str) -> Encoder:
-        from clipdesk.models import default_models_dir
-
-        folder = exported.find_export(spec.key)
-        weights = spec.weights_file
-        if folder is not None and weights is not None and not weights.is_file():
-            # Only the export came along (a bundle, a copied models folder): it is the model.
-            return exported.ExportedEncoder(folder, choices_dir=default_models_dir())
-        if not exported.torch_available():
-            if folder is None:
-                names = ", ".join(m.label for _f, m in exported.available_exports()) or "none"
-                raise ModelUnavailableError(
-                    f"{spec.spec} is not available in exported form, and this clipdesk (the "
-                    f"CPU bundle) has no torch to run it (exported models here: {names}); "
-                    "export it with `clipdesk models export` on the full install, then "
-                    "`clipdesk models import --export FOLDER`"
-                )
-            return exported.ExportedEncoder(folder, choices_dir=default_models_dir())
-        return ClipEncoder(
-            spec, device, cache_dir=self.library.models_dir, choices_dir=default_models_dir()
-        )
+        """clipdesk's default model (see :meth:`ModelServer.default_spec`)."""
+        return self.serving.default_spec()
 
     def encoder(self, spec: ModelSpec | None = None, device: str | None = None) -> Encoder:
-        """A loaded model (each loaded once, under a lock); ``spec`` defaults to the
-        serving model, then to clipdesk's default model."""
-        with self._lock:
-            spec = spec or self.current_spec() or self.default_spec()
-            device = device or self.library.get_setting(DEVICE_SETTING, "auto") or "auto"
-            loaded = self._encoders.get(spec.key)
-            if loaded is None or (device != "auto" and loaded.device != device):
-                loaded = self._load(spec, device)
-                self._encoders[spec.key] = loaded
-                used = self.library.get_setting(DEVICE_USED_SETTING) or ""
-                # A load for a search knows the device, not yet the backend that indexing
-                # chose on it ("cpu: bf16 via OpenVINO, 2.3x"): keep that line for status.
-                if not used.startswith(f"{loaded.device}:"):
-                    self.library.note_setting(DEVICE_USED_SETTING, loaded.device_reason)
-            self._last_used[spec.key] = time.monotonic()
-            return loaded
+        """A loaded model; ``spec`` defaults to the serving model, then to the default."""
+        return self.serving.encoder(spec, device)
+
+    def preload(self, encoder: Encoder) -> None:
+        """Use ``encoder`` for its model from now on, without loading it again."""
+        self.serving.preload(encoder)
 
     def query_encoder(self) -> Encoder:
-        """The serving model for one query (a text, an image): the loaded model if there is
-        one, else its export when it has one (a cold ``clipdesk search`` then starts in a
-        fraction of the time torch and open_clip take to import), else the model."""
-        with self._lock:
-            spec = self.current_spec() or self.default_spec()
-            loaded = self._encoders.get(spec.key) or self._query_encoders.get(spec.key)
-            if loaded is None and (folder := exported.find_export(spec.key)) is not None:
-                try:
-                    loaded = exported.ExportedEncoder(folder)
-                    self._query_encoders[spec.key] = loaded
-                except exported.ExportDamagedError:
-                    if not exported.torch_available():
-                        raise  # it says what to do; there is nothing else to run
-                    # The model itself answers (torch), or, without its weights, _load
-                    # raises the same error; the next complete index exports it again.
-            if loaded is None:
-                return self.encoder(spec)
-            self._last_used[spec.key] = time.monotonic()
-            return loaded
+        """The serving model for one query (its export when that loads faster)."""
+        return self.serving.query_encoder()
 
     def unload_models(self, idle_for: float = 0.0) -> list[str]:
-        """Free the models not used for ``idle_for`` seconds (an idle app calls this
-        now and then); they load again on demand. Returns the keys unloaded."""
-        with self._lock:
-            now = time.monotonic()
-            idle = [
-                key
-                for key in {**self._encoders, **self._query_encoders}
-                if now - self._last_used.get(key, 0.0) >= idle_for
-            ]
-            for key in idle:
-                self._encoders.pop(key, None)
-                self._query_encoders.pop(key, None)
-            return idle
+        """Free the models not used for ``idle_for`` seconds; returns their keys."""
+        return self.serving.unload_models(idle_for)
 
     def loaded_models(self) -> list[str]:
-        with self._lock:
-            return list({**self._encoders, **self._query_encoders})
+        return self.serving.loaded_models()
+
+    def model_ready(self) -> bool:
+        """Whether indexing has a model to run without a download: the library's own,
+        the default model installed, or an export of it (the CPU bundle's models)."""
+        return (
+            self.current_spec() is not None
+            or self.target_spec() is not None
+            or self.models.spec_for(DEFAULT_NAME) is not None
+            or exported.find_export(self.default_spec().key) is not None
+        )
 
     def use_model(self, spec: ModelSpec, device: str | None = None) -> str:
         """Make ``spec`` the target model; returns a sentence saying what happens next."""
         encoder = self.encoder(spec, device)
-        if isinstance(encoder, ClipEncoder):
-            try:
-                _encode_a_blank_photo(encoder)
-            except ModelUnavailableError:
-                self._encoders.pop(encoder.spec.key, None)
-                raise
-        row = self._model_row(encoder.spec, encoder.dim)
+        try:
+            encoder.check_encodes()  # a model that cannot encode a photo is no target
+        except ModelUnavailableError:
+            self.serving.forget(encoder.spec.key)
+            raise
+        row = self.serving.record_model(encoder.spec, encoder.dim)
         serving = self.library.get_setting(MODEL_SETTING)
         if serving is None or serving == row.key:
             self.library.set_setting(MODEL_SETTING, row.key)
@@ -394,29 +303,10 @@ class Clipdesk:
             "has been embedded with the new model"
         )
 
-    def _index_for(self, key: str) -> VectorIndex:
-        with self._lock:
-            index = self._indexes.get(key)
-            if index is None:
-                with self.library.session() as s:
-                    row = s.scalar(select(db.Model).where(db.Model.key == key))
-                if row is None:
-                    raise NotIndexedError(
-                        f"the library's model {key} is not recorded; "
-                        "run `clipdesk index --model ...` again"
-                    )
-                index = VectorIndex(self.library, row.key, row.id, row.dim)
-                index.cold_scan = self.cold_scan
-                self._indexes[key] = index
-            return index
-
     def vector_index(self) -> VectorIndex:
         """The serving model's index. Needs no model loaded: a similar-photo search runs on
         stored vectors alone."""
-        key = self.library.get_setting(MODEL_SETTING)
-        if key is None:
-            raise NotIndexedError("nothing is indexed yet: add a folder, then run `clipdesk index`")
-        return self._index_for(key)
+        return self.serving.vector_index()
 
     def export_model(
         self,
@@ -430,7 +320,7 @@ class Clipdesk:
         from clipdesk.export import export_model
 
         encoder = self.encoder(spec or self.current_spec() or self.default_spec())
-        if not isinstance(encoder, ClipEncoder):
+        if not isinstance(encoder, ClipEncoder):  # exporting traces the torch model
             raise ClipdeskError("exporting needs torch: run it with the full clipdesk")
         paths = self._probe_paths()
         probe = _probe_batch(encoder, paths, DEFAULT_MAX_PIXELS) if paths else None
@@ -484,13 +374,13 @@ class Clipdesk:
             encoder = self.encoder(building, device)
             choice = encoder.backend_choice
             if choice is not None and (remeasure or backends.measure_again(choice)):
-                with self._lock:  # a model loaded afresh measures (below), not as chosen
-                    self._encoders.pop(encoder.spec.key, None)
+                # a model loaded afresh measures (below), not as chosen
+                self.serving.forget(encoder.spec.key)
                 encoder = self.encoder(building, device)
-            row = self._model_row(encoder.spec, encoder.dim)
-            if self.library.get_setting(MODEL_SETTING) is None:
+            row = self.serving.record_model(encoder.spec, encoder.dim)
+            if self.serving.serving_key() is None:
                 self.library.set_setting(MODEL_SETTING, row.key)
-            index = self._index_for(row.key)
+            index = self.serving.index_for(row.key)
             cores = throttle.cores if throttle and throttle.max_cores is not None else None
             with limited_threads(cores):
                 index.ensure_current()  # a rebuild adds every vector: the throttle's cores
@@ -545,9 +435,8 @@ class Clipdesk:
                 if encoder.device == "cuda" and device_decode.wanted(encoder):
                     used += "; JPEGs decoded on the GPU (nvJPEG)"
                 self.library.set_setting(DEVICE_USED_SETTING, used)
-            if isinstance(encoder, exported.ExportedEncoder):
-                encoder.limit_threads(throttle.max_cores if throttle else None)
-            elif isinstance(encoder, ClipEncoder) and batch_size == DEFAULT_BATCH_SIZE and pending:
+            encoder.limit_threads(throttle.max_cores if throttle else None)
+            if batch_size == DEFAULT_BATCH_SIZE and pending:
                 batch_size = encoder.cuda_batch_size(batch_size)  # the GPU's memory decides
             try:
                 with applied(throttle):
@@ -570,10 +459,10 @@ class Clipdesk:
                 self.library.set_setting(MODEL_SETTING, row.key)  # the switch completes
                 self.library.set_setting(TARGET_SETTING, None)
             yield Progress("index", len(index), len(index), message="index saved")
-            if finished and not cancel.cancelled and isinstance(encoder, ClipEncoder):
+            if finished and not cancel.cancelled and encoder.exportable:
                 yield from self._export_once(encoder, cancel)
 
-    def _export_once(self, encoder: ClipEncoder, cancel: CancelToken) -> Iterator[Progress]:
+    def _export_once(self, encoder: Encoder, cancel: CancelToken) -> Iterator[Progress]:
         """After a model's first complete index, export it (once, in a child process) so
         that later one-shot searches start without torch. $CLIPDESK_AUTO_EXPORT=0 skips."""
         from clipdesk.export import export_model_aside
@@ -706,14 +595,15 @@ class Clipdesk:
             return s.scalar(select(db.Photo).where(db.Photo.path.in_(candidates)).limit(1))
 
     def photo_vector(self, photo: db.Photo) -> np.ndarray | None:
-        spec = self.current_spec()
-        if spec is None:
+        model_id = self.serving.model_id(self.serving.serving_key())
+        if model_id is None:
             return None
         with self.library.session() as s:
             blob = s.scalar(
-                select(db.Embedding.vector)
-                .join(db.Model, db.Model.id == db.Embedding.model_id)
-                .where(db.Embedding.fingerprint == photo.fingerprint, db.Model.key == spec.key)
+                select(db.Embedding.vector).where(
+                    db.Embedding.fingerprint == photo.fingerprint,
+                    db.Embedding.model_id == model_id,
+                )
             )
         return None if blob is None else np.frombuffer(blob, dtype=np.float32)
 
@@ -759,8 +649,8 @@ class Clipdesk:
         target = None if folder is None else normalise_folder(folder)
         allowed = None
         if tag is not None:
-            key = self.library.get_setting(MODEL_SETTING)
-            allowed = set() if key is None else self._allowed(self._index_for(key), tag)
+            key = self.serving.serving_key()
+            allowed = set() if key is None else self._allowed(self.serving.index_for(key), tag)
         return target, allowed
 
     def browse(self, folder: str | Path | None = None, tag: str | None = None) -> list[PhotoRef]:
@@ -775,11 +665,7 @@ class Clipdesk:
         return photo_refs(self.library, photo_ids)
 
     def photo_details(self, photo_id: int) -> PhotoDetails | None:
-        key = self.library.get_setting(MODEL_SETTING)
-        model_id = None
-        if key is not None:
-            with self.library.session() as s:
-                model_id = s.scalar(select(db.Model.id).where(db.Model.key == key))
+        model_id = self.serving.model_id(self.serving.serving_key())
         return photo_details(self.library, photo_id, model_id)
 
     # -- tagging -----------------------------------------------------------------------
@@ -838,8 +724,10 @@ class Clipdesk:
     def status(self) -> LibraryStatus:
         spec = self.current_spec()
         key = spec.key if spec else None
+        model_id = self.serving.model_id(key)
+        target = self.target_spec()
+        target_id = self.serving.model_id(target.key if target else None)
         with self.library.session() as s:
-            model_id = s.scalar(select(db.Model.id).where(db.Model.key == key)) if key else None
             embedded = select(db.Embedding.fingerprint).where(db.Embedding.model_id == model_id)
             is_indexed = db.Photo.fingerprint.in_(embedded) & db.Photo.error.is_(None)
             # One pass over the photos for every folder's counts (a million rows: one scan).
@@ -865,10 +753,8 @@ class Clipdesk:
                 for root in s.scalars(select(db.Root).order_by(db.Root.path))
                 for reason in [folder_unavailable(root)]
             ]
-            target = self.target_spec()
             switching_done = 0
             if target is not None:
-                target_id = s.scalar(select(db.Model.id).where(db.Model.key == target.key))
                 by_target = select(db.Embedding.fingerprint).where(
                     db.Embedding.model_id == target_id
                 )

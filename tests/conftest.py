@@ -59,7 +59,7 @@ def app(library: object, tiny_encoder: object) -> object:
     from clipdesk.services import Clipdesk
 
     service = Clipdesk(library)  # type: ignore[arg-type]
-    service._encoders[tiny_encoder.spec.key] = tiny_encoder  # type: ignore[attr-defined]  # once per session
+    service.preload(tiny_encoder)  # type: ignore[arg-type]  # loaded once per session
     return service
 
 

@@ -45,7 +45,7 @@ from PySide6.QtWidgets import (
 
 from clipdesk.browsing import PhotoDetails, PhotoRef
 from clipdesk.cli_output import duration, human_size
-from clipdesk.exported import ExportManifest, find_export, install_export, torch_available
+from clipdesk.exported import ExportManifest, install_export, torch_available
 from clipdesk.gui import desktop
 from clipdesk.gui.details import DetailsPanel
 from clipdesk.gui.dialogs import (
@@ -68,7 +68,7 @@ from clipdesk.gui.sidebar import SidebarWidget
 from clipdesk.gui.thumbnails import ThumbnailProvider
 from clipdesk.gui.workers import TaskRunner, Worker, WorkerToken
 from clipdesk.imaging import is_image_name, load_rgb
-from clipdesk.models import CATALOG, DEFAULT_NAME, ModelStore
+from clipdesk.models import CATALOG, DEFAULT_NAME
 from clipdesk.progress import CancelToken, Progress
 from clipdesk.services import Clipdesk, LibraryStatus
 from clipdesk.throttle import Throttle, usable_cores
@@ -110,6 +110,15 @@ class SearchField(QLineEdit):
                 self.image_pasted.emit(QImage(mime.imageData()))
                 return
         super().keyPressEvent(event)
+
+
+def model_wording(model: str) -> str:
+    """A model as the status bar shows it: ``ARCH (TAG)`` or ``ARCH (weights file)`` for a
+    spec; a name that already says what it is (``holiday (imported ViT-B-32)``) as it is."""
+    arch, colon, weights = model.partition(":")
+    if not colon or "(" in weights:
+        return model
+    return f"{arch} ({os.path.basename(weights) if os.sep in weights else weights})"
 
 
 def window_wording(message: str) -> str:
@@ -605,13 +614,7 @@ class MainWindow(QMainWindow):
 
     def refresh_status(self, then_index: bool = False) -> None:
         def load(_: CancelToken) -> tuple[LibraryStatus, dict[str, list[str]], bool]:
-            ready = (
-                self.services.current_spec() is not None
-                or self.services.target_spec() is not None
-                or ModelStore().spec_for(DEFAULT_NAME) is not None
-                # the CPU bundle's own models, or an export of the default model
-                or find_export(self.services.default_spec().key) is not None
-            )
+            ready = self.services.model_ready()
             return self.services.status(), self.services.label_sets(), ready
 
         def done(result: tuple[LibraryStatus, dict[str, list[str]], bool]) -> None:
@@ -642,10 +645,8 @@ class MainWindow(QMainWindow):
         if self.status.model is None:
             text = "No model yet" if not self._model_ready else "Model: not loaded yet"
         else:
-            arch, _, weights = self.status.model.partition(":")
-            weights = os.path.basename(weights) if os.sep in weights else weights
             device = self.status.device.split(",")[0]  # "cpu: bf16 via torch"
-            text = f"Model: {arch} ({weights}) · {device}"
+            text = f"Model: {model_wording(self.status.model)} · {device}"
         if self.status.switching_to:
             text += f" · switching to {self.status.switching_to.split(':')[0]}"
         self.model_label.setText(text)
@@ -1200,7 +1201,8 @@ class MainWindow(QMainWindow):
         started = time.monotonic()
 
         def fetch(token: WorkerToken) -> object:
-            return ModelStore().download(entry.name, lambda *step: token.report(step), token)
+            models = self.services.models
+            return models.download(entry.name, lambda *step: token.report(step), token)
 
         def moved(step: tuple[int, int]) -> None:
             done, total = step
@@ -1240,7 +1242,7 @@ class MainWindow(QMainWindow):
         def register(_: CancelToken) -> str:
             from pathlib import Path
 
-            spec = ModelStore().import_model(
+            spec = self.services.models.import_model(
                 name, Path(weights), Path(config) if config else None, None if config else arch
             )
             return self.services.use_model(spec, self.device)

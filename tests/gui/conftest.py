@@ -59,7 +59,7 @@ def services(tmp_path: Path, clothing_spec: object, clothing_encoder: object) ->
 
     library = Library(tmp_path / "library")
     service = Clipdesk(library)
-    service._encoders[clothing_encoder.spec.key] = clothing_encoder  # type: ignore[attr-defined]
+    service.preload(clothing_encoder)  # type: ignore[arg-type]
     service.use_model(clothing_spec, "cpu")  # type: ignore[arg-type]
     yield service
     library.close()

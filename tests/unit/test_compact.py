@@ -19,7 +19,7 @@ QUERIES = ["a photo of shoes", "a dress", "a hat on a table", "trousers"]
 def _fresh(library: Library, encoder: object) -> Clipdesk:
     """A new service on the same library, as a new CLI process is (cold, one query)."""
     app = Clipdesk(library)
-    app._encoders[encoder.spec.key] = encoder  # type: ignore[attr-defined]
+    app.preload(encoder)  # type: ignore[arg-type]
     app.cold_scan = True
     return app
 

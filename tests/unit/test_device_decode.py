@@ -204,7 +204,7 @@ def test_the_pipeline_with_device_decoding(
 
     monkeypatch.setattr(DeviceDecoder, "prepare", counting)
     again = Clipdesk(Library(tmp_path / "library-device"))
-    again._encoders[app.encoder(tiny_spec).spec.key] = app.encoder(tiny_spec)  # type: ignore[arg-type]
+    again.preload(app.encoder(tiny_spec))  # type: ignore[arg-type]
     again.add_folders([photos])
     list(again.index(tiny_spec, "cpu", batch_size=8))  # type: ignore[arg-type]
     paths, vectors = stored_vectors(again)

@@ -95,7 +95,7 @@ def _slow_candidates_encoder(
         _factory(lambda n=n: _Sleepy(reference, n, pause), n, built) for n in ("slow-a", "slow-b")
     ]
     monkeypatch.setattr(encoder, "_backend_candidates", lambda _built: slow)
-    app._encoders[encoder.spec.key] = encoder
+    app.preload(encoder)
     return encoder
 
 
@@ -171,7 +171,7 @@ def test_the_automatic_export_reports_its_steps(
     library = Library(tmp_path / "library")
     try:
         app = Clipdesk(library)
-        app._encoders[tiny_encoder.spec.key] = tiny_encoder
+        app.preload(tiny_encoder)
         app.add_folders([photos])
         export = [p for p in app.index(tiny_encoder.spec) if p.phase == "export"]
     finally:

@@ -264,7 +264,7 @@ def test_searches_use_the_export_and_find_the_same_photos(
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
     library = Library(tmp_path / "library")
     full = Clipdesk(library)
-    full._encoders[clothing.spec.key] = clothing
+    full.preload(clothing)
     full.add_folders([photos])
     list(full.index(clothing.spec))
     queries = ["a photo of shoes", "a red dress", "pants", "a hat"]
@@ -276,7 +276,7 @@ def test_searches_use_the_export_and_find_the_same_photos(
     got = [[h.path for h in fresh.search_text(q, k=10)] for q in queries]
     assert got == want
     # A loaded full model is used as it is (no second copy of the text tower).
-    fresh._encoders[clothing.spec.key] = clothing
+    fresh.preload(clothing)
     assert fresh.query_encoder() is clothing
     library.close()
 
@@ -333,7 +333,7 @@ def exporting_app(
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
     library = Library(tmp_path / "library")
     app = Clipdesk(library)
-    app._encoders[tiny_encoder.spec.key] = tiny_encoder  # type: ignore[attr-defined]
+    app.preload(tiny_encoder)  # type: ignore[arg-type]
     app.add_folders([photos])
     yield app
     library.close()

@@ -153,7 +153,7 @@ def test_file_deleted_between_scan_and_decode(
     from clipdesk.embedding import embed_pending
 
     encoder = app.encoder(tiny_spec)  # type: ignore[arg-type]
-    model = app._model_row(encoder.spec, encoder.dim)
+    model = app.serving.record_model(encoder.spec, encoder.dim)
     progress = list(embed_pending(app.library, encoder, model.id))
     assert progress[-1].failed == 1 and progress[-1].done == 30
     with app.library.session() as s:
@@ -296,7 +296,7 @@ def _measuring_encoder(
 
     same.backend_name = reference.name  # type: ignore[attr-defined]
     monkeypatch.setattr(encoder, "_backend_candidates", lambda _built: [same])
-    app._encoders[encoder.spec.key] = encoder
+    app.preload(encoder)
     piped: list[int] = []
     encode_batch = encoder.encode_batch
     monkeypatch.setattr(

@@ -77,7 +77,7 @@ def test_a_throttled_rebuild_of_the_graph_uses_only_the_throttles_cores(
         graph.unlink()
     index.meta_path.unlink(missing_ok=True)
     index._index = None  # type: ignore[attr-defined]
-    app._indexes.clear()  # type: ignore[attr-defined]
+    app.serving.close_indexes()
     seen: list[Any] = []
     real_add_items = hnswlib.Index.add_items
 

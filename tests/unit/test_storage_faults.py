@@ -244,7 +244,7 @@ def test_a_library_folder_deleted_while_running_is_named(
 
 def _cold(library: Library, encoder: object) -> Clipdesk:
     app = Clipdesk(library)
-    app._encoders[encoder.spec.key] = encoder  # type: ignore[attr-defined]
+    app.preload(encoder)  # type: ignore[arg-type]
     app.cold_scan = True
     return app
 
@@ -275,7 +275,7 @@ def test_index_repairs_a_garbled_int8_copy(indexed: Clipdesk, tiny_spec: object)
     codes = compact.pointer.with_suffix(".codes")
     _flip(codes, 10)
     fresh = Clipdesk(indexed.library)
-    fresh._encoders = indexed._encoders
+    fresh.preload(indexed.encoder())
     list(fresh.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
     assert compact.verify()
 
@@ -388,7 +388,7 @@ def test_a_really_full_disk(
 ) -> None:
     library = Library(small_disk / "library")
     app = Clipdesk(library)
-    app._encoders[tiny_encoder.spec.key] = tiny_encoder  # type: ignore[attr-defined]
+    app.preload(tiny_encoder)  # type: ignore[arg-type]
     app.add_folders([photos])
     list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
     library.close()
