@@ -103,7 +103,7 @@ class SidebarWidget(QWidget):
             elif folder.indexed < readable:
                 state = f"{folder.indexed:,} of {readable:,} indexed"
             else:
-                state = f"{readable:,} photos"
+                state = f"{readable:,} photo{'' if readable == 1 else 's'}"
             if bad and folder.available:
                 state += f", {bad:,} unreadable"
             item = self._child("Folders", f"{name}  ({state})", "folder", folder.path)
