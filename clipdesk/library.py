@@ -218,9 +218,7 @@ class Library:
             f"another clipdesk process is already {what} this library ({self.directory})"
         )
         if self.read_only:
-            raise StorageError(
-                self.read_only_reason or f"{read_only_message(self.directory)} (needed for {what})"
-            )
+            raise StorageError(self.read_only_reason or read_only_message(self.directory, what))
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(file_lock(self.directory / "writer.lock", busy))
@@ -236,11 +234,12 @@ class Library:
                 self.writing = False
 
 
-def read_only_message(folder: Path) -> str:
+def read_only_message(folder: Path, what: str | None = None) -> str:
+    needs = f"{what} needs it writable" if what else "to index, tag or change the library"
     return (
         f"the library folder is read-only: {folder}. Nothing is damaged and searches work "
-        "from what is there; to index, tag or change the library, make the folder writable "
-        "(or copy it to a writable place and pass --library)"
+        f"from what is there; {needs}: make the folder writable, or copy it to a writable "
+        "place and pass --library"
     )
 
 
