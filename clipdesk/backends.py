@@ -27,12 +27,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from clipdesk.errors import ClipdeskError
 from clipdesk.progress import CancelToken
+from clipdesk.spec import ModelSpec
 from clipdesk.throttle import usable_cores
 
 log = logging.getLogger(__name__)
@@ -361,11 +362,10 @@ class BackendChoice:
     tries: int = 0  # measurements under load in a row, this one included
 
 
-def measure_again(choice: Any) -> bool:
+def measure_again(choice: BackendChoice) -> bool:
     """Whether an index measures ``choice`` again: it was measured under load, fewer than
     MEASUREMENTS_UNDER_LOAD times in a row."""
-    tries = getattr(choice, "tries", 0)
-    return getattr(choice, "provisional", False) is True and tries < MEASUREMENTS_UNDER_LOAD
+    return choice.provisional is True and choice.tries < MEASUREMENTS_UNDER_LOAD
 
 
 def fixed_backend(setting: str | None) -> str | None:
@@ -373,6 +373,81 @@ def fixed_backend(setting: str | None) -> str | None:
     when the backends are measured ("auto")."""
     name = setting or os.environ.get(BACKEND_ENV) or None
     return None if name in (None, "auto") else name
+
+
+# A candidate, built when it is measured; it may carry ``backend_name`` and
+# ``skip_if_faithful`` attributes (see :func:`measure`).
+BackendFactory = Callable[[], ImageBackend]
+
+
+class Chooser(Protocol):
+    """What :func:`choose` asks of an encoder: :class:`clipdesk.encoder.ClipEncoder` (torch)
+    and :class:`clipdesk.exported.ExportedEncoder` (an export) are both one."""
+
+    device: str
+    image_size: int
+    backend_choice: BackendChoice | None
+
+    @property
+    def spec(self) -> ModelSpec: ...
+    @property
+    def choices_dir(self) -> Path | None: ...  # where choices are remembered; None: nowhere
+    @property
+    def backend_lock(self) -> threading.Lock: ...
+    @property
+    def image_backend(self) -> ImageBackend: ...  # the reference, until a choice is made
+    def machine(self) -> str: ...  # what a measured choice depends on
+    def takes_override(self, name: str) -> bool: ...  # False: measured instead
+    def unmeasured_reason(self, reference: ImageBackend) -> str: ...  # no candidate here
+    def _backend_candidates(self, built: dict[str, ImageBackend]) -> list[BackendFactory]: ...
+    def adopt(self, name: str, built: ImageBackend | None) -> None: ...  # use the chosen one
+
+
+def choose(
+    encoder: Chooser,
+    override: str | None = None,
+    seconds: float = 2.0,
+    probe: np.ndarray | None = None,
+    on_reference: ReferenceVectors | None = None,
+) -> BackendChoice:
+    """The encoder's image backend: the fastest faithful one for its model on this machine,
+    measured once and remembered in its choices folder, or ``override`` (a backend name, or
+    $CLIPDESK_BACKEND). Under the encoder's lock: a second caller waits for the first's
+    choice instead of measuring again. ``probe``: preprocessed photos to judge fidelity on
+    (the user's own, ideally). ``on_reference``: given the probe's features from the
+    reference pass, if one runs (as unit rows, they are the vectors the reference backend
+    stores: the caller can keep them). The encoder then uses the chosen backend."""
+    with encoder.backend_lock:
+        if encoder.backend_choice is not None:
+            return encoder.backend_choice
+        override = override or os.environ.get(BACKEND_ENV) or None
+        if override and not encoder.takes_override(override):
+            override = None
+        machine = encoder.machine()
+        folder = encoder.choices_dir
+        store = ChoiceStore(folder) if folder is not None else None
+        built: dict[str, ImageBackend] = {}  # the backends measured; the chosen one is kept
+        if override and override != "auto":
+            choice = BackendChoice(
+                override, f"{encoder.device}: {override} (chosen by setting)", []
+            )
+        elif store is not None and (known := store.get(encoder.spec.key, machine)) is not None:
+            choice = known
+        else:
+            reference = encoder.image_backend
+            candidates = encoder._backend_candidates(built)
+            if not candidates:  # nothing measured, nothing remembered
+                choice = BackendChoice(reference.name, encoder.unmeasured_reason(reference), [])
+            else:
+                batch = probe if probe is not None else probe_images(encoder.image_size)
+                measured = measure(reference, candidates, batch, seconds, on_reference=on_reference)
+                choice = decide(encoder.device, measured)
+                if store is not None:
+                    store.put(encoder.spec.key, machine, choice)
+        # as measured, not built again (an OpenVINO compile is 2 s on 2 cores)
+        encoder.adopt(choice.name, built.get(choice.name))
+        encoder.backend_choice = choice
+        return choice
 
 
 # -- the load a measurement ran under ----------------------------------------------------
