@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TextIO
 from clipdesk import __version__
 from clipdesk.cli_output import StatusLine, bar, cancel_on_interrupt, duration, plural, printable
 from clipdesk.errors import ClipdeskError
-from clipdesk.progress import Progress
+from clipdesk.progress import Phase, Progress
 
 if TYPE_CHECKING:
     from clipdesk.services import Clipdesk
@@ -234,7 +234,7 @@ class ProgressBar:
 
     def __init__(self, stream: TextIO) -> None:
         self.line = StatusLine(stream)
-        self._phase = ""
+        self._phase: Phase | None = None
 
     def update(self, p: Progress) -> None:
         if p.phase != self._phase:

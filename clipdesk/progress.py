@@ -8,13 +8,27 @@ progress widget. Neither the core nor its services print.
 from __future__ import annotations
 
 import contextvars
+import enum
 import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
+
+# The phases of the long jobs, in the order an index run meets them: "scan" (find the
+# folders' photos), "prepare" (measure the encoder backends, once per model and machine),
+# "embed" (photos to vectors), "index" (the vector index saved), "export" (the model
+# exported to run without torch, once per model); "tag" is a tagging run's one phase.
+Phase = Literal["scan", "prepare", "embed", "index", "export", "tag"]
+
+
+class JobWarning(enum.Enum):
+    """Something a job met that did not stop it; the message words it the CLI's way, a
+    window recognises the kind here and words it its own way."""
+
+    EXPORT_FAILED = "export failed"  # the model was not exported; searches work as before
 
 
 class CancelToken:
@@ -35,13 +49,14 @@ class CancelToken:
 class Progress:
     """One step of a long job. ``total`` may grow while a scan discovers files."""
 
-    phase: str  # "scan", "embed" or "index"
+    phase: Phase
     done: int
     total: int
     failed: int = 0
     rate: float = 0.0  # items per second since the phase started
     eta_s: float | None = None
     message: str = ""
+    warning: JobWarning | None = None
 
     @property
     def fraction(self) -> float:
@@ -59,7 +74,7 @@ class RateMeter:
     _reported: float | None = None
     base: int = 0  # done before this meter started: counted in ``done``, not in the rate
 
-    def report(self, phase: str, done: int, failed: int = 0, message: str = "") -> Progress:
+    def report(self, phase: Phase, done: int, failed: int = 0, message: str = "") -> Progress:
         now = time.perf_counter()
         self._reported = now
         elapsed = max(now - self.started, 1e-9)

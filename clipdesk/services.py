@@ -38,7 +38,7 @@ from clipdesk.errors import ClipdeskError, ModelUnavailableError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.library import Library
 from clipdesk.models import DEFAULT_NAME, ModelStore, display_name
-from clipdesk.progress import CancelToken, Progress, RateMeter, run_reporting
+from clipdesk.progress import CancelToken, JobWarning, Progress, RateMeter, run_reporting
 from clipdesk.scanning import (
     ScanReport,
     add_folders,
@@ -517,11 +517,13 @@ class Clipdesk:
         try:
             yield from run_reporting(work, cancel, name="clipdesk-export")
             message = "searches from the command line now start without torch"
+            warning = None
         except ClipdeskError as exc:  # a model that cannot be exported still works
             message = f"the model was not exported: {exc}"
+            warning = JobWarning.EXPORT_FAILED
             if not cancel.cancelled:
                 self.library.set_setting(failed_setting, str(exc))
-        yield Progress("export", 1, 1, message=message)
+        yield Progress("export", 1, 1, message=message, warning=warning)
 
     # -- search ------------------------------------------------------------------------
 

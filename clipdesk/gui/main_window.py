@@ -69,7 +69,7 @@ from clipdesk.gui.thumbnails import ThumbnailProvider
 from clipdesk.gui.workers import TaskRunner, Worker, WorkerToken
 from clipdesk.imaging import is_image_name, load_rgb
 from clipdesk.models import CATALOG, DEFAULT_NAME
-from clipdesk.progress import CancelToken, Progress
+from clipdesk.progress import CancelToken, JobWarning, Phase, Progress
 from clipdesk.services import Clipdesk, LibraryStatus
 from clipdesk.throttle import Throttle, usable_cores
 from clipdesk.watching import FolderWatcher
@@ -300,7 +300,7 @@ class MainWindow(QMainWindow):
         self.label_sets: dict[str, list[str]] = {}
         self.job: Worker | None = None
         self.job_kind = ""
-        self._job_phase = ""
+        self._job_phase: Phase | None = None
         self._job_stopped = False
         self._query_generation = 0
         self._search_worker: Worker | None = None
@@ -994,7 +994,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Another job is running; it must finish first.", 5000)
             return False
         self.job_kind = kind
-        self._job_phase = ""
+        self._job_phase = None
         self._job_stopped = False
         self.resume_button.hide()
         self.pause_button.setText("Pause")
@@ -1047,7 +1047,7 @@ class MainWindow(QMainWindow):
             self.job_progress.setRange(0, 0 if progress.done == 0 else 1)
             if progress.done == 0:
                 self.job_label.setText("Preparing fast searches (once per model)…")
-            elif progress.message.startswith("the model was not exported"):
+            elif progress.warning is JobWarning.EXPORT_FAILED:
                 log.warning("%s", progress.message)  # searches work as before; for the log
             return
         if progress.phase == "prepare":

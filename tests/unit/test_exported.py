@@ -87,7 +87,7 @@ def test_fp16_weights_are_widened_where_that_is_faster_with_the_same_vectors(
     monkeypatch.setenv(backends.WIDEN_F16_ENV, "1")
     widened = backends.openvino_backend("openvino-fp32", visual)
     assert kept.widened == 0 and widened.widened > 10  # every weight matrix and bias
-    assert float(np.min(backends._cosines(kept.encode(batch), widened.encode(batch)))) > 0.99999
+    assert float(np.min(backends.cosines(kept.encode(batch), widened.encode(batch)))) > 0.99999
     if backends.cpu_has_native_bf16():  # bf16 compute: the weights are narrowed anyway
         assert backends.openvino_backend("openvino-bf16", visual).widened == 0
     monkeypatch.delenv(backends.WIDEN_F16_ENV)
@@ -361,7 +361,7 @@ def test_cancelling_during_the_export_stops_it_at_once(
 ) -> None:
     import time
 
-    from clipdesk.progress import CancelToken
+    from clipdesk.progress import CancelToken, JobWarning
 
     app = exporting_app
     cancel = CancelToken()
@@ -374,6 +374,7 @@ def test_cancelling_during_the_export_stops_it_at_once(
         messages.append(progress.message)
     assert started is not None and time.monotonic() - started < 5
     assert messages[-1] == "the model was not exported: the export was cancelled"
+    assert progress.warning is JobWarning.EXPORT_FAILED  # what the window recognises
     exports = tmp_path / "models" / "exports"
     assert exported.find_export(tiny_encoder.spec.key) is None  # type: ignore[attr-defined]
     assert not exports.exists() or not list(exports.glob(".*.part"))  # no half export left
