@@ -88,13 +88,17 @@ def test_tag_prints_a_summary_and_lists_photos_only_when_asked(
     assert "(labels: a cap, a dress, a shoe)" in typo.stderr  # "a cap" is in both sets: once
 
 
-def test_models_use_switches_and_indexes_as_the_readme_says(tmp_path: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
+def _library_of_three(folder: Path, library: Path) -> None:
+    """A library with ``folder`` added, holding three of the fixture photos."""
+    folder.mkdir()
     for source in sorted(FIXTURE_PHOTOS.rglob("*.jpg"))[:3]:
-        shutil.copy(source, photos / source.name)
+        shutil.copy(source, folder / source.name)
+    run_cli("add", str(folder), library=library)
+
+
+def test_models_use_switches_and_indexes_as_the_readme_says(tmp_path: Path) -> None:
     library = tmp_path / "lib"
-    run_cli("add", str(photos), library=library)
+    _library_of_three(tmp_path / "photos", library)
     out = run_cli("models", "use", "ViT-B-32:random", library=library)
     assert "3 of 3 photos indexed, 0 failed" in out.stdout
     assert "ViT-B-32:random" in run_cli("status", library=library).stdout
@@ -118,12 +122,8 @@ def test_first_run_offline_says_what_to_fetch_and_how_to_import_it(tmp_path: Pat
 
 
 def test_a_search_says_which_folders_it_could_not_search(tmp_path: Path) -> None:
-    drive = tmp_path / "usb"
-    drive.mkdir()
-    for source in sorted(FIXTURE_PHOTOS.rglob("*.jpg"))[:3]:
-        shutil.copy(source, drive / source.name)
-    library = tmp_path / "lib"
-    run_cli("add", str(drive), library=library)
+    drive, library = tmp_path / "usb", tmp_path / "lib"
+    _library_of_three(drive, library)
     run_cli("index", *TINY, library=library)
     found = run_cli("search", "a hat", "-k", "3", library=library)
     assert len(found.stdout.splitlines()) == 3 and "not searched" not in found.stderr
