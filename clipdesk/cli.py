@@ -290,14 +290,7 @@ def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
     if not app.library.roots():
         raise ClipdeskError("the library has no folders yet: add one with `clipdesk add FOLDER`")
     if args.backend:
-        from clipdesk.backends import BACKEND_NAMES
-        from clipdesk.services import BACKEND_SETTING
-
-        if args.backend not in BACKEND_NAMES:  # a typo must not be stored as the setting
-            raise ClipdeskError(
-                f"unknown encoder backend {args.backend!r} (use {', '.join(BACKEND_NAMES)})"
-            )
-        app.library.set_setting(BACKEND_SETTING, args.backend)
+        app.set_backend(args.backend)
     remeasure = bool(getattr(args, "remeasure", False))
     if remeasure and (fixed := app.fixed_backend()):
         raise ClipdeskError(

@@ -327,6 +327,15 @@ class Clipdesk:
         pixels = probe.pixels if probe else None
         return export_model(encoder, exports_dir, probe=pixels, report=report, replace=replace)
 
+    def set_backend(self, name: str) -> None:
+        """Run the encoder on backend ``name`` from now on (``index --backend NAME``), or
+        on the one measured fastest once per model and machine ("auto")."""
+        if name not in backends.BACKEND_NAMES:  # a typo must not be stored as the setting
+            raise ClipdeskError(
+                f"unknown encoder backend {name!r} (use {', '.join(backends.BACKEND_NAMES)})"
+            )
+        self.library.set_setting(BACKEND_SETTING, name)
+
     def fixed_backend(self) -> str | None:
         """The encoder backend fixed by ``index --backend NAME`` or $CLIPDESK_BACKEND (not
         measured), or None."""

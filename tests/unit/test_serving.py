@@ -46,3 +46,19 @@ def test_one_models_folder_per_app(
     assert fresh.models is fresh.models  # shared, not one per caller
     assert fresh.models.models_dir == tmp_path / "models"
     assert not fresh.model_ready()  # nothing installed there, no model in the library
+
+
+def test_the_backend_setting_is_a_verb_that_refuses_unknown_names(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipdesk import backends
+    from clipdesk.errors import ClipdeskError
+
+    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    app.set_backend("torch-fp32")
+    assert app.fixed_backend() == "torch-fp32"
+    with pytest.raises(ClipdeskError, match="unknown encoder backend 'bogus'"):
+        app.set_backend("bogus")
+    assert app.fixed_backend() == "torch-fp32"  # the typo was not stored
+    app.set_backend("auto")
+    assert app.fixed_backend() is None
