@@ -1238,6 +1238,7 @@ class MainWindow(QMainWindow):
         name = dialog.name_edit.text().strip() or "imported"
         if not weights:
             return
+        device = self.device  # the settings are read here, on the GUI thread
 
         def register(_: CancelToken) -> str:
             from pathlib import Path
@@ -1245,7 +1246,7 @@ class MainWindow(QMainWindow):
             spec = self.services.models.import_model(
                 name, Path(weights), Path(config) if config else None, None if config else arch
             )
-            return self.services.use_model(spec, self.device)
+            return self.services.use_model(spec, device)
 
         self._run_import(register, "Importing the weights file…")
 
@@ -1267,13 +1268,14 @@ class MainWindow(QMainWindow):
         folder = QFileDialog.getExistingDirectory(self, "Import an exported model")
         if not folder:
             return
+        device = self.device  # the settings are read here, on the GUI thread
 
         def install(_: CancelToken) -> str:
             from pathlib import Path
 
             installed = install_export(Path(folder))
             spec = ExportManifest.read(installed).spec
-            return self.services.use_model(spec, self.device)
+            return self.services.use_model(spec, device)
 
         self._run_import(install, "Checking and copying the exported model…")
 
