@@ -569,7 +569,8 @@ def unit_rows(features: np.ndarray) -> np.ndarray:
     return unit
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine of each row of ``a`` with the same row of ``b``."""
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return np.sum(a * b, axis=1)  # type: ignore[no-any-return]
@@ -704,7 +705,7 @@ def measure(
             backend = make()
             meter = LoadMeter(threads)
             got, speed = _encode_timed(backend, batch, cancel, step, meter)
-            cosine = float(np.min(_cosines(expected, got)))
+            cosine = float(np.min(cosines(expected, got)))
             agreement = top10_agreement(expected, got)
             faithful = cosine >= FAITHFUL_COSINE and agreement >= FAITHFUL_AGREEMENT
             if not faithful:

@@ -9,7 +9,6 @@ import contextlib
 import importlib.util
 import logging
 import os
-import socket
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from clipdesk.models import (
     ModelStore,
     catalog_entry,
     create_pretrained_model,
+    hub_reachable,
     no_network_message,
     register_config,
 )
@@ -82,20 +82,6 @@ def _hub_offline() -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = before
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the model hub answers at all; avoids a minute of retries offline."""
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 class Encoder(Protocol):
@@ -276,7 +262,7 @@ class ClipEncoder:
                 pass
             if catalog_entry(spec.spec) is None:
                 # Not in clipdesk's catalog: open_clip downloads it, as before the store.
-                if not _hub_reachable():
+                if not hub_reachable():
                     raise ModelUnavailableError(no_network_message(spec.spec))
                 try:
                     return open_clip.create_model(arch, pretrained=spec.pretrained, cache_dir=cache)

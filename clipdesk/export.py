@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from clipdesk.aside import run_aside, spec_fields
 from clipdesk.backends import (
     FAITHFUL_AGREEMENT,
     FAITHFUL_COSINE,
+    cosines,
     probe_images,
     top10_agreement,
 )
@@ -45,6 +46,9 @@ from clipdesk.progress import CancelToken
 from clipdesk.spec import ModelSpec
 from clipdesk.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file, trim_tokens
 
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
 # Texts to judge the text tower on: CLIP-style prompts over everyday photo subjects.
 _SUBJECTS = (
     "dog", "cat", "beach at sunset", "birthday party", "mountain hike", "receipt", "car",
@@ -56,12 +60,6 @@ _TEMPLATES = ("a photo of a {}.", "{}", "a blurry photo of a {}.", "a close-up p
 PROBE_TEXTS = tuple(t.format(s) for s in _SUBJECTS for t in _TEMPLATES)
 
 Report = Callable[[str], None]
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.sum(a * b, axis=1)  # type: ignore[no-any-return]
 
 
 def _text_tower(model: Any) -> tuple[Any, bool]:
@@ -248,7 +246,7 @@ def _export_in_child(
     cache_dir: str | None,
     exports_dir: str,
     probe_paths: list[str],
-    steps: Any = None,
+    steps: Connection | None = None,
 ) -> None:
     say = steps.send if steps is not None else None  # each step, to the parent's progress
     try:
@@ -294,7 +292,7 @@ def _judge(
             got = _ir_features(xml, inputs, batch=8, trim=True)
         else:
             got = _ir_features(xml, inputs)
-        cosine = float(np.min(_cosines(want, got)))
+        cosine = float(np.min(cosines(want, got)))
         agreement = (
             top10_agreement(want, got)
             if tower == "visual"
@@ -315,7 +313,7 @@ def export_model_aside(
     exports_dir: Path,
     probe_paths: list[str],
     cancel: CancelToken | None = None,
-    steps: Any = None,
+    steps: Connection | None = None,
 ) -> None:
     """:func:`export_model` in a child process (:mod:`clipdesk.aside`); ``cancel`` kills
     it at once (closing the app must not wait a minute). ``steps``: the sending end of a

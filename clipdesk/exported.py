@@ -623,7 +623,7 @@ class ExportedEncoder:
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
         return self.preprocess(image)
 
-    def encode_batch(self, batch: Any) -> np.ndarray:
+    def encode_batch(self, batch: np.ndarray) -> np.ndarray:
         if self.backend_choice is None and self.choices_dir is not None:
             self.select_backend()
         features: np.ndarray = self.image_backend.encode(np.asarray(batch, dtype=np.float32))

@@ -76,7 +76,7 @@ def test_fp32_by_setting_on_the_gpu_runs_in_fp32(
     assert next(fp32.visual.parameters()).dtype == torch.float32
     got = fp32.encode(held_out[:64])
     expected = cpu.image_backend.encode(held_out[:64])
-    assert float(np.min(backends._cosines(expected, got))) >= backends.FAITHFUL_COSINE
+    assert float(np.min(backends.cosines(expected, got))) >= backends.FAITHFUL_COSINE
 
 
 def test_index_and_search_on_the_gpu_find_what_the_cpu_finds(
