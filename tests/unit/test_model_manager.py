@@ -185,7 +185,8 @@ def test_import_argument_errors(tmp_path: Path, store: object) -> None:
     weights.write_bytes(b"not really")
     with pytest.raises(ModelUnavailableError, match="model name"):
         store.import_model("bad/name", weights, TINY_CONFIG)  # type: ignore[attr-defined]
-    with pytest.raises(ModelUnavailableError, match="catalog model's name"):
+    # A catalog name takes only that model's own weights (the offline import), not a config.
+    with pytest.raises(ModelUnavailableError, match="--arch ViT-B-32, or choose another name"):
         store.import_model("vit-b-32", weights, TINY_CONFIG)  # type: ignore[attr-defined]
     with pytest.raises(ModelUnavailableError, match="weights file not found"):
         store.import_model("x", tmp_path / "missing.safetensors", TINY_CONFIG)  # type: ignore[attr-defined]
