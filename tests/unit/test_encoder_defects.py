@@ -91,10 +91,17 @@ def _slow_candidates_encoder(
     encoder = ClipEncoder(spec, "cpu", choices_dir=choices)
     reference = encoder.image_backend
     built: list[str] = []
-    slow = [
-        _factory(lambda n=n: _Sleepy(reference, n, pause), n, built) for n in ("slow-a", "slow-b")
-    ]
-    monkeypatch.setattr(encoder, "_backend_candidates", lambda _built: slow)
+
+    def candidates(measured: dict[str, backends.ImageBackend]) -> list[Any]:
+        # Each fake registers what it built, as the real candidates do: when one of them
+        # wins (timing noise, a loaded machine), it is adopted as measured.
+        def make(name: str) -> backends.ImageBackend:
+            measured[name] = _Sleepy(reference, name, pause)
+            return measured[name]
+
+        return [_factory(lambda n=n: make(n), n, built) for n in ("slow-a", "slow-b")]
+
+    monkeypatch.setattr(encoder, "_backend_candidates", candidates)
     app.preload(encoder)
     return encoder
 
