@@ -103,17 +103,21 @@ def add_folders(library: Library, folders: list[str | Path]) -> list[str]:
     return messages
 
 
-def folder_unavailable(root: db.Root) -> str | None:
-    """Why a library folder's photos cannot be shown now (None: they can): as the last
-    scan found it, or missing now, or another device at its path (checked without a scan;
-    a drive re-plugged under another device number is found again by the next scan)."""
-    try:
-        st = os.stat(root.path)
-    except OSError:
-        return MISSING
-    if not stat.S_ISDIR(st.st_mode) or (root.device is not None and st.st_dev != root.device):
-        return MISSING
-    return root.unavailable
+def folder_unavailable(root: db.Root, library: Library) -> str | None:
+    """Why a library folder's photos cannot be shown now (None: they can): missing now, or
+    another drive at its path without its photos (the scan's own test, so a drive that a
+    file system numbers anew at each mount is not taken for another), or as the last scan
+    found it."""
+
+    def known_photos() -> list[tuple[str, int]]:
+        with library.session() as s:
+            rows = s.execute(
+                select(db.Photo.path, db.Photo.size).where(db.Photo.root_id == root.id)
+            ).all()
+        return [(path, size) for path, size in rows]
+
+    device, reason = _root_device(root, known_photos)
+    return reason if device is None else root.unavailable
 
 
 def remove_folder(library: Library, folder: str | Path) -> int:
@@ -441,7 +445,7 @@ def scan_folders(
         newest_before = int(s.scalar(select(func.max(db.Photo.id))) or 0)
     known = {row[0]: row for row in rows}
     known_in_root = Counter(row[2] for row in rows)
-    found_in_root: Counter[int] = Counter()  # known photos found at their paths
+    seen_in_root: Counter[int] = Counter()  # photo files found in each folder
     keep: set[int] = set()
     batch: list[tuple[int, str, os.stat_result, int | None]] = []
     meter = RateMeter(total=len(known))
@@ -456,9 +460,16 @@ def scan_folders(
             for photo, old in described:
                 if old is None:
                     s.add(photo)
-                elif photo.fingerprint and before.get(old) == photo.fingerprint:
+                elif (
+                    photo.fingerprint
+                    and before.get(old) == photo.fingerprint
+                    and photo.error is None
+                    and known[photo.path][5] is None
+                ):
                     # The same content with another date or size on record (touched, copied
-                    # back from a backup): the row stays, and with it the photo's tags.
+                    # back from a backup): the row stays, and with it the photo's tags. Only
+                    # while it stays searchable: a graph never takes back a label it marked
+                    # deleted (a failed photo that reads now gets a new row).
                     s.execute(update(db.Photo).where(db.Photo.id == old).values(_facts_of(photo)))
                 else:
                     replaced.append(old)
@@ -477,9 +488,8 @@ def scan_folders(
         devices[root.id] = device
         for path, st in walk_images(root.path, report.problems, exclude, report.skipped):
             report.seen += 1
+            seen_in_root[root.id] += 1
             row = known.get(path)
-            if row is not None:
-                found_in_root[root.id] += 1
             if (
                 row is not None
                 and row[3] == st.st_size
@@ -506,16 +516,17 @@ def scan_folders(
 
     unreadable = {p for p, _ in report.problems}
     with library.session() as s:
-        # A folder that lost every photo at once, none of them found elsewhere, is taken
+        # A folder with no photo file left, none of its photos found elsewhere, is taken
         # for a drive not mounted (its mount point left empty), not for a mass deletion:
-        # left as it was, files added there now included. Undone roots' files no longer
-        # count as found elsewhere, hence the loop.
+        # left as it was. A folder that still holds photos (a subfolder renamed, some
+        # deleted) is tidied as usual. Undone roots' files no longer count as found
+        # elsewhere, hence the loop.
         suspects = [
             root
             for root in roots
             if root.id in devices
             and known_in_root[root.id]
-            and not found_in_root[root.id]
+            and not seen_in_root[root.id]
             and not any(_is_under(bad, root.path) for bad in unreadable)  # cannot tell
         ]
         undone = True

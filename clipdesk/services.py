@@ -729,7 +729,7 @@ class Clipdesk:
         return [
             (root.path, reason)
             for root in roots
-            if (reason := folder_unavailable(root)) is not None
+            if (reason := folder_unavailable(root, self.library)) is not None
         ]
 
     def status(self) -> LibraryStatus:
@@ -762,7 +762,7 @@ class Clipdesk:
             folders = [
                 FolderStatus(root.path, *per_root.get(root.id, (0, 0)), reason is None, reason)
                 for root in s.scalars(select(db.Root).order_by(db.Root.path))
-                for reason in [folder_unavailable(root)]
+                for reason in [folder_unavailable(root, self.library)]
             ]
             switching_done = 0
             if target is not None:

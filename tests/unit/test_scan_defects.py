@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from clipdesk import db
 from clipdesk.library import Library
 from clipdesk.progress import CancelToken
-from clipdesk.scanning import ScanReport, add_folders, remove_folder, scan_folders
+from clipdesk.scanning import OTHER_DEVICE, ScanReport, add_folders, remove_folder, scan_folders
 from clipdesk.services import Clipdesk
 
 
@@ -420,3 +420,65 @@ def test_clipdesk_index_says_the_unplugged_folder_is_kept(
     assert "0 removed" in out and "30 of 30 photos indexed" in out
     assert f"{photos}: folder is missing or not mounted" in err
     assert f"kept (to forget them: clipdesk remove {photos})" in err
+
+
+def test_a_renamed_subfolder_with_a_deletion_is_tidied_not_taken_for_unplugged(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
+    """Review: renaming the only subfolder, deleting one photo and adding one froze the
+    folder as 'missing or not mounted' for good."""
+    only = photos / "only"
+    only.mkdir()
+    for sub in [p for p in photos.iterdir() if p.is_dir() and p != only]:
+        for f in sub.iterdir():
+            f.rename(only / f.name)
+        sub.rmdir()
+    _indexed_and_tagged(app, photos, tiny_spec)
+    ids = _ids(app.library)
+    (photos / "only").rename(photos / "renamed")
+    deleted = sorted((photos / "renamed").iterdir())[0]
+    deleted.unlink()
+    shutil.copy(sorted((photos / "renamed").iterdir())[0], photos / "renamed" / "new.jpg")
+    report = ScanReport()
+    list(app.index(report=report))
+    assert report.unavailable == [] and report.removed == 1 and report.moved == 29
+    after = _ids(app.library)
+    assert len(after) == 30 and str(photos / "renamed" / "new.jpg") in after
+    kept = {path: ids[str(only / Path(path).name)] for path in after if "new.jpg" not in path}
+    assert all(after[path] == photo_id for path, photo_id in kept.items())
+
+
+def test_a_photo_that_vanished_mid_index_is_searchable_again_once_back(
+    app: Clipdesk, photos: Path, tiny_spec: object
+) -> None:
+    """Review: a photo marked vanished left the graph; read again on the same row, it
+    stayed out of every search (a graph never takes a deleted label back)."""
+    _indexed_and_tagged(app, photos, tiny_spec)
+    victim = str(sorted(photos.rglob("*.jpg"))[0])
+    with app.library.session() as s:  # as the pipeline records a drive pulled out
+        s.execute(
+            update(db.Photo)
+            .where(db.Photo.path == victim)
+            .values(error="file vanished before it could be read")
+        )
+        s.commit()
+    assert victim not in {h.path for h in app.search_text("a photo", k=30)}  # graph catches up
+    list(app.index())  # the drive is back: read again
+    found = {h.path for h in app.search_text("a photo", k=30)}
+    assert victim in found and len(found) == 30
+
+
+def test_a_folder_renumbered_by_its_file_system_is_not_called_missing(
+    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path
+) -> None:
+    """Review: btrfs, NFS and FUSE number a mount anew; search then said 'not searched'
+    while it showed the folder's photos. The scan's own test decides now."""
+    app.add_folders([photos])
+    list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
+    with app.library.session() as s:
+        s.execute(update(db.Root).values(device=123456789))  # as after a re-mount
+        s.commit()
+    assert app.unavailable_folders() == []
+    assert app.status().folders[0].available
+    _unmount(photos, tmp_path / "aside")  # now really another drive, without the photos
+    assert [reason for _, reason in app.unavailable_folders()] == [OTHER_DEVICE]
