@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 from clipdesk import __version__
 from clipdesk.errors import ClipdeskError, ModelUnavailableError
@@ -877,7 +877,13 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         headers: Any,
         newurl: str,
     ) -> urllib.request.Request | None:
-        same_host = urlparse(newurl).netloc in ("", urlparse(req.full_url).netloc)
+        here, there = urlparse(req.full_url), urlparse(urljoin(req.full_url, newurl))
+        if there.scheme not in ("http", "https") or (here.scheme, there.scheme) == (
+            "https",
+            "http",
+        ):
+            return None  # no downgrade from https, no other protocol: the 3xx is an error
+        same_host = (there.scheme, there.netloc) == (here.scheme, here.netloc)
         if req.get_method() == "HEAD" and not same_host:
             return None  # the redirect's own headers are the answer
         new = super().redirect_request(req, fp, code, msg, headers, newurl)

@@ -421,3 +421,23 @@ def test_every_imported_package_is_declared_and_no_private_module_is_imported() 
                     undeclared.add(f"{path.name}: {name} ({', '.join(sorted(dists)) or '?'})")
     assert not undeclared, sorted(undeclared)
     assert not private, sorted(private)
+
+
+def test_download_redirects_keep_the_token_on_its_origin_and_never_downgrade() -> None:
+    import io
+    import urllib.request
+    from email.message import Message
+
+    from clipdesk.models import _Redirects
+
+    def follow(url: str, to: str, method: str = "GET") -> urllib.request.Request | None:
+        req = urllib.request.Request(url, method=method, headers={"Authorization": "Bearer t"})
+        return _Redirects().redirect_request(req, io.BytesIO(), 302, "Found", Message(), to)
+
+    same = follow("https://hub.example/a", "https://hub.example/b")
+    assert same is not None and same.get_header("Authorization") == "Bearer t"
+    cdn = follow("https://hub.example/a", "https://cdn.example/b")
+    assert cdn is not None and cdn.get_header("Authorization") is None
+    assert follow("https://hub.example/a", "http://hub.example/b") is None  # no downgrade
+    assert follow("https://hub.example/a", "ftp://hub.example/b") is None
+    assert follow("https://hub.example/a", "https://cdn.example/b", "HEAD") is None
