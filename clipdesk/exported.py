@@ -123,6 +123,7 @@ class ExportManifest:
             known = {f.name for f in fields(cls)}
             # Fields a later version adds are left out: its exports stay readable here.
             manifest = cls(**{k: v for k, v in data.items() if k in known})
+            manifest._check_types()
         except ModelUnavailableError:
             raise
         except (OSError, ValueError, TypeError, RecursionError) as exc:
@@ -134,6 +135,29 @@ class ExportManifest:
             )
         manifest._check_names(path)
         return manifest
+
+    def _check_types(self) -> None:
+        """Each field of the JSON type it is written with (a hand-edited or hostile manifest
+        must give a message, not a TypeError deep inside an import)."""
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "config_json": (str, type(None)),
+            "dim": int,
+            "image_size": int,
+            "context_length": int,
+            "logit_scale": (int, float),
+            "mean": list,
+            "std": list,
+            "weights": dict,
+            "fidelity": dict,
+            "files": dict,
+            "format": int,
+            "extra": dict,
+        }
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = kinds.get(f.name, str)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"its field {f.name!r} is a {type(value).__name__}")
 
     def _check_names(self, path: Path) -> None:
         """Every name the manifest gives a file or folder is a plain name inside the export:

@@ -441,3 +441,21 @@ def test_download_redirects_keep_the_token_on_its_origin_and_never_downgrade() -
     assert follow("https://hub.example/a", "http://hub.example/b") is None  # no downgrade
     assert follow("https://hub.example/a", "ftp://hub.example/b") is None
     assert follow("https://hub.example/a", "https://cdn.example/b", "HEAD") is None
+
+
+@pytest.mark.parametrize(
+    "field,value", [("extra", []), ("dim", "4"), ("files", ["a"]), ("name", 7), ("dim", True)]
+)
+def test_a_manifest_with_fields_of_the_wrong_type_gets_a_message(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    field: str,
+    value: object,
+) -> None:
+    export = tmp_path / "export"
+    fields = _fake_export(export)
+    _rewrite(export, {**fields, field: value})
+    code, err = _import_export(export, tmp_path / "models", capsys, monkeypatch)
+    assert code == 2 and "Traceback" not in err
+    assert f"its field {field!r} is a {type(value).__name__}" in err
