@@ -126,6 +126,14 @@ class CompactVectors:
             return None
         return meta
 
+    def pointer_stamp(self) -> tuple[int, int, int] | None:
+        """Which pointer is on disk (inode, mtime, size): a rewrite replaces it."""
+        try:
+            st = os.stat(self.pointer)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
     def generation(self) -> int | None:
         """The database generation the copy matches (None: no usable copy)."""
         meta = self._read_pointer()

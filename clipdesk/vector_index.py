@@ -522,12 +522,15 @@ class VectorIndex:
         None when the copy is missing or does not match the database (use the graph)."""
         with self.library.engine.connect() as conn:
             generation = db.current_generation(conn)
+        stamp = self.compact.pointer_stamp()
         try:
             snapshot = self.compact.open()
             if snapshot is None or snapshot.generation != generation:
                 return None
             scores = snapshot.scores(vector)
         except DamagedCopy as exc:
+            if self.compact.pointer_stamp() != stamp:
+                return None  # the indexer rewrote the copy meanwhile: stale, not damaged
             log.warning(
                 "the int8 copy of the vectors in %s is damaged (%s): answering from the "
                 "graph, and writing the copy again from the library's database",

@@ -425,3 +425,41 @@ def test_a_new_library_on_a_full_disk_leaves_no_empty_database(
         assert not (folder / "library.sqlite3").exists()
     filler.unlink()
     assert cli.main(["--library", str(folder), "status"]) == 0
+
+
+def test_a_copy_rewritten_while_a_search_reads_it_is_stale_not_damaged(
+    indexed: Clipdesk,
+    tiny_encoder: object,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Review: a search that read the old pointer and then the indexer's rewritten files
+    called the copy damaged and tried to repair it."""
+    from clipdesk.compact import CompactVectors
+
+    expected = [(h.path, round(h.score, 5)) for h in indexed.search_text(QUERY, k=10)]
+    compact = indexed.vector_index().compact
+    real_read = CompactVectors._read_pointer
+    rewrites: list[int] = []
+
+    def read_then_rewrite(self: CompactVectors) -> dict[str, object] | None:
+        meta = real_read(self)
+        if not rewrites and self.pointer == compact.pointer:  # the writer's turn, just now
+            rewrites.append(1)
+            codes = self.pointer.with_suffix(".codes")
+            _flip(codes, 0, codes.stat().st_size)  # other rows than the old pointer counted
+            os.replace(_copy(self.pointer), self.pointer)  # a new pointer file
+        return meta
+
+    monkeypatch.setattr(CompactVectors, "_read_pointer", read_then_rewrite)
+    with caplog.at_level(logging.WARNING, logger="clipdesk"):
+        cold = _cold(indexed.library, tiny_encoder)
+        got = [(h.path, round(h.score, 5)) for h in cold.search_text(QUERY, k=10)]
+    assert rewrites and got == expected  # answered from the graph
+    assert "damaged" not in caplog.text
+
+
+def _copy(path: Path) -> Path:
+    twin = path.with_suffix(".twin")
+    twin.write_bytes(path.read_bytes())
+    return twin
