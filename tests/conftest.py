@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,19 @@ os.environ.setdefault("CLIPDESK_BACKEND", "torch-fp32")
 # Exporting after the first full index (a child process, seconds) is tested where it is
 # the subject; elsewhere a search through an export would compare OpenVINO, not torch.
 os.environ.setdefault("CLIPDESK_AUTO_EXPORT", "0")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Tests that call ``clipdesk.cli.main`` in this process get its logging set-up (the
+    "clipdesk" logger's level, a root handler); later tests must not inherit it (caplog
+    would then see none of clipdesk's warnings)."""
+    root, ours = logging.getLogger(), logging.getLogger("clipdesk")
+    handlers, root_level, our_level = list(root.handlers), root.level, ours.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(root_level)
+    ours.setLevel(our_level)
 
 
 @pytest.fixture()
