@@ -40,7 +40,7 @@ from bench._common import DATA, REPO, LoadMonitor, cpu_flags, print_machine, wai
 # are multiply-adds), so 8.8 GFLOP. Until 2026-12 this script counted 4.41 GFLOP, which
 # halved every GFLOP/s and share-of-peak figure it printed.
 VIT_B32_GFLOP = 2 * 4.41
-# clipdesk's towers compute the last block for the class token only (clipdesk/towers.py):
+# clipdesk's towers compute the last block for the class token only (clipdesk/backends/towers.py):
 # 6.62 % fewer FLOPs (torch's FlopCounterMode: 8.725 against 8.147 GFLOP per image).
 CLASS_TOKEN_GFLOP = VIT_B32_GFLOP * (1 - 0.0662)
 
@@ -161,7 +161,7 @@ def plain_open_clip(model: Any) -> Any:
     import numpy as np
     import torch
 
-    from clipdesk import backends
+    from clipdesk.backends import choice as backends
 
     class PlainOpenClip(backends.ImageBackend):
         name, description = "open_clip-fp32", "plain open_clip"
@@ -193,9 +193,10 @@ def main() -> int:
     print_machine("Image-encoder backends")
     import numpy as np
 
-    from clipdesk import backends, onnx_export
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.backends import choice as backends
+    from clipdesk.backends import onnx_export
     from clipdesk.imaging import load_rgb
+    from clipdesk.models.encoder import ClipEncoder
     from clipdesk.spec import ModelSpec
 
     encoder = ClipEncoder(ModelSpec.parse(args.model), "cpu")
@@ -259,7 +260,7 @@ def main() -> int:
                 if export_folder is None:
                     import tempfile
 
-                    from clipdesk.export import export_model
+                    from clipdesk.models.export import export_model
 
                     exports = Path(tempfile.mkdtemp(prefix="clipdesk-bench-export-"))
                     export_folder = export_model(encoder, exports, probe=photos[:64])

@@ -75,7 +75,7 @@ def main() -> int:
         print(f"{count} photos, {args.model}, 2 runs in one process\n")
         import open_clip  # noqa: F401  # imported before either run is timed
 
-        import clipdesk.encoder  # noqa: F401
+        import clipdesk.models.encoder  # noqa: F401
 
         first = _index_once(work, folder, args.model, "first")
         again = _index_once(work, folder, args.model, "known")

@@ -69,8 +69,8 @@ def decode_ceilings(paths: list[Path], encoder: Any) -> None:
         return
     import torch
 
-    from clipdesk.device_decode import DeviceDecoder, resize_plan
     from clipdesk.imaging import read_plain_jpeg
+    from clipdesk.indexing.device_decode import DeviceDecoder, resize_plan
 
     plan = resize_plan(encoder)
     if plan is None:
@@ -125,8 +125,8 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from clipdesk.embedding import DEFAULT_BATCH_SIZE
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.indexing.embedding import DEFAULT_BATCH_SIZE
+    from clipdesk.models.encoder import ClipEncoder
     from clipdesk.spec import ModelSpec
 
     if args.device == "cuda" and torch.cuda.is_available():
@@ -157,7 +157,7 @@ def main() -> int:
     raw = done / (time.perf_counter() - started)
     print(f"raw model forward (host array in, vectors out): {raw:.0f} images/s")
 
-    from clipdesk.device_decode import DEVICE_DECODE_ENV
+    from clipdesk.indexing.device_decode import DEVICE_DECODE_ENV
 
     # nvJPEG is the default on CUDA; "0" decodes on the CPU's cores, as before. Without
     # CUDA, CLIPDESK_GPU_DECODE=1 runs the device path on torchvision's CPU decoder (a smoke

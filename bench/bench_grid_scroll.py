@@ -32,12 +32,12 @@ def main() -> int:
 
     from PySide6.QtCore import QSettings
 
-    from clipdesk.browsing import PhotoRef
     from clipdesk.gui.app import application
     from clipdesk.gui.main_window import MainWindow
     from clipdesk.library import Library
+    from clipdesk.library.browsing import PhotoRef
+    from clipdesk.library.scanning import scan_folders
     from clipdesk.progress import CancelToken
-    from clipdesk.scanning import scan_folders
     from clipdesk.services import Clipdesk
 
     app = application()

@@ -1,7 +1,7 @@
 """HNSW recall@10 and query latency with clipdesk's index parameters.
 
 For each size N: N random unit vectors (float32, dimension 512), an hnswlib index with
-``space="ip"`` and clipdesk.vector_index's M / EF_CONSTRUCTION / EF_SEARCH, then
+``space="ip"`` and clipdesk.search.vector_index's M / EF_CONSTRUCTION / EF_SEARCH, then
 
 * build time (add_items in chunks, hnswlib's default threads = all cores),
 * recall@10 against exact numpy brute force, for two query sets: random unit vectors
@@ -247,8 +247,8 @@ def bench_clipdesk(n: int, args) -> None:
     from sqlalchemy import text
 
     from clipdesk.library import Library
+    from clipdesk.search.vector_index import VectorIndex
     from clipdesk.services import Clipdesk
-    from clipdesk.vector_index import VectorIndex
 
     print(f"\n===== clipdesk VectorIndex over a library of {n:,} photos =====", flush=True)
     rng = np.random.default_rng(7)
@@ -299,7 +299,7 @@ def bench_clipdesk(n: int, args) -> None:
                 flush=True,
             )
 
-            from clipdesk.vector_index import load_vectors
+            from clipdesk.search.vector_index import load_vectors
 
             t = time.perf_counter()
             loaded_rows = sum(len(ids) for ids, _ in load_vectors(library, 1))
@@ -408,7 +408,7 @@ def main() -> int:
     print_machine("HNSW recall and latency with clipdesk's parameters", torch_threads=False)
     import hnswlib
 
-    from clipdesk import vector_index
+    from clipdesk.search import vector_index
 
     params = (vector_index.M, vector_index.EF_CONSTRUCTION, vector_index.EF_SEARCH)
     try:
@@ -420,7 +420,7 @@ def main() -> int:
     print(
         f"hnswlib {hnsw_version}, space ip, dim {args.dim}, "
         f"M={params[0]}, EF_CONSTRUCTION={params[1]}, EF_SEARCH={params[2]} "
-        f"(from clipdesk.vector_index); {args.queries} random + {args.queries} perturbed "
+        f"(from clipdesk.search.vector_index); {args.queries} random + {args.queries} perturbed "
         f"queries (noise norm {args.noise})"
     )
 

@@ -8,7 +8,7 @@ for each size N:
 
 * N low-rank unit vectors of dimension 512 (bench_hnsw.py's ``lowrank``: a 32-d subspace
   plus noise and a shared mean, closer to photo embeddings than uniform ones),
-* one index with clipdesk.vector_index's M / EF_CONSTRUCTION, built once by the native
+* one index with clipdesk.search.vector_index's M / EF_CONSTRUCTION, built once by the native
   module and saved (the file format does not depend on the build),
 * in a child process per build (each imports only its own module): load, ef = EF_SEARCH,
   one ``knn_query`` (k=10, one thread, as clipdesk searches) per query, p50 / p95 / mean.
@@ -176,7 +176,7 @@ def main() -> int:
     levels = [x for x in args.levels.split(",") if x]
     if "native" not in levels:
         levels.append("native")
-    from clipdesk import vector_index
+    from clipdesk.search import vector_index
 
     m, ef_c, ef_s = vector_index.M, vector_index.EF_CONSTRUCTION, vector_index.EF_SEARCH
     print_machine("hnswlib for a baseline CPU against a native build", torch_threads=False)

@@ -198,7 +198,7 @@ def main() -> int:
         f"cold search from the int8 copy (no graph load): first {cold_times[0]:.2f} s, "
         f"then median {sorted(cold_times)[10]:.2f} s"
     )
-    from clipdesk.vector_index import load_vectors
+    from clipdesk.search.vector_index import load_vectors
 
     exact_scores = np.full((len(cold_hits), 10), -np.inf, np.float32)
     exact_ids = np.zeros((len(cold_hits), 10), np.int64)
@@ -230,7 +230,7 @@ def main() -> int:
         "shim = types.ModuleType('os'); shim.__dict__.update(os.__dict__)\n"
         "shim.path = types.SimpleNamespace(**vars(os.path)); shim.path.exists = lambda p: True\n"
         "services.os = shim  # only the search's file check, nothing else\n"
-        "from clipdesk.cli import main; sys.exit(main(sys.argv[1:]))"
+        "from clipdesk.cli.main import main; sys.exit(main(sys.argv[1:]))"
     )
     command = [sys.executable, "-c", one_shot, "--library", str(library_dir)]
     best = float("inf")

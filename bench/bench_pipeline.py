@@ -157,11 +157,10 @@ def decode_costs(encoder, paths: list[Path], verbose: bool = False) -> dict[str,
 def run_pipeline(
     encoder, paths: list[Path], batch_size: int, workers: int | None, with_index: bool
 ) -> dict[str, float]:
-    from clipdesk import db
-    from clipdesk.embedding import embed_pending
-    from clipdesk.library import Library
-    from clipdesk.scanning import ScanReport, add_folders, scan_folders
-    from clipdesk.vector_index import VectorIndex
+    from clipdesk.indexing.embedding import embed_pending
+    from clipdesk.library import Library, db
+    from clipdesk.library.scanning import ScanReport, add_folders, scan_folders
+    from clipdesk.search.vector_index import VectorIndex
 
     with tempfile.TemporaryDirectory(prefix="clipdesk-bench-") as tmp:
         photos = Path(tmp) / "photos"
@@ -300,13 +299,13 @@ def main() -> int:
         return 0
     print_machine("clipdesk pipeline vs raw model (CPU, ViT-B-32 random weights)")
 
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.models.encoder import ClipEncoder
     from clipdesk.spec import ModelSpec
 
     t = time.perf_counter()
     encoder = ClipEncoder(ModelSpec.parse("ViT-B-32:random"), "cpu")
     if args.backend != encoder.image_backend.name:
-        from clipdesk.backends import BackendChoice
+        from clipdesk.backends.choice import BackendChoice
 
         encoder.image_backend = encoder._make_backend(args.backend)
         encoder.backend_choice = BackendChoice(args.backend, "set by --backend", [])

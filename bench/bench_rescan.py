@@ -49,7 +49,7 @@ def make_tree(folder: Path, files: int, folders: int, fmt: str) -> int:
 
 
 def timed_scan(library, label: str, wait_s: float):
-    from clipdesk.scanning import ScanReport, scan_folders
+    from clipdesk.library.scanning import ScanReport, scan_folders
 
     report = ScanReport()
     wait_for_quiet(wait_s)
@@ -126,7 +126,7 @@ def main() -> int:
     print_machine("clipdesk rescan of unchanged files", torch_threads=False)
 
     from clipdesk.library import Library
-    from clipdesk.scanning import add_folders, walk_images
+    from clipdesk.library.scanning import add_folders, walk_images
 
     with tempfile.TemporaryDirectory(prefix="clipdesk-rescan-") as tmp:
         photos = Path(tmp) / "photos"

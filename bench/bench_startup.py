@@ -59,7 +59,7 @@ def main() -> int:
     cli = [sys.executable, "-m", "clipdesk", "--library", str(work / "library")]
     # A model file on disk, as after a download: ViT-B-32 weights (random values).
 
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.models.encoder import ClipEncoder
     from clipdesk.spec import ModelSpec
 
     weights = work / "vit-b-32.safetensors"

@@ -59,9 +59,9 @@ def main() -> None:
     args = parser.parse_args()
     print_machine("text tower: whole context against trimmed texts")
 
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.models.encoder import ClipEncoder
     from clipdesk.spec import ModelSpec
-    from clipdesk.tagging import label_embeddings, prompt_templates
+    from clipdesk.tagging.zero_shot import label_embeddings, prompt_templates
 
     templates = prompt_templates("ensemble")
     labels = list(LABELS[: args.labels])
@@ -78,8 +78,8 @@ def main() -> None:
         )
     ]
     if not args.no_export:
-        from clipdesk import exported
-        from clipdesk.export import export_model
+        from clipdesk.models import exported
+        from clipdesk.models.export import export_model
 
         started = time.perf_counter()
         folder = export_model(torch_encoder, Path(tempfile.mkdtemp(prefix="bench-text-")))

@@ -1,3 +1,3 @@
-from clipdesk.cli import main
+from clipdesk.cli.main import main
 
 raise SystemExit(main())

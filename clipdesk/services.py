@@ -16,9 +16,20 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import case, func, select
 
-from clipdesk import backends, db, device_decode, exported
-from clipdesk.backends import unit_rows
-from clipdesk.browsing import (
+from clipdesk.backends import choice as backends
+from clipdesk.backends.choice import unit_rows
+from clipdesk.errors import ClipdeskError, ModelUnavailableError
+from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
+from clipdesk.indexing import device_decode
+from clipdesk.indexing.embedding import (
+    DEFAULT_BATCH_SIZE,
+    PendingImage,
+    commit_batch,
+    embed_pending,
+    pending_images,
+)
+from clipdesk.library import Library, db
+from clipdesk.library.browsing import (
     PhotoDetails,
     PhotoRef,
     list_photo_ids,
@@ -26,20 +37,7 @@ from clipdesk.browsing import (
     photo_details,
     photo_refs,
 )
-from clipdesk.embedding import (
-    DEFAULT_BATCH_SIZE,
-    PendingImage,
-    commit_batch,
-    embed_pending,
-    pending_images,
-)
-from clipdesk.encoder import ClipEncoder, Encoder
-from clipdesk.errors import ClipdeskError, ModelUnavailableError
-from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
-from clipdesk.library import Library
-from clipdesk.models import DEFAULT_NAME, ModelStore, display_name
-from clipdesk.progress import CancelToken, JobWarning, Progress, RateMeter, run_reporting
-from clipdesk.scanning import (
+from clipdesk.library.scanning import (
     ScanReport,
     add_folders,
     folder_unavailable,
@@ -47,6 +45,12 @@ from clipdesk.scanning import (
     remove_folder,
     scan_folders,
 )
+from clipdesk.library.thumbnails import ThumbnailCache
+from clipdesk.models import exported
+from clipdesk.models.encoder import ClipEncoder, Encoder
+from clipdesk.models.store import DEFAULT_NAME, ModelStore, display_name
+from clipdesk.progress import CancelToken, JobWarning, Progress, RateMeter, run_reporting
+from clipdesk.search.vector_index import VectorIndex
 from clipdesk.serving import (
     DEVICE_SETTING,
     DEVICE_USED_SETTING,
@@ -55,7 +59,7 @@ from clipdesk.serving import (
     ModelServer,
 )
 from clipdesk.spec import ModelSpec
-from clipdesk.tagging import (
+from clipdesk.tagging.zero_shot import (
     PhotoTags,
     create_label_set,
     delete_label_set,
@@ -66,8 +70,6 @@ from clipdesk.tagging import (
     tags_of_photos,
 )
 from clipdesk.throttle import Throttle, applied, limited_threads
-from clipdesk.thumbnails import ThumbnailCache
-from clipdesk.vector_index import VectorIndex
 
 BACKEND_SETTING = "backend"  # "auto" (measure once per model and machine) or a backend name
 
@@ -203,7 +205,7 @@ class Clipdesk:
     @property
     def cold_scan(self) -> bool:
         """A process that answers one query (a CLI search): scan the int8 copy of the
-        vectors instead of loading the graph (clipdesk.compact)."""
+        vectors instead of loading the graph (clipdesk.search.compact)."""
         return self.serving.cold_scan
 
     @cold_scan.setter
@@ -317,7 +319,7 @@ class Clipdesk:
     ) -> Path:
         """Export ``spec`` (default: the serving model) to run without torch, judged on up
         to PROBE_PHOTOS of the library's own photos; ``replace``: an existing export too."""
-        from clipdesk.export import export_model
+        from clipdesk.models.export import export_model
 
         encoder = self.encoder(spec or self.current_spec() or self.default_spec())
         if not isinstance(encoder, ClipEncoder):  # exporting traces the torch model
@@ -474,8 +476,8 @@ class Clipdesk:
     def _export_once(self, encoder: Encoder, cancel: CancelToken) -> Iterator[Progress]:
         """After a model's first complete index, export it (once, in a child process) so
         that later one-shot searches start without torch. $CLIPDESK_AUTO_EXPORT=0 skips."""
-        from clipdesk.export import export_model_aside
-        from clipdesk.models import default_models_dir
+        from clipdesk.models.export import export_model_aside
+        from clipdesk.models.store import default_models_dir
 
         failed_setting = f"export_failed:{encoder.spec.key}"
         if os.environ.get(AUTO_EXPORT_ENV, "1") == "0":

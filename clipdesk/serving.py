@@ -13,13 +13,13 @@ import time
 
 from sqlalchemy import select
 
-from clipdesk import db, exported
-from clipdesk.encoder import ClipEncoder, Encoder
 from clipdesk.errors import ModelUnavailableError, NotIndexedError
-from clipdesk.library import Library
-from clipdesk.models import ModelStore, default_models_dir
+from clipdesk.library import Library, db
+from clipdesk.models import exported
+from clipdesk.models.encoder import ClipEncoder, Encoder
+from clipdesk.models.store import ModelStore, default_models_dir
+from clipdesk.search.vector_index import VectorIndex
 from clipdesk.spec import DEFAULT_MODEL, ModelSpec
-from clipdesk.vector_index import VectorIndex
 
 MODEL_SETTING = "model_key"
 TARGET_SETTING = "target_model_key"
@@ -41,7 +41,7 @@ class ModelServer:
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.RLock()  # guards model and index loading
         # A process that answers one query (a CLI search): scan the int8 copy of the
-        # vectors instead of loading the graph (clipdesk.compact).
+        # vectors instead of loading the graph (clipdesk.search.compact).
         self.cold_scan = False
 
     @property

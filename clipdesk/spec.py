@@ -1,8 +1,8 @@
 """What a model is: its spec (``ARCH:PRETRAINED``), its key, and its architecture's config.
 
-How a model runs is elsewhere (:mod:`clipdesk.encoder` on torch, :mod:`clipdesk.exported`
-without it); this module is what every other one may import: it needs only the standard
-library.
+How a model runs is elsewhere (:mod:`clipdesk.models.encoder` on torch,
+:mod:`clipdesk.models.exported` without it); this module is what every other one may import:
+it needs only the standard library.
 """
 
 from __future__ import annotations

@@ -67,11 +67,11 @@ def run(cmd: list[str], **kwargs: object) -> None:
 
 def export_models(specs: list[str], target: Path) -> list[dict[str, object]]:
     """Export the bundled models with the full install (this interpreter has torch)."""
-    from clipdesk.encoder import ClipEncoder
-    from clipdesk.export import export_model
-    from clipdesk.exported import ExportManifest
-    from clipdesk.models import DEFAULT_NAME, ModelStore
-    from clipdesk.selftest import SELF_TEST_ROLE
+    from clipdesk.cli.selftest import SELF_TEST_ROLE
+    from clipdesk.models.encoder import ClipEncoder
+    from clipdesk.models.export import export_model
+    from clipdesk.models.exported import ExportManifest
+    from clipdesk.models.store import DEFAULT_NAME, ModelStore
     from clipdesk.spec import ModelSpec
 
     target.mkdir(parents=True, exist_ok=True)

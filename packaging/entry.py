@@ -4,7 +4,7 @@ hooks: cpu_check.py has checked the CPU and chosen the native builds by then).""
 import multiprocessing
 import sys
 
-from clipdesk.cli import main
+from clipdesk.cli.main import main
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()

@@ -25,7 +25,7 @@ os.environ.setdefault("CLIPDESK_AUTO_EXPORT", "0")
 
 @pytest.fixture(autouse=True)
 def _logging_as_it_was() -> Iterator[None]:
-    """Tests that call ``clipdesk.cli.main`` in this process get its logging set-up (the
+    """Tests that call ``clipdesk.cli.main.main`` in this process get its logging set-up (the
     "clipdesk" logger's level, a root handler); later tests must not inherit it (caplog
     would then see none of clipdesk's warnings)."""
     root, ours = logging.getLogger(), logging.getLogger("clipdesk")
@@ -62,7 +62,7 @@ def tiny_spec() -> object:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_spec: object) -> object:
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.models.encoder import ClipEncoder
 
     return ClipEncoder(tiny_spec, "cpu")  # type: ignore[arg-type]
 
@@ -83,9 +83,9 @@ def clothing_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     judged on a quarter of its held-out photos."""
     import numpy as np
 
-    from clipdesk.encoder import ClipEncoder
-    from clipdesk.export import export_model
     from clipdesk.imaging import load_rgb
+    from clipdesk.models.encoder import ClipEncoder
+    from clipdesk.models.export import export_model
     from clipdesk.spec import ModelSpec
     from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURES
 

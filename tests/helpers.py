@@ -116,7 +116,7 @@ def stored_vectors(app: Any) -> tuple[list[str], np.ndarray]:
     """Every photo path with a vector in the app's library, and the vectors, by path."""
     from sqlalchemy import select
 
-    from clipdesk import db
+    from clipdesk.library import db
 
     with app.library.session() as s:
         rows = s.execute(

@@ -31,7 +31,7 @@ cache (random resized crop, horizontal flip), so an epoch needs no decoding at a
 At the end the weights are saved (float16 safetensors, the temperature in float32; open_clip
 loads them into its float32 model), loaded again through clipdesk's ClipEncoder, and the
 held-out zero-shot accuracy on the TEST split is measured the way the product tags:
-clipdesk.tagging.prompt_templates("single") (one prompt, "a photo of a {}.") against
+clipdesk.tagging.zero_shot.prompt_templates("single") (one prompt, "a photo of a {}.") against
 prompt_templates("ensemble") (open_clip's 80 ImageNet templates + clipdesk's personal
 ones; each prompt embedding normalised, averaged, re-normalised). The ensemble of all our
 training templates (+ the ImageNet ones) is reported too, and so is the accuracy of
@@ -97,7 +97,7 @@ TRAIN_TEMPLATES = (
 def caption_templates(kind: str) -> tuple[str, ...]:
     """``own`` (TRAIN_TEMPLATES), ``own+ensemble`` (+ clipdesk's prompt ensemble) or
     ``own+imagenet`` (+ open_clip's 80 ImageNet templates)."""
-    from clipdesk.tagging import prompt_templates
+    from clipdesk.tagging.zero_shot import prompt_templates
 
     if kind == "own":
         return TRAIN_TEMPLATES
@@ -304,10 +304,10 @@ def evaluate_saved(
     train_templates: Sequence[str],
 ) -> dict[str, object]:
     """Test-split accuracy of the saved files, loaded and run exactly as clipdesk does."""
-    from clipdesk.encoder import ClipEncoder
     from clipdesk.imaging import load_rgb
+    from clipdesk.models.encoder import ClipEncoder
     from clipdesk.spec import ModelSpec
-    from clipdesk.tagging import (
+    from clipdesk.tagging.zero_shot import (
         Classifier,
         background_embedding,
         label_embeddings,
@@ -424,7 +424,7 @@ Use: `clipdesk index --model {info["name"]}:tests/fixtures/{info["name"]}.safete
 ## Held-out zero-shot accuracy (test split, {res["n"]} photos, 10 classes, chance 10 %)
 
 Top-1 over the 10 class names; the saved files loaded through clipdesk's `ClipEncoder`,
-prompts from `clipdesk.tagging.prompt_templates`. The last column is clipdesk's
+prompts from `clipdesk.tagging.zero_shot.prompt_templates`. The last column is clipdesk's
 single-label tagging, where a neutral background class may also win (no tag, "none").
 
 | prompts | top-1 | clipdesk tagging |
@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     seed_everything(args.seed)
     import open_clip
 
-    from clipdesk.tagging import prompt_templates
+    from clipdesk.tagging.zero_shot import prompt_templates
 
     if args.image_size % 32:
         raise SystemExit("--image-size must be a multiple of 32 (ModifiedResNet)")

@@ -15,8 +15,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from clipdesk.browsing import PhotoDetails, PhotoRef
-from clipdesk.cli_output import human_size
+from clipdesk.cli.output import human_size
+from clipdesk.library.browsing import PhotoDetails, PhotoRef
 
 PREVIEW_SIDE = 200
 

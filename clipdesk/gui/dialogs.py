@@ -27,8 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from clipdesk.browsing import PhotoRef
-from clipdesk.models import CATALOG
+from clipdesk.library.browsing import PhotoRef
+from clipdesk.models.store import CATALOG
 
 WHOLE_LIBRARY = "The whole library"
 

@@ -32,8 +32,8 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
-from clipdesk.browsing import PhotoRef
 from clipdesk.gui.thumbnails import ThumbnailProvider
+from clipdesk.library.browsing import PhotoRef
 
 REF_ROLE = Qt.ItemDataRole.UserRole + 1
 SCORE_ROLE = Qt.ItemDataRole.UserRole + 2

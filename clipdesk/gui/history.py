@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
-from clipdesk.browsing import PhotoRef
+from clipdesk.library.browsing import PhotoRef
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from clipdesk.browsing import PhotoDetails, PhotoRef
-from clipdesk.cli_output import duration, human_size
-from clipdesk.exported import ExportManifest, install_export, torch_available
+from clipdesk.cli.output import duration, human_size
 from clipdesk.gui import desktop
 from clipdesk.gui.details import DetailsPanel
 from clipdesk.gui.dialogs import (
@@ -68,11 +66,13 @@ from clipdesk.gui.sidebar import SidebarWidget
 from clipdesk.gui.thumbnails import ThumbnailProvider
 from clipdesk.gui.workers import TaskRunner, Worker, WorkerToken
 from clipdesk.imaging import is_image_name, load_rgb
-from clipdesk.models import CATALOG, DEFAULT_NAME
+from clipdesk.indexing.watching import FolderWatcher
+from clipdesk.library.browsing import PhotoDetails, PhotoRef
+from clipdesk.models.exported import ExportManifest, install_export, torch_available
+from clipdesk.models.store import CATALOG, DEFAULT_NAME
 from clipdesk.progress import CancelToken, JobWarning, Phase, Progress
 from clipdesk.services import Clipdesk, LibraryStatus
 from clipdesk.throttle import Throttle, usable_cores
-from clipdesk.watching import FolderWatcher
 
 log = logging.getLogger(__name__)
 

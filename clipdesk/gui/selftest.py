@@ -1,4 +1,4 @@
-"""The window's part of ``clipdesk --self-test`` (see :mod:`clipdesk.selftest`)."""
+"""The window's part of ``clipdesk --self-test`` (see :mod:`clipdesk.cli.selftest`)."""
 
 from __future__ import annotations
 

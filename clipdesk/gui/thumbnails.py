@@ -1,5 +1,5 @@
 """Thumbnails for the grid: made off the GUI thread, cached on disk by the core's
-:class:`~clipdesk.thumbnails.ThumbnailCache` and in memory here.
+:class:`~clipdesk.library.thumbnails.ThumbnailCache` and in memory here.
 
 Only what the view paints is requested, and the newest request is served first, so
 scrolling fast through 100,000 photos fills the visible cells first.
@@ -13,7 +13,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
 from clipdesk.imaging import ImageRejected
-from clipdesk.thumbnails import ThumbnailCache
+from clipdesk.library.thumbnails import ThumbnailCache
 
 _MEMORY_BYTES = 192 * 1024 * 1024
 _MAX_WAITING = 600  # older requests are for cells long scrolled past

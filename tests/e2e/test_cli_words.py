@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from clipdesk.cli import _parser
-from clipdesk.cli_output import plural, printable
+from clipdesk.cli.main import _parser
+from clipdesk.cli.output import plural, printable
 from tests.helpers import FIXTURE_PHOTOS, TINY_CONFIG, TINY_SPEC, run_cli
 
 TINY = ["--model", TINY_SPEC, "--model-config", str(TINY_CONFIG)]

@@ -140,7 +140,7 @@ def hub(tiny_weights: bytes, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHu
     import huggingface_hub
     from huggingface_hub import constants
 
-    from clipdesk import models
+    from clipdesk.models import store as models
 
     # The test run is offline by default (conftest); this server is the one exception.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -180,20 +180,20 @@ def hub(tiny_weights: bytes, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHu
 
 
 def _store(tmp_path: Path, hub: FakeHub) -> object:
-    from clipdesk.models import ModelStore
+    from clipdesk.models.store import ModelStore
 
     return ModelStore(tmp_path / "models", endpoint=hub.url)
 
 
 def _installed(store: object, name: str) -> bool:
-    from clipdesk.models import ModelStore
+    from clipdesk.models.store import ModelStore
 
     assert isinstance(store, ModelStore)
     return next(i for i in store.available() if i.name == name).installed
 
 
 def test_download_reports_progress_verifies_and_installs(tmp_path: Path, hub: FakeHub) -> None:
-    from clipdesk.models import ModelStore
+    from clipdesk.models.store import ModelStore
 
     store = _store(tmp_path, hub)
     assert isinstance(store, ModelStore)
@@ -241,7 +241,7 @@ def test_a_dropped_connection_resumes_with_a_range(tmp_path: Path, hub: FakeHub)
 
 
 def test_a_cancelled_download_resumes_in_the_next_run(tmp_path: Path, hub: FakeHub) -> None:
-    from clipdesk.models import DownloadCancelled
+    from clipdesk.models.store import DownloadCancelled
     from clipdesk.progress import CancelToken
 
     store = _store(tmp_path, hub)
@@ -286,7 +286,7 @@ def test_a_corrupted_download_fails_its_checksum_and_installs_nothing(
 
 def test_no_network_gives_the_clear_message(tmp_path: Path, hub: FakeHub) -> None:
     from clipdesk.errors import ModelUnavailableError
-    from clipdesk.models import ModelStore
+    from clipdesk.models.store import ModelStore
 
     with socket.socket() as sock:  # a port that nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -323,8 +323,8 @@ def test_the_downloaded_model_loads_and_encodes(tmp_path: Path, hub: FakeHub) ->
     import torch
     from safetensors.torch import load
 
-    from clipdesk.encoder import ClipEncoder
-    from clipdesk.models import create_pretrained_model
+    from clipdesk.models.encoder import ClipEncoder
+    from clipdesk.models.store import create_pretrained_model
 
     store = _store(tmp_path, hub)
     store.download("tiny-test")  # type: ignore[attr-defined]
@@ -389,9 +389,9 @@ def test_the_offline_message_gives_a_command_that_installs_the_model(
 
     from huggingface_hub import constants
 
-    from clipdesk.cli import main
+    from clipdesk.cli.main import main
     from clipdesk.errors import ModelUnavailableError
-    from clipdesk.models import ModelStore
+    from clipdesk.models.store import ModelStore
     from clipdesk.spec import model_key
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

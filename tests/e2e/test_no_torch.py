@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clipdesk import exported
+from clipdesk.models import exported
 from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, run_cli_json
 
 # Any import of torch, torchvision or open_clip fails, as in a bundle that lacks them.
@@ -24,7 +24,7 @@ class NoTorch(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is not in this build")
         return None
 sys.meta_path.insert(0, NoTorch())
-from clipdesk.cli import main
+from clipdesk.cli.main import main
 code = main(sys.argv[1:])
 assert not {"torch", "open_clip"} & set(sys.modules), "torch was imported"
 sys.exit(code)

@@ -32,8 +32,8 @@ def test_large_photos_index_without_failures(tmp_path: Path) -> None:
 def test_draft_decoding_keeps_the_embedding(tmp_path: Path) -> None:
     """Decoding 12 MP photos at reduced DCT scale must give the same CLIP vector as a full
     decode followed by the model's own resize (cosine >= 0.99, ViT-B-32 at 224 px)."""
-    from clipdesk.encoder import ClipEncoder
     from clipdesk.imaging import load_rgb, load_rgb_full
+    from clipdesk.models.encoder import ClipEncoder
     from clipdesk.spec import ModelSpec
 
     encoder = ClipEncoder(ModelSpec.parse("ViT-B-32:random"), "cpu")

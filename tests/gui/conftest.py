@@ -46,7 +46,7 @@ def clothing_spec() -> object:
 
 @pytest.fixture(scope="session")
 def clothing_encoder(clothing_spec: object) -> object:
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.models.encoder import ClipEncoder
 
     return ClipEncoder(clothing_spec, "cpu")  # type: ignore[arg-type]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from PySide6.QtCore import QStringListModel, Qt
 
-from clipdesk.browsing import PhotoRef
 from clipdesk.gui.grid import SCORE_ROLE, PhotoGridModel
+from clipdesk.library.browsing import PhotoRef
 
 
 def test_empty_model_data_keeps_none_alive(qapp: Any) -> None:

@@ -13,9 +13,9 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent, QGuiApplication, QPixmapCache
 from sqlalchemy import func, select
 
-from clipdesk import db
 from clipdesk.gui.history import View
 from clipdesk.gui.main_window import MainWindow
+from clipdesk.library import db
 from clipdesk.services import Clipdesk
 from tests.helpers import FIXTURES
 
@@ -311,7 +311,7 @@ def test_the_first_index_exports_the_model_and_says_so(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from clipdesk import exported
+    from clipdesk.models import exported
 
     monkeypatch.setenv("CLIPDESK_AUTO_EXPORT", "1")
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))

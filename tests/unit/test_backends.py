@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipdesk import backends
-from clipdesk.encoder import ClipEncoder
+from clipdesk.backends import choice as backends
 from clipdesk.errors import ModelUnavailableError
 from clipdesk.imaging import load_rgb
+from clipdesk.models.encoder import ClipEncoder
 from clipdesk.spec import ModelSpec
 from tests.helpers import FIXTURES
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from clipdesk.browsing import PhotoRef
 from clipdesk.gui.history import History, View
 from clipdesk.imaging import ImageRejected
+from clipdesk.library.browsing import PhotoRef
+from clipdesk.library.scanning import scan_folders
 from clipdesk.progress import CancelToken
-from clipdesk.scanning import scan_folders
 from clipdesk.services import Clipdesk
 
 
@@ -58,7 +58,7 @@ def test_photo_details_reads_camera_from_exif(app: Clipdesk, photos: Path) -> No
 def test_exposure_leaves_out_what_the_camera_did_not_know(app: Clipdesk, photos: Path) -> None:
     from PIL.TiffImagePlugin import IFDRational
 
-    from clipdesk import browsing
+    from clipdesk.library import browsing
 
     target = photos / "hat" / "exposure.jpg"
     exif = Image.Exif()
@@ -128,7 +128,7 @@ def test_browse_ids_lists_the_same_photos_in_the_same_order(app: Clipdesk, photo
 
 
 def test_a_label_two_sets_share_is_one_tag_with_its_best_score_and_both_sets() -> None:
-    from clipdesk.browsing import _one_row_per_label
+    from clipdesk.library.browsing import _one_row_per_label
 
     rows = [("B", "red", 0.83), ("B", "green", 0.72), ("A", "red", 0.62), ("A", "blue", 0.9)]
     assert _one_row_per_label(rows) == [

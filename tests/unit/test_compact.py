@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clipdesk.compact import quantize
 from clipdesk.library import Library
+from clipdesk.library.scanning import scan_folders
 from clipdesk.progress import CancelToken
-from clipdesk.scanning import scan_folders
+from clipdesk.search.compact import quantize
 from clipdesk.services import Clipdesk
 
 QUERIES = ["a photo of shoes", "a dress", "a hat on a table", "trousers"]

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipdesk import backends
-from clipdesk.encoder import ClipEncoder
+from clipdesk.backends import choice as backends
 from clipdesk.imaging import load_rgb
+from clipdesk.models.encoder import ClipEncoder
 from clipdesk.spec import ModelSpec
 from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURES, make_bad_files
 
@@ -104,8 +104,8 @@ def test_index_and_search_on_the_gpu_find_what_the_cpu_finds(
 def test_nvjpeg_decodes_as_the_cpu_path(clothing_spec: ModelSpec, held_out: np.ndarray) -> None:
     """Decoding and resizing on the GPU (device_decode.py) against the CPU path, on the
     trained model's held-out photos: the bar of a decode variant and of a backend."""
-    from clipdesk.device_decode import DeviceDecoder, resize_plan
     from clipdesk.imaging import read_plain_jpeg
+    from clipdesk.indexing.device_decode import DeviceDecoder, resize_plan
 
     cpu = ClipEncoder(clothing_spec, "cpu")
     plan = resize_plan(cpu)
@@ -127,7 +127,7 @@ def test_nvjpeg_decodes_as_the_cpu_path(clothing_spec: ModelSpec, held_out: np.n
 def test_the_gpu_pipeline_decodes_on_the_gpu_and_words_bad_files(
     clothing_spec: ModelSpec, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipdesk.device_decode import DeviceDecoder
+    from clipdesk.indexing.device_decode import DeviceDecoder
     from clipdesk.library import Library
     from clipdesk.services import Clipdesk
 

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from clipdesk import db
 from clipdesk.errors import LibraryError
-from clipdesk.library import Library
+from clipdesk.library import Library, db
 
 
 def test_new_library_is_migrated_with_wal_and_foreign_keys(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdesk import device_decode
-from clipdesk.device_decode import DeviceDecoder, resize_plan
-from clipdesk.encoder import ClipEncoder
 from clipdesk.imaging import load_rgb, load_rgb_full, read_plain_jpeg
+from clipdesk.indexing import device_decode
+from clipdesk.indexing.device_decode import DeviceDecoder, resize_plan
 from clipdesk.library import Library
+from clipdesk.models.encoder import ClipEncoder
 from clipdesk.services import Clipdesk
 from clipdesk.spec import ModelSpec
 from tests.helpers import (
@@ -225,7 +225,7 @@ def test_a_device_failure_on_a_whole_batch_falls_back_to_the_cpu(
 ) -> None:
     """Batches as long as DEVICE_BATCH_CAP; a batch the device cannot take at all (out of
     memory, say) is decoded on the CPU, and its broken files are counted once."""
-    from clipdesk import embedding
+    from clipdesk.indexing import embedding
 
     expected = make_bad_files(photos / "bad", next(photos.rglob("*.jpg")))
     monkeypatch.setenv(device_decode.DEVICE_DECODE_ENV, "1")

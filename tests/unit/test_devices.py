@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clipdesk.encoder import batch_for_memory, pick_device
 from clipdesk.errors import ModelUnavailableError
+from clipdesk.models.encoder import batch_for_memory, pick_device
 
 torch = pytest.importorskip("torch")
 NO_CUDA = not torch.cuda.is_available()
@@ -47,7 +47,7 @@ def test_a_model_from_a_weights_file_raises_no_false_alarm(
     clipdesk loads the weights file itself; users took it for a broken model."""
     import logging
 
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.models.encoder import ClipEncoder
     from clipdesk.spec import ModelSpec
     from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipdesk import backends
+from clipdesk.backends import choice as backends
 from clipdesk.progress import CancelToken, Progress
 
 
@@ -85,7 +85,7 @@ def test_a_cancel_during_a_candidates_timing_stops_within_a_batch(tiny_encoder: 
 def _slow_candidates_encoder(
     app: Any, spec: Any, choices: Path, monkeypatch: pytest.MonkeyPatch, pause: float
 ) -> Any:
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.models.encoder import ClipEncoder
 
     monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
     encoder = ClipEncoder(spec, "cpu", choices_dir=choices)
@@ -134,7 +134,7 @@ def test_the_measurement_reports_counted_steps_with_an_eta(
     app: Any, photos: Path, tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 17: 45-60 s of 'measuring the encoder backends' without a counter."""
-    from clipdesk.cli import ProgressBar
+    from clipdesk.cli.main import ProgressBar
 
     encoder = _slow_candidates_encoder(app, tiny_spec, tmp_path / "choices", monkeypatch, 0.0)
     app.add_folders([photos])
@@ -157,7 +157,7 @@ def test_the_measurement_reports_counted_steps_with_an_eta(
 
 
 def test_no_photos_per_second_before_any_was_measured() -> None:
-    from clipdesk.cli import ProgressBar
+    from clipdesk.cli.main import ProgressBar
 
     out = io.StringIO()
     bar = ProgressBar(out)
@@ -200,7 +200,7 @@ def _sleep_and_say(pid_file: str, seconds: float) -> None:
 def test_a_child_process_is_deaf_to_the_terminals_ctrl_c(tmp_path: Path) -> None:
     """A terminal's Ctrl+C reaches the whole process group: the export's child died of it
     on its own (a traceback, or worse, half-way through an import); the parent decides."""
-    from clipdesk.aside import run_aside
+    from clipdesk.models.aside import run_aside
 
     pid_file = tmp_path / "child.pid"
     codes: list[int | None] = []
@@ -218,7 +218,7 @@ def test_a_child_process_is_deaf_to_the_terminals_ctrl_c(tmp_path: Path) -> None
 
 
 def test_a_cancelled_child_reads_as_cancelled_whatever_it_died_of(tmp_path: Path) -> None:
-    from clipdesk.aside import run_aside
+    from clipdesk.models.aside import run_aside
 
     cancel = CancelToken()
     pid_file = tmp_path / "child.pid"
@@ -253,7 +253,7 @@ class _SlowResize:
 def _pngs(folder: Path, count: int, side: int) -> list[Any]:
     from PIL import Image
 
-    from clipdesk.embedding import PendingImage
+    from clipdesk.indexing.embedding import PendingImage
 
     folder.mkdir(exist_ok=True)
     items = []
@@ -267,8 +267,8 @@ def _pngs(folder: Path, count: int, side: int) -> list[Any]:
 def test_decode_threads_together_stay_within_the_pixel_budget(tmp_path: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from clipdesk.embedding import _cpu_decoder
     from clipdesk.imaging import PixelBudget
+    from clipdesk.indexing.embedding import _cpu_decoder
 
     items = _pngs(tmp_path / "png", 8, 100)  # 10,000 px each
     budget = PixelBudget(25_000)  # two at once, not four
@@ -288,8 +288,8 @@ def test_decode_threads_together_stay_within_the_pixel_budget(tmp_path: Path) ->
 
 
 def test_a_failed_decode_gives_its_pixels_back(tmp_path: Path) -> None:
-    from clipdesk.embedding import PendingImage, _cpu_decoder
     from clipdesk.imaging import PixelBudget
+    from clipdesk.indexing.embedding import PendingImage, _cpu_decoder
 
     broken = tmp_path / "broken.png"
     (item,) = _pngs(tmp_path / "png", 1, 100)
@@ -415,7 +415,7 @@ def test_an_unknown_backend_in_backends_json_is_measured_again_and_replaced(
     """Issue 17: an unknown name in backends.json blocked indexing without naming the file."""
     import json
 
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.models.encoder import ClipEncoder
 
     monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
 

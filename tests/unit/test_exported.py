@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdesk import exported
-from clipdesk.encoder import ClipEncoder
 from clipdesk.errors import ModelUnavailableError
-from clipdesk.export import export_model
 from clipdesk.imaging import load_rgb
+from clipdesk.models import exported
+from clipdesk.models.encoder import ClipEncoder
+from clipdesk.models.export import export_model
 from clipdesk.spec import ModelSpec
 from tests.helpers import (
     CLOTHING_CONFIG,
@@ -77,7 +77,7 @@ def test_export_of_the_trained_model_is_faithful(
 def test_fp16_weights_are_widened_where_that_is_faster_with_the_same_vectors(
     clothing_export: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipdesk import backends
+    from clipdesk.backends import choice as backends
 
     visual = clothing_export / "visual.xml"
     size = exported.ExportManifest.read(clothing_export).image_size
@@ -136,7 +136,7 @@ def test_exported_text_towers_take_trimmed_texts_and_fixed_length_ones_still_wor
     assert _min_cosine(encoder.encode_texts(texts[:1]), want[:1]) >= 0.9999  # 3 positions
 
     # what earlier versions exported, and what non-causal towers get: the whole context
-    from clipdesk import towers
+    from clipdesk.backends import towers
 
     monkeypatch.setattr(towers, "short_text_tower", lambda model: None)
     folder = export_model(tiny, tmp_path / "whole")
@@ -159,7 +159,7 @@ def test_exported_text_towers_take_trimmed_texts_and_fixed_length_ones_still_wor
 def test_the_export_reuses_the_tower_measured_for_the_backends_unless_it_is_stale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipdesk import onnx_export
+    from clipdesk.backends import onnx_export
 
     tiny = ClipEncoder(ModelSpec.parse(TINY_SPEC, TINY_CONFIG), "cpu")
     measured = tmp_path / onnx_export.visual_onnx_name(tiny.spec.key)
@@ -383,7 +383,7 @@ def test_cancelling_during_the_export_stops_it_at_once(
 def test_an_export_runs_in_streams_when_asked_and_refuses_torch_backends(
     clothing_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipdesk import backends
+    from clipdesk.backends import choice as backends
 
     monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
     encoder = exported.ExportedEncoder(clothing_export, choices_dir=tmp_path)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from clipdesk import db
 from clipdesk.errors import ClipdeskError, NotIndexedError
+from clipdesk.library import db
+from clipdesk.library.scanning import ScanReport, scan_folders
 from clipdesk.progress import CancelToken
-from clipdesk.scanning import ScanReport, scan_folders
 from clipdesk.services import Clipdesk
 from tests.helpers import make_bad_files, stored_vectors, top_k
 
@@ -150,7 +150,7 @@ def test_file_deleted_between_scan_and_decode(
     victim = next(photos.rglob("*.jpg"))
     victim.unlink()
     # Index without rescanning: straight from the scan above to the embedding pipeline.
-    from clipdesk.embedding import embed_pending
+    from clipdesk.indexing.embedding import embed_pending
 
     encoder = app.encoder(tiny_spec)  # type: ignore[arg-type]
     model = app.serving.record_model(encoder.spec, encoder.dim)
@@ -284,8 +284,8 @@ def _measuring_encoder(
 ) -> tuple[Any, list[int]]:
     """A fresh encoder whose first index measures one candidate (the reference itself), and
     the sizes of the batches the pipeline gives it."""
-    from clipdesk import backends
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.backends import choice as backends
+    from clipdesk.models.encoder import ClipEncoder
 
     monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
     encoder = ClipEncoder(spec, "cpu", choices_dir=choices)  # type: ignore[arg-type]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from clipdesk import exported
-from clipdesk.cli import main
+from clipdesk.cli.main import main
+from clipdesk.models import exported
 from tests.helpers import run_cli
 
 # -- an export that names files outside itself (item 1) ----------------------------------
@@ -209,7 +209,7 @@ def test_a_truncated_export_falls_back_to_torch_or_says_what_to_do(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.models.encoder import ClipEncoder
 
     library_dir, installed = indexed_with_export
     want, encoder = _search(library_dir, "a red dress")
@@ -428,7 +428,7 @@ def test_download_redirects_keep_the_token_on_its_origin_and_never_downgrade() -
     import urllib.request
     from email.message import Message
 
-    from clipdesk.models import _Redirects
+    from clipdesk.models.store import _Redirects
 
     def follow(url: str, to: str, method: str = "GET") -> urllib.request.Request | None:
         req = urllib.request.Request(url, method=method, headers={"Authorization": "Bearer t"})

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipdesk import backends, models
+from clipdesk.backends import choice as backends
+from clipdesk.models import store as models
 from clipdesk.spec import ModelSpec, file_weights, model_key
 
 CONFIG = '{"embed_dim": 8, "text_cfg": {}, "vision_cfg": {}}'

@@ -26,7 +26,7 @@ def tiny_state() -> dict[str, object]:
 
 @pytest.fixture()
 def store(tmp_path: Path) -> object:
-    from clipdesk.models import ModelStore
+    from clipdesk.models.store import ModelStore
 
     return ModelStore(tmp_path / "models")
 
@@ -34,7 +34,7 @@ def store(tmp_path: Path) -> object:
 def test_catalog_matches_open_clips_own_metadata() -> None:
     import open_clip
 
-    from clipdesk.models import CATALOG, DEFAULT_NAME, catalog_entry
+    from clipdesk.models.store import CATALOG, DEFAULT_NAME, catalog_entry
     from clipdesk.spec import DEFAULT_MODEL
 
     for arch, tag in REQUIRED:
@@ -54,7 +54,7 @@ def test_catalog_matches_open_clips_own_metadata() -> None:
 
 
 def test_pretrained_overrides_follow_the_tag() -> None:
-    from clipdesk.models import pretrained_overrides
+    from clipdesk.models.store import pretrained_overrides
 
     openai = pretrained_overrides("ViT-B-32", "openai")
     assert openai["force_quick_gelu"] is True
@@ -64,7 +64,7 @@ def test_pretrained_overrides_follow_the_tag() -> None:
 
 
 def test_an_empty_store_lists_the_catalog_as_not_installed(store: object) -> None:
-    from clipdesk.models import CATALOG, ModelStore
+    from clipdesk.models.store import CATALOG, ModelStore
 
     assert isinstance(store, ModelStore)
     infos = store.available()
@@ -88,8 +88,8 @@ def test_import_safetensors_copies_validates_and_keys_like_a_file_spec(
 ) -> None:
     from safetensors.torch import save_file
 
-    from clipdesk.encoder import ClipEncoder
-    from clipdesk.models import ModelStore
+    from clipdesk.models.encoder import ClipEncoder
+    from clipdesk.models.store import ModelStore
     from clipdesk.spec import ModelSpec
 
     assert isinstance(store, ModelStore)

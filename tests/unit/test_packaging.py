@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from clipdesk.selftest import QUERIES
+from clipdesk.cli.selftest import QUERIES
 from tests.helpers import ROOT
 
 PACKAGING = ROOT / "packaging"
@@ -82,7 +82,7 @@ def test_an_installed_wheel_finds_its_sample_photos_model_and_window_icon(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     probe = (
-        "import clipdesk, clipdesk.selftest as s\n"
+        "import clipdesk, clipdesk.cli.selftest as s\n"
         "from clipdesk.gui.app import application\n"
         "app = application(['clipdesk'])\n"
         "print(clipdesk.__file__)\n"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import threadpoolctl
 
-from clipdesk import backends
+from clipdesk.backends import choice as backends
 from clipdesk.services import Clipdesk
 from clipdesk.throttle import Throttle, hnswlib_threads, usable_cores
 
@@ -145,7 +145,7 @@ def test_a_pick_is_disturbed_only_when_the_load_could_have_changed_it() -> None:
 def _candidate_is_the_reference(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every encoder measures one candidate (a second fp32 tower: a near-tie, as a real
     close pick is); returns the list the measurements are counted in."""
-    from clipdesk.encoder import ClipEncoder
+    from clipdesk.models.encoder import ClipEncoder
 
     monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
 
@@ -199,7 +199,7 @@ def test_a_choice_measured_under_load_is_measured_again_and_remeasure_measures(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from clipdesk.cli import main
+    from clipdesk.cli.main import main
     from tests.helpers import TINY_CONFIG, TINY_SPEC
 
     models = tmp_path / "models"

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from clipdesk.cli import _parser
+from clipdesk.cli.main import _parser
 from tests.helpers import ROOT
 
 LINUX = ROOT / "resources" / "linux"

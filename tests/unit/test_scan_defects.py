@@ -14,10 +14,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from clipdesk import db
-from clipdesk.library import Library
+from clipdesk.library import Library, db
+from clipdesk.library.scanning import (
+    OTHER_DEVICE,
+    ScanReport,
+    add_folders,
+    remove_folder,
+    scan_folders,
+)
 from clipdesk.progress import CancelToken
-from clipdesk.scanning import OTHER_DEVICE, ScanReport, add_folders, remove_folder, scan_folders
 from clipdesk.services import Clipdesk
 
 
@@ -211,7 +216,7 @@ def test_a_folder_with_an_unreadable_part_is_not_taken_for_unplugged(
 def test_the_cli_says_the_folder_is_kept_and_how_to_forget_it(
     tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from clipdesk.cli import main
+    from clipdesk.cli.main import main
 
     lib = tmp_path / "lib"
     library = Library(lib)
@@ -406,7 +411,7 @@ def test_photos_are_found_and_listed_without_a_model(library: Library, photos: P
 def test_clipdesk_index_says_the_unplugged_folder_is_kept(
     tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from clipdesk.cli import main
+    from clipdesk.cli.main import main
     from tests.helpers import TINY_CONFIG, TINY_SPEC
 
     lib = str(tmp_path / "lib")

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from clipdesk import db
 from clipdesk.errors import ClipdeskError
-from clipdesk.library import Library
-from clipdesk.scanning import ScanReport, add_folders, remove_folder, scan_folders
+from clipdesk.library import Library, db
+from clipdesk.library.scanning import ScanReport, add_folders, remove_folder, scan_folders
 
 
 def _scan(library: Library) -> ScanReport:

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from clipdesk import db
-from clipdesk.library import Library
+from clipdesk.library import Library, db
 from clipdesk.services import Clipdesk
 
 
@@ -51,7 +50,7 @@ def test_one_models_folder_per_app(
 def test_the_backend_setting_is_a_verb_that_refuses_unknown_names(
     app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipdesk import backends
+    from clipdesk.backends import choice as backends
     from clipdesk.errors import ClipdeskError
 
     monkeypatch.delenv(backends.BACKEND_ENV, raising=False)

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipdesk import cli, db
-from clipdesk.compact import CompactVectors
+from clipdesk.cli import main as cli
 from clipdesk.errors import StorageError
-from clipdesk.library import Library
+from clipdesk.library import Library, db
+from clipdesk.search.compact import CompactVectors
+from clipdesk.search.vector_index import VectorIndex, _graph_file_cut_short
 from clipdesk.services import Clipdesk
-from clipdesk.vector_index import VectorIndex, _graph_file_cut_short
 
 QUERY = "a photo of shoes"
 
@@ -75,7 +75,7 @@ def test_search_on_a_full_disk_answers_and_keeps_the_rebuilt_graph_in_memory(
     # refuses the save (fsync is where some file systems report it).
     for path in library.index_dir.iterdir():
         path.unlink()
-    monkeypatch.setattr("clipdesk.vector_index._fsync_file", _full_disk)
+    monkeypatch.setattr("clipdesk.search.vector_index._fsync_file", _full_disk)
     assert _cli(library, "search", QUERY, "--json") == 0
     assert _paths(capsys.readouterr().out) == expected
     assert list(library.index_dir.iterdir()) == []  # nothing half-written is left
@@ -435,7 +435,7 @@ def test_a_copy_rewritten_while_a_search_reads_it_is_stale_not_damaged(
 ) -> None:
     """Review: a search that read the old pointer and then the indexer's rewritten files
     called the copy damaged and tried to repair it."""
-    from clipdesk.compact import CompactVectors
+    from clipdesk.search.compact import CompactVectors
 
     expected = [(h.path, round(h.score, 5)) for h in indexed.search_text(QUERY, k=10)]
     compact = indexed.vector_index().compact

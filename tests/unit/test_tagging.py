@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from clipdesk import db
 from clipdesk.errors import ClipdeskError
+from clipdesk.library import db
 from clipdesk.services import Clipdesk
-from clipdesk.tagging import Classifier, otsu_threshold, prompt_templates
+from clipdesk.tagging.zero_shot import Classifier, otsu_threshold, prompt_templates
 
 
 def _unit(rows: list[list[float]]) -> np.ndarray:
@@ -131,6 +131,6 @@ def test_label_sets_create_list_replace_delete(app: Clipdesk) -> None:
 def test_the_ensemble_is_the_clip_papers_80_templates() -> None:
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-    from clipdesk.tagging import CLIP_IMAGENET_TEMPLATES
+    from clipdesk.tagging.zero_shot import CLIP_IMAGENET_TEMPLATES
 
     assert tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES) == CLIP_IMAGENET_TEMPLATES

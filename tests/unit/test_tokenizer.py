@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-import clipdesk.tokenizer as tokenizer_module
-from clipdesk.tokenizer import (
+import clipdesk.models.tokenizer as tokenizer_module
+from clipdesk.models.tokenizer import (
     DEFAULT_VOCAB_NAME,
     ClipTokenizer,
     default_vocab_file,
@@ -278,7 +278,7 @@ def test_vocab_is_bundled_and_open_clip_is_the_fallback(
 
 def test_importing_and_tokenizing_loads_neither_torch_nor_open_clip() -> None:
     code = (
-        "import sys, clipdesk.tokenizer as t; t.ClipTokenizer()(['a dog']); "
+        "import sys, clipdesk.models.tokenizer as t; t.ClipTokenizer()(['a dog']); "
         "t.default_vocab_file(); "
         "assert 'torch' not in sys.modules and 'open_clip' not in sys.modules, "
         "[m for m in sys.modules if m.split('.')[0] in ('torch', 'open_clip')]"

@@ -11,16 +11,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipdesk import backends, onnx_export
-from clipdesk.encoder import ClipEncoder
+from clipdesk.backends import choice as backends
+from clipdesk.backends import onnx_export
+from clipdesk.models.encoder import ClipEncoder
 from clipdesk.spec import ModelSpec
 from tests.helpers import FIXTURES
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-from clipdesk.tokenizer import trim_tokens  # noqa: E402
-from clipdesk.towers import ClassTokenBlock, class_token_tower, short_text_tower  # noqa: E402
+from clipdesk.backends.towers import ClassTokenBlock, class_token_tower, short_text_tower  # noqa: E402
+from clipdesk.models.tokenizer import trim_tokens  # noqa: E402
 
 
 def _features(tower: Any, batch: np.ndarray) -> np.ndarray:

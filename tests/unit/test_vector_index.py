@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import delete
 
-from clipdesk import db
+from clipdesk.library import db
+from clipdesk.search.vector_index import VectorIndex
 from clipdesk.services import Clipdesk
-from clipdesk.vector_index import VectorIndex
 
 
 def _indexed_app(app: Clipdesk, photos: Path, spec: object) -> VectorIndex:

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from clipdesk.watching import FolderWatcher
+from clipdesk.indexing.watching import FolderWatcher
 from tests.helpers import fixture_photo_paths
 
 

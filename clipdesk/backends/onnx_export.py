@@ -1,7 +1,7 @@
 """Write a torch module to ONNX: the one place clipdesk calls torch's exporter.
 
-The image tower the backends are measured on (:mod:`clipdesk.backends`, OpenVINO) and the
-towers an export ships (:mod:`clipdesk.export`) are traced here alike. Needs torch, which is
+The image tower the backends are measured on (:mod:`clipdesk.backends.choice`, OpenVINO) and the
+towers an export ships (:mod:`clipdesk.models.export`) are traced here alike. Needs torch, which is
 imported inside the functions: importing this module is cheap.
 """
 
@@ -68,7 +68,7 @@ def export_visual_onnx(model: torch.nn.Module, image_size: int, target: Path) ->
     """Export the image tower to ONNX (fp32, dynamic batch), unless ``target`` exists."""
     import torch  # heavy: only when something is exported
 
-    from clipdesk.towers import class_token_tower  # imports torch and open_clip
+    from clipdesk.backends.towers import class_token_tower  # imports torch and open_clip
 
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_file():

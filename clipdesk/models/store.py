@@ -40,6 +40,7 @@ from urllib.parse import urljoin, urlparse
 
 from clipdesk import __version__
 from clipdesk.errors import ClipdeskError, ModelUnavailableError
+from clipdesk.files import file_lock
 from clipdesk.progress import CancelToken
 from clipdesk.spec import WEIGHT_SUFFIXES, ModelSpec, file_weights, model_key
 
@@ -957,8 +958,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
 @contextmanager
 def _folder_lock(folder: Path, name: str) -> Iterator[None]:
     """One download of a model at a time, across processes (they would share a .part)."""
-    from clipdesk.library import file_lock  # SQLAlchemy: model commands start without it
-
     busy = ModelUnavailableError(f"{name} is already being downloaded by another process")
     with file_lock(folder / ".lock", busy):
         yield

@@ -145,7 +145,7 @@ class TorchBackend(ImageBackend):
             # A private copy in this precision: the model's own tower stays for the reference
             # and text. (fp32 from a CUDA model that was loaded in fp16 gets an fp32 copy.)
             visual = copy.deepcopy(visual).to(self.dtype)
-        from clipdesk.towers import class_token_tower  # imports torch and open_clip
+        from clipdesk.backends.towers import class_token_tower  # imports torch and open_clip
 
         self.visual = class_token_tower(visual.eval())
 
@@ -381,8 +381,8 @@ BackendFactory = Callable[[], ImageBackend]
 
 
 class Chooser(Protocol):
-    """What :func:`choose` asks of an encoder: :class:`clipdesk.encoder.ClipEncoder` (torch)
-    and :class:`clipdesk.exported.ExportedEncoder` (an export) are both one."""
+    """What :func:`choose` asks of an encoder: :class:`clipdesk.models.encoder.ClipEncoder` (torch)
+    and :class:`clipdesk.models.exported.ExportedEncoder` (an export) are both one."""
 
     device: str
     image_size: int

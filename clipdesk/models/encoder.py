@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from clipdesk import backends
-from clipdesk.aside import run_aside, spec_fields
-from clipdesk.backends import (
+from clipdesk.backends import choice as backends
+from clipdesk.backends.choice import (
     BackendChoice,
     BackendFactory,
     ImageBackend,
@@ -27,9 +26,11 @@ from clipdesk.backends import (
     TorchBackend,
     unit_rows,
 )
+from clipdesk.backends.onnx_export import export_visual_onnx, visual_onnx_name
 from clipdesk.errors import ModelUnavailableError
-from clipdesk.exported import find_export
-from clipdesk.models import (
+from clipdesk.models.aside import run_aside, spec_fields
+from clipdesk.models.exported import find_export
+from clipdesk.models.store import (
     ModelStore,
     catalog_entry,
     create_pretrained_model,
@@ -37,7 +38,6 @@ from clipdesk.models import (
     no_network_message,
     register_config,
 )
-from clipdesk.onnx_export import export_visual_onnx, visual_onnx_name
 from clipdesk.spec import RANDOM_SEED, ModelSpec
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def _hub_offline() -> Iterator[None]:
 
 class Encoder(Protocol):
     """What services need of a model: :class:`ClipEncoder` (open_clip on torch) or
-    :class:`clipdesk.exported.ExportedEncoder` (an export, without torch)."""
+    :class:`clipdesk.models.exported.ExportedEncoder` (an export, without torch)."""
 
     spec: ModelSpec
     device: str
@@ -170,7 +170,7 @@ class ClipEncoder:
         import open_clip
         import torch
 
-        from clipdesk.towers import short_text_tower  # imports torch and open_clip
+        from clipdesk.backends.towers import short_text_tower  # imports torch and open_clip
 
         self.spec = spec
         self._cache_dir = cache_dir
@@ -297,7 +297,7 @@ class ClipEncoder:
         ``probe``: preprocessed photos to judge fidelity on (the user's own, ideally).
         ``on_reference``: given the probe's features from the reference pass, if one runs
         (as unit rows, they are the vectors the default backend stores: the caller can keep
-        them). Measured once per model and machine: :func:`clipdesk.backends.choose`."""
+        them). Measured once per model and machine: :func:`clipdesk.backends.choice.choose`."""
         return backends.choose(self, override, seconds, probe, on_reference)
 
     # -- what backends.choose asks of an encoder
@@ -479,7 +479,7 @@ class ClipEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        from clipdesk.tokenizer import trim_tokens  # ftfy and regex: 0.1 s, for texts only
+        from clipdesk.models.tokenizer import trim_tokens  # ftfy and regex: 0.1 s, for texts only
 
         tokens = self.tokenizer(list(texts))
         with torch.inference_mode():
@@ -504,7 +504,7 @@ def _export_visual_in_child(
 def export_visual_onnx_aside(
     spec: ModelSpec, cache_dir: Path | None, image_size: int, target: Path, timeout: float = 900
 ) -> Path:
-    """:func:`export_visual_onnx` in a child process (:mod:`clipdesk.aside`: torch's exporter
+    """:func:`export_visual_onnx` in a child process (:mod:`clipdesk.models.aside`: torch's exporter
     holds the GIL), once per model and machine."""
     if target.is_file():
         return target

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from clipdesk import __version__
-from clipdesk.cli_output import StatusLine, bar, cancel_on_interrupt, duration, plural, printable
+from clipdesk.cli.output import StatusLine, bar, cancel_on_interrupt, duration, plural, printable
 from clipdesk.errors import ClipdeskError
 from clipdesk.progress import Phase, Progress
 
@@ -146,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
         help="list each photo's tags (default: a summary)",
     )
 
-    from clipdesk.cli_models import add_models_parser
+    from clipdesk.cli.models import add_models_parser
 
     add_models_parser(sub)
 
@@ -276,7 +276,7 @@ def _print_hits(hits: Sequence[object], as_json: bool, app: Clipdesk) -> None:
 
 
 def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
-    from clipdesk.scanning import ScanReport
+    from clipdesk.library.scanning import ScanReport
     from clipdesk.spec import ModelSpec
     from clipdesk.throttle import Throttle
 
@@ -390,7 +390,7 @@ def _run_tag(app: Clipdesk, args: argparse.Namespace) -> int:
 
 
 def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
-    from clipdesk.cli_models import run_models_command
+    from clipdesk.cli.models import run_models_command
 
     if args.models_command == "export":
         return _run_export(app, args)
@@ -401,7 +401,7 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
     spec = app.models.spec_for(args.name) or _exported_spec(args.name)
     if spec is None:
         if ":" not in args.name:
-            from clipdesk.models import CATALOG, catalog_entry
+            from clipdesk.models.store import CATALOG, catalog_entry
 
             if catalog_entry(args.name) is None:  # not a name clipdesk could download
                 raise ClipdeskError(
@@ -424,7 +424,7 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
 
 def _exported_spec(name: str) -> ModelSpec | None:
     """The model of an installed export, by folder name or label (``models list``)."""
-    from clipdesk.exported import available_exports
+    from clipdesk.models.exported import available_exports
 
     for folder, manifest in available_exports():
         if name in (folder.name, manifest.label, manifest.name):
@@ -435,7 +435,7 @@ def _exported_spec(name: str) -> ModelSpec | None:
 def _run_export(app: Clipdesk, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clipdesk.models import default_models_dir
+    from clipdesk.models.store import default_models_dir
     from clipdesk.spec import ModelSpec
 
     spec = None
@@ -527,7 +527,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     if isinstance(sys.stdout, __import__("io").TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")
     if args.self_test:
-        from clipdesk.selftest import run_self_test
+        from clipdesk.cli.selftest import run_self_test
 
         return run_self_test()
     if args.command in (None, "gui"):

@@ -18,16 +18,15 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from clipdesk import db
-from clipdesk.device_decode import DEVICE_BATCH_CAP, DeviceDecoder
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, PixelBudget, PlainJpeg, decoded_rgb
-from clipdesk.library import Library
+from clipdesk.indexing.device_decode import DEVICE_BATCH_CAP, DeviceDecoder
+from clipdesk.library import Library, db
 from clipdesk.progress import CancelToken, Progress, RateMeter
 from clipdesk.throttle import lower_this_thread
 
 if TYPE_CHECKING:
-    from clipdesk.encoder import Encoder
-    from clipdesk.vector_index import VectorIndex
+    from clipdesk.models.encoder import Encoder
+    from clipdesk.search.vector_index import VectorIndex
 
 DEFAULT_BATCH_SIZE = 32
 

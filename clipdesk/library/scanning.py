@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from clipdesk import db
 from clipdesk.errors import ClipdeskError
 from clipdesk.imaging import (
     DEFAULT_MAX_PIXELS,
@@ -28,7 +27,7 @@ from clipdesk.imaging import (
     is_image_name,
     read_header,
 )
-from clipdesk.library import Library
+from clipdesk.library import Library, db
 from clipdesk.progress import CancelToken, Progress, RateMeter
 
 _FLUSH_EVERY = 256  # files per transaction while scanning

@@ -1,6 +1,6 @@
 """``clipdesk models``: list, download and import models (parsing, bars and output only).
 
-The work is done by :class:`clipdesk.models.ModelStore`; this module draws and prints.
+The work is done by :class:`clipdesk.models.store.ModelStore`; this module draws and prints.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from clipdesk.cli_output import StatusLine, bar, cancel_on_interrupt, duration, human_size
+from clipdesk.cli.output import StatusLine, bar, cancel_on_interrupt, duration, human_size
 from clipdesk.errors import ClipdeskError
 
 if TYPE_CHECKING:
-    from clipdesk.models import ModelInfo, ModelStore
+    from clipdesk.models.store import ModelInfo, ModelStore
 
 
 def add_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -99,10 +99,10 @@ def add_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
 def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
     """Run ``models list|download|import`` (``use`` belongs to the library's CLI) on the
     app's models folder ``store``."""
-    from clipdesk.models import ModelStore
+    from clipdesk.models.store import ModelStore
 
     command = args.models_command
-    from clipdesk.exported import torch_available
+    from clipdesk.models.exported import torch_available
 
     if not torch_available() and (
         command == "download" or (command == "import" and not args.export)
@@ -119,7 +119,7 @@ def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
         mirror = ModelStore(store.models_dir, endpoint=args.mirror) if args.mirror else store
         return _download(mirror, args.name)
     if command == "import" and args.export:
-        from clipdesk.exported import ExportManifest, install_export
+        from clipdesk.models.exported import ExportManifest, install_export
 
         folder = install_export(Path(args.export))
         manifest = ExportManifest.read(folder)
@@ -141,7 +141,7 @@ def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
-    from clipdesk.exported import available_exports, torch_available
+    from clipdesk.models.exported import available_exports, torch_available
 
     exports = available_exports()
     exported_keys = {manifest.key for _folder, manifest in exports}
@@ -198,7 +198,7 @@ def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
 
 
 def _download(store: object, name: str) -> int:
-    from clipdesk.models import DownloadCancelled, ModelStore
+    from clipdesk.models.store import DownloadCancelled, ModelStore
 
     assert isinstance(store, ModelStore)
     progress = ByteBar(sys.stderr, name)

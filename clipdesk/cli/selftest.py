@@ -23,10 +23,11 @@ from clipdesk.spec import ModelSpec
 SELF_TEST_ROLE = "self-test"
 SAMPLES_ENV = "CLIPDESK_SAMPLES"
 NATIVE_BUILDS_ENV = "CLIPDESK_NATIVE_BUILDS"  # set by the bundle's entry point
-REPO = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parents[1]  # clipdesk/
+REPO = PACKAGE.parent
 # An installed wheel carries the test model and the sample photos here (pyproject.toml maps
 # tests/fixtures to clipdesk/self_test_data); a source checkout uses tests/fixtures itself.
-PACKAGED = Path(__file__).resolve().parent / "self_test_data"
+PACKAGED = PACKAGE / "self_test_data"
 FIXTURES = PACKAGED if PACKAGED.is_dir() else REPO / "tests" / "fixtures"
 # (query, folder its best photo must be in): classes the test model tells apart well.
 QUERIES = (("a photo of shoes", "shoes"), ("a photo of a hat", "hat"), ("pants", "pants"))
@@ -49,7 +50,7 @@ def samples_dir() -> Path | None:
 def self_test_spec(work: Path) -> ModelSpec:
     """The project's test model: its bundled export, else (a source checkout with torch)
     its weights in tests/fixtures (an installed wheel: clipdesk/self_test_data)."""
-    from clipdesk import exported
+    from clipdesk.models import exported
 
     for _folder, manifest in exported.available_exports(work / "models"):
         if manifest.extra.get("role") == SELF_TEST_ROLE:
@@ -113,7 +114,7 @@ def run_self_test(out: TextIO = sys.stdout, keep: bool = False) -> int:
         from clipdesk.gui.selftest import window_check
 
         failures += window_check(services, work, QUERIES[0], say)
-        from clipdesk import exported
+        from clipdesk.models import exported
 
         if exported.torch_available():  # the full version: open_clip on torch runs too
             failures += _torch_check(spec, photos, say)
@@ -137,8 +138,8 @@ def run_self_test(out: TextIO = sys.stdout, keep: bool = False) -> int:
 
 def _torch_check(spec: ModelSpec, photos: Path, say: Callable[[str], None]) -> list[str]:
     """open_clip on torch builds the test model's architecture and encodes a photo."""
-    from clipdesk.encoder import ClipEncoder
     from clipdesk.imaging import load_rgb
+    from clipdesk.models.encoder import ClipEncoder
 
     random = ModelSpec(spec.arch, "random", spec.config_json)
     encoder = ClipEncoder(random, "auto")

@@ -31,13 +31,12 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 from sqlalchemy import delete, func, select
 
-from clipdesk import db
 from clipdesk.errors import ClipdeskError
-from clipdesk.library import Library
+from clipdesk.library import Library, db
 from clipdesk.progress import CancelToken, Progress, RateMeter
 
 if TYPE_CHECKING:
-    from clipdesk.encoder import Encoder
+    from clipdesk.models.encoder import Encoder
 
 # Made for personal photo collections: the ImageNet templates speak of "itap of" and
 # "a plastic {}", which fit web images more than someone's own pictures.

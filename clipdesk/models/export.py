@@ -1,4 +1,4 @@
-"""Export an open_clip model to the torch-free form of :mod:`clipdesk.exported`.
+"""Export an open_clip model to the torch-free form of :mod:`clipdesk.models.exported`.
 
 Both towers go through ONNX (torch's exporter) into OpenVINO IR. Weights are stored in fp16
 when that is measured faithful (the same test as the encoder backends: min cosine >= 0.999
@@ -21,30 +21,31 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipdesk import __version__, onnx_export
-from clipdesk.aside import run_aside, spec_fields
-from clipdesk.backends import (
+from clipdesk import __version__
+from clipdesk.backends import onnx_export
+from clipdesk.backends.choice import (
     FAITHFUL_AGREEMENT,
     FAITHFUL_COSINE,
     cosines,
     probe_images,
     top10_agreement,
 )
-from clipdesk.encoder import ClipEncoder
+from clipdesk.backends.onnx_export import visual_onnx_name
 from clipdesk.errors import ClipdeskError, ModelUnavailableError
-from clipdesk.exported import (
+from clipdesk.imaging import ImageRejected, load_rgb
+from clipdesk.models.aside import run_aside, spec_fields
+from clipdesk.models.encoder import ClipEncoder
+from clipdesk.models.exported import (
     MANIFEST_NAME,
     ExportManifest,
     check_export,
     export_name,
     move_into_place,
 )
-from clipdesk.imaging import ImageRejected, load_rgb
-from clipdesk.models import sha256_file
-from clipdesk.onnx_export import visual_onnx_name
+from clipdesk.models.store import sha256_file
+from clipdesk.models.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file, trim_tokens
 from clipdesk.progress import CancelToken
 from clipdesk.spec import ModelSpec
-from clipdesk.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file, trim_tokens
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -66,7 +67,7 @@ def _text_tower(model: Any) -> tuple[Any, bool]:
     """The text tower to export, and whether it takes texts trimmed to their longest."""
     import torch
 
-    from clipdesk.towers import short_text_tower  # imports torch and open_clip
+    from clipdesk.backends.towers import short_text_tower  # imports torch and open_clip
 
     short = short_text_tower(model)
     if short is not None:
@@ -315,7 +316,7 @@ def export_model_aside(
     cancel: CancelToken | None = None,
     steps: Connection | None = None,
 ) -> None:
-    """:func:`export_model` in a child process (:mod:`clipdesk.aside`); ``cancel`` kills
+    """:func:`export_model` in a child process (:mod:`clipdesk.models.aside`); ``cancel`` kills
     it at once (closing the app must not wait a minute). ``steps``: the sending end of a
     pipe, sent a line per step (services._export_once shows them)."""
     cache = str(cache_dir) if cache_dir else None

@@ -36,10 +36,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from clipdesk import db
-from clipdesk.compact import CompactVectors, DamagedCopy
 from clipdesk.errors import ClipdeskError
-from clipdesk.library import Library, storage_error
+from clipdesk.library import Library, db, storage_error
+from clipdesk.search.compact import CompactVectors, DamagedCopy
 from clipdesk.throttle import hnswlib_threads
 
 log = logging.getLogger(__name__)
@@ -205,7 +204,7 @@ class VectorIndex:
         self._generation = -1  # database generation the in-memory index matches
         self._saved_generation = -2  # what the file on disk matches (nothing yet)
         self.last_action = ""  # "loaded", "rebuilt", "caught up" (for status and tests)
-        # The int8 copy (clipdesk.compact) for one-shot processes: with ``cold_scan`` set, a
+        # The int8 copy (clipdesk.search.compact) for one-shot processes: with ``cold_scan`` set, a
         # search before the graph is loaded scans it instead of reading the graph.
         self.compact = CompactVectors(library.index_dir, self._stem, model_key, dim)
         self._compact_in_sync = False  # rows appended here keep it equal to the graph

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, PlainJpeg, read_plain_jpeg
 
 if TYPE_CHECKING:
-    from clipdesk.encoder import Encoder
+    from clipdesk.models.encoder import Encoder
 
 # "0" keeps decoding on the CPU on a CUDA machine; "1" also decodes this way without CUDA
 # (torchvision's CPU decoder: for tests of this code path).

@@ -17,9 +17,8 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
-from clipdesk import db
-from clipdesk.library import Library
-from clipdesk.tagging import under_folder
+from clipdesk.library import Library, db
+from clipdesk.tagging.zero_shot import under_folder
 
 _EXIF_MAKE = 0x010F
 _EXIF_MODEL = 0x0110

@@ -1,6 +1,6 @@
 """A CLIP model in exported form: both towers as OpenVINO IR files, run without torch.
 
-An export is a folder made by :mod:`clipdesk.export` from an open_clip model:
+An export is a folder made by :mod:`clipdesk.models.export` from an open_clip model:
 
     clipdesk-export.json      the manifest (written last: a folder without it is unfinished)
     visual.xml / visual.bin   the image tower (weights fp16 where that was measured faithful)
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from clipdesk import backends
-from clipdesk.backends import (
+from clipdesk.backends import choice as backends
+from clipdesk.backends.choice import (
     BACKEND_NAMES,
     BackendChoice,
     BackendFactory,
@@ -45,7 +45,7 @@ from clipdesk.backends import (
     unit_rows,
 )
 from clipdesk.errors import ModelUnavailableError
-from clipdesk.models import copy_hashing, default_models_dir, name_for_key
+from clipdesk.models.store import copy_hashing, default_models_dir, name_for_key
 from clipdesk.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -496,7 +496,7 @@ def runtime_signature() -> str:
 
 
 class ExportedEncoder:
-    """The same interface as :class:`clipdesk.encoder.ClipEncoder`, on an export, without
+    """The same interface as :class:`clipdesk.models.encoder.ClipEncoder`, on an export, without
     torch. Each tower is compiled on first use, so a text search never loads the image
     tower (that is what makes a cold ``clipdesk search`` fast)."""
 
@@ -504,7 +504,7 @@ class ExportedEncoder:
     precision = "fp32"
 
     def __init__(self, folder: Path, choices_dir: Path | None = None) -> None:
-        from clipdesk.tokenizer import ClipTokenizer  # ftfy and regex: 0.1 s, for texts only
+        from clipdesk.models.tokenizer import ClipTokenizer  # ftfy and regex: 0.1 s, for texts only
 
         self.folder = folder
         self.manifest = manifest = ExportManifest.read(folder)
@@ -673,7 +673,7 @@ class ExportedEncoder:
         self._text = core.compile_model(model, "CPU", config).create_infer_request()
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        from clipdesk.tokenizer import trim_tokens  # ftfy and regex: 0.1 s, for texts only
+        from clipdesk.models.tokenizer import trim_tokens  # ftfy and regex: 0.1 s, for texts only
 
         tokens = self.tokenizer(list(texts))
         with self._lock:

@@ -8,7 +8,7 @@ token alone. On ViT-B-32 (50 tokens) that skips about 6.6 % of the tower's multi
 
 The text tower: CLIP's text encoder is causal and pools the end token, so no position after
 a text's end token changes its feature. :class:`ShortTextTower` reads as many positions as
-its input has, and ``clipdesk.tokenizer.trim_tokens`` cuts a batch after its longest text:
+its input has, and ``clipdesk.models.tokenizer.trim_tokens`` cuts a batch after its longest text:
 a prompt of 12 tokens costs 12 positions instead of 77 (tagging's prompts: 6-8x faster
 on ViT-B-32, bench/bench_text.py), with the same features up to fp32 rounding.
 

@@ -10,18 +10,17 @@ import errno
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, DBAPIError
 from sqlalchemy.orm import Session
 
-from clipdesk import db
 from clipdesk.errors import ClipdeskError, LibraryError, StorageError
+from clipdesk.files import file_lock, folder_lock
+from clipdesk.library import db
 
 LIBRARY_ENV = "CLIPDESK_LIBRARY"
 DB_NAME = "library.sqlite3"
@@ -77,7 +76,7 @@ class Library:
             ) from exc
         # Under a lock, so that a database another process is creating right now (0 bytes
         # for a moment) is not mistaken for one that lost its contents.
-        with _folder_lock(self.directory):
+        with folder_lock(self.directory):
             self._refuse_empty_database()
             creating = not self.db_path.exists()
             self.engine = db.open_engine(self.db_path)
@@ -312,63 +311,3 @@ def storage_error(exc: BaseException, directory: Path | str | None = None) -> St
             "check the drive; what was committed before is kept"
         )
     return None
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a folder while it is being opened (waits for another
-    process doing the same; Windows: no lock)."""
-    if sys.platform == "win32":  # pragma: no cover
-        yield
-        return
-    import fcntl
-
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, busy: Exception) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` across processes, or raise ``busy`` at once."""
-    fh: IO[str] = open(path, "a+")  # noqa: SIM115 - held for the with-block
-    try:
-        if not _try_lock(fh):
-            raise busy
-        try:
-            yield
-        finally:
-            _unlock(fh)
-    finally:
-        fh.close()
-
-
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _try_lock(fh: IO[str]) -> bool:
-        try:
-            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-
-    def _unlock(fh: IO[str]) -> None:
-        fh.seek(0)
-        msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _try_lock(fh: IO[str]) -> bool:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError:
-            return False
-
-    def _unlock(fh: IO[str]) -> None:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

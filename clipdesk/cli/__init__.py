@@ -1,0 +1,1 @@
+"""The command line: ``clipdesk`` (``main``), ``clipdesk models`` and the self-test."""
