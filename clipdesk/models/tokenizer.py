@@ -37,7 +37,7 @@ _NO_RANK = 1 << 62  # above every merge rank: a pair that is not a merge
 
 def default_vocab_file() -> Path:
     """The BPE vocabulary file: clipdesk's bundled copy, else the one inside open_clip."""
-    bundled = Path(__file__).resolve().parents[1] / "data" / DEFAULT_VOCAB_NAME
+    bundled = Path(__file__).resolve().parent / "data" / DEFAULT_VOCAB_NAME
     if bundled.is_file():
         return bundled
     # find_spec on a top-level name locates the package without running its __init__ (which
@@ -49,7 +49,7 @@ def default_vocab_file() -> Path:
             if candidate.is_file():
                 return candidate
     raise FileNotFoundError(
-        f"CLIP BPE vocabulary {DEFAULT_VOCAB_NAME} not found in clipdesk/data or in open_clip"
+        f"CLIP BPE vocabulary {DEFAULT_VOCAB_NAME} not found in clipdesk/models/data or in open_clip"
     )
 
 
