@@ -1,4 +1,5 @@
-"""Terminal output shared by the CLI commands: one redrawn status line, sizes, durations."""
+"""Terminal output shared by the CLI commands: one redrawn status line, a bar, Ctrl+C as a
+cancel. The words for sizes and durations live in :mod:`clipdesk.wording`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,17 @@ from types import FrameType
 from typing import TextIO
 
 from clipdesk.progress import CancelToken
+from clipdesk.wording import duration, human_size, plural, printable
+
+__all__ = [
+    "StatusLine",
+    "bar",
+    "cancel_on_interrupt",
+    "duration",  # re-exported from clipdesk.wording, for callers that still look here
+    "human_size",
+    "plural",
+    "printable",
+]
 
 
 class StatusLine:
@@ -40,42 +52,9 @@ class StatusLine:
             self._drawn = False
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {
-    c: f"\\u{c:04x}" for c in range(0x80, 0xA0)
-}
-
-
-def printable(text: object) -> str:
-    """``text`` safe to show on a terminal: control characters (escape sequences in a file or
-    label name could clear the screen or retitle the window) appear as ``\\xNN``."""
-    return str(text).translate(_CONTROL)
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 label``, ``2 labels``."""
-    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
-
-
 def bar(fraction: float, width: int = 28) -> str:
     filled = int(width * min(max(fraction, 0.0), 1.0))
     return "[" + "#" * filled + "-" * (width - filled) + "]"
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
-def human_size(size: int) -> str:
-    if size < 1_000_000:
-        return f"{size / 1000:.0f} KB"
-    if size < 1_000_000_000:
-        return f"{size / 1e6:.0f} MB"
-    return f"{size / 1e9:.1f} GB"
 
 
 @contextlib.contextmanager

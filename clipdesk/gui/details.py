@@ -15,8 +15,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from clipdesk.cli.output import human_size
 from clipdesk.library.browsing import PhotoDetails, PhotoRef
+from clipdesk.wording import human_size
 
 PREVIEW_SIDE = 200
 
