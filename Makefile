@@ -24,6 +24,7 @@ lint: setup
 	$(BIN)/ruff format --check clipdesk tests bench tools packaging/*.py
 	$(BIN)/mypy
 	$(BIN)/mypy packaging/build.py packaging/cpu_check.py
+	$(BIN)/lint-imports
 
 # The whole suite; it builds the CPU bundle first (which runs the bundle's own self-test),
 # so that tests/e2e/test_bundle.py can start it under Xvfb.
