@@ -18,7 +18,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from clipdesk.library import Library, db
-from clipdesk.tagging.zero_shot import under_folder
+from clipdesk.library.queries import under_folder
 
 _EXIF_MAKE = 0x010F
 _EXIF_MODEL = 0x0110
@@ -56,7 +56,7 @@ def _listing_query(columns: tuple[Any, ...], folder: str | None, newest_first: b
     """Readable photos (under ``folder``) by date taken, then id: one order for both listings."""
     query = select(*columns).where(db.Photo.error.is_(None))
     if folder is not None:
-        query = query.where(under_folder(folder))  # type: ignore[arg-type]
+        query = query.where(under_folder(folder))
     order = db.Photo.taken_at.desc() if newest_first else db.Photo.taken_at.asc()
     return query.order_by(order, db.Photo.id)
 

@@ -28,10 +28,10 @@ from clipdesk.imaging import (
     read_header,
 )
 from clipdesk.library import Library, db
+from clipdesk.library.queries import in_chunks
 from clipdesk.progress import CancelToken, Progress, RateMeter
 
 _FLUSH_EVERY = 256  # files per transaction while scanning
-_IN_CHUNK = 500  # ids per "IN (...)" statement, well under SQLite's variable limit
 _PROBE_KNOWN = 32  # photos looked for in a library folder now on another device
 
 MISSING = "folder is missing or not mounted"
@@ -227,8 +227,7 @@ def _describe_new_file(root_id: int, path: str, st: os.stat_result, max_pixels: 
 
 def _fingerprints(s: Session, ids: list[int]) -> dict[int, str]:
     found: dict[int, str] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
+    for chunk in in_chunks(ids):
         rows = s.execute(select(db.Photo.id, db.Photo.fingerprint).where(db.Photo.id.in_(chunk)))
         found.update((photo_id, digest) for photo_id, digest in rows)
     return found
@@ -274,8 +273,8 @@ def _collect_unused_vectors(s: Session) -> None:
 
 
 def _delete_ids(s: Session, ids: list[int]) -> None:
-    for start in range(0, len(ids), _IN_CHUNK):
-        s.execute(delete(db.Photo).where(db.Photo.id.in_(ids[start : start + _IN_CHUNK])))
+    for chunk in in_chunks(ids):
+        s.execute(delete(db.Photo).where(db.Photo.id.in_(chunk)))
 
 
 def _photos_of(rows: Sequence[Any], root_id: int) -> list[tuple[str, int]]:
@@ -349,10 +348,10 @@ def _keep_moved(s: Session, gone: list[int], newest_before: int) -> tuple[list[i
     was stopped before its sweep).
     """
     by_content: dict[str, list[int]] = {}
-    for start in range(0, len(gone), _IN_CHUNK):
+    for ids in in_chunks(gone):
         for pid, digest in s.execute(
             select(db.Photo.id, db.Photo.fingerprint).where(
-                db.Photo.id.in_(gone[start : start + _IN_CHUNK]), db.Photo.fingerprint != ""
+                db.Photo.id.in_(ids), db.Photo.fingerprint != ""
             )
         ):
             by_content.setdefault(digest, []).append(pid)
@@ -361,10 +360,10 @@ def _keep_moved(s: Session, gone: list[int], newest_before: int) -> tuple[list[i
     gone_set = set(gone)
     alive: dict[str, list[int]] = {}
     digests = sorted(by_content)
-    for start in range(0, len(digests), _IN_CHUNK):
+    for some in in_chunks(digests):
         for pid, digest in s.execute(
             select(db.Photo.id, db.Photo.fingerprint)
-            .where(db.Photo.fingerprint.in_(digests[start : start + _IN_CHUNK]))
+            .where(db.Photo.fingerprint.in_(some))
             .order_by(db.Photo.id)
         ):
             if pid not in gone_set:
@@ -387,11 +386,9 @@ def _keep_moved(s: Session, gone: list[int], newest_before: int) -> tuple[list[i
     if pairs:
         new_ids = [new for _, new in pairs]
         values: dict[int, dict[str, object]] = {}
-        for start in range(0, len(new_ids), _IN_CHUNK):
+        for chunk in in_chunks(new_ids):
             for row in s.execute(
-                select(db.Photo.id, *_MOVED_COLUMNS).where(
-                    db.Photo.id.in_(new_ids[start : start + _IN_CHUNK])
-                )
+                select(db.Photo.id, *_MOVED_COLUMNS).where(db.Photo.id.in_(chunk))
             ):
                 fields = dict(row._mapping)
                 values[int(fields.pop("id"))] = fields

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from sqlalchemy import select
 
 from clipdesk.errors import ClipdeskError
 from clipdesk.library import Library, db, storage_error
+from clipdesk.library.queries import in_chunks
 from clipdesk.search.compact import CompactVectors, DamagedCopy
 from clipdesk.throttle import hnswlib_threads
 
@@ -163,10 +164,8 @@ def load_vectors(
         .where(db.Embedding.model_id == model_id, db.Photo.error.is_(None))
         .order_by(db.Photo.id)
     )
-    chunks = (
-        [photo_ids[i : i + 500] for i in range(0, len(photo_ids), 500)]
-        if photo_ids is not None
-        else [None]
+    chunks: list[Sequence[int] | None] = (
+        list(in_chunks(photo_ids)) if photo_ids is not None else [None]
     )
     with library.session() as s:
         for chunk in chunks:

@@ -22,7 +22,6 @@ Deciding (no hand-set constants):
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from sqlalchemy import delete, func, select
 
 from clipdesk.errors import ClipdeskError
 from clipdesk.library import Library, db
+from clipdesk.library.queries import under_folder
 from clipdesk.progress import CancelToken, Progress, RateMeter
 
 if TYPE_CHECKING:
@@ -308,13 +308,6 @@ def _labels_of(library: Library, name: str) -> list[db.Label]:
             "`clipdesk labels create NAME LABEL...`"
         )
     return labels
-
-
-def under_folder(folder: str) -> object:
-    """A SQL condition: the photo's path lies inside ``folder`` (a byte-range scan)."""
-    base = folder.rstrip(os.sep) + os.sep
-    upper = base[:-1] + chr(ord(os.sep) + 1)
-    return (db.Photo.path >= base) & (db.Photo.path < upper)
 
 
 # -- tagging ----------------------------------------------------------------------------
