@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -52,17 +53,28 @@ def fsync_file(path: Path | str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
+def atomic_write(path: Path, data: bytes | str, *, shared: bool = False, sync: bool = True) -> None:
     """Replace ``path`` with ``data`` in one step: a reader sees the old file or the new
-    one, never half of it, and a crash leaves the old one (and no stray temporary file)."""
+    one, never half of it, and a crash leaves the old one (and no stray temporary file).
+
+    The file is private to this user (0600), or with ``shared`` made as a plain ``open``
+    makes it (0666 less the umask: another user searching a library read-only reads it).
+    ``sync=False`` for a cache: no fsync, so a power cut may lose the file (made again).
+    """
     payload = data.encode() if isinstance(data, str) else data
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if shared:
+        tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(tmp, flags, 0o666)  # the umask applies, as to any new file
+    else:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

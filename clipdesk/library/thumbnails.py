@@ -7,12 +7,12 @@ photo shares its thumbnail, as it shares its vector.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 from PIL import Image
 
+from clipdesk.files import atomic_write
 from clipdesk.imaging import ImageRejected, load_rgb
 from clipdesk.library import Library
 
@@ -44,13 +44,11 @@ class ThumbnailCache:
         # Draft decoding at half the thumbnail side keeps a 12 MP JPEG under ~30 ms.
         img = load_rgb(photo_path, self.side // 2)
         img.thumbnail((self.side, self.side), Image.Resampling.LANCZOS, reducing_gap=2.0)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        encoded = io.BytesIO()
         try:
-            with os.fdopen(fd, "wb") as out:
-                img.save(out, "JPEG", quality=_QUALITY)
-            os.replace(tmp, target)  # two makers of one thumbnail: either file is whole
+            img.save(encoded, "JPEG", quality=_QUALITY)
+            # two makers of one thumbnail: either file is whole; a cache, so no fsync
+            atomic_write(target, encoded.getvalue(), sync=False)
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise ImageRejected(f"cannot write the thumbnail cache: {exc}") from exc
         return target

@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from clipdesk.files import atomic_write, fsync_file
 
 FORMAT = 2  # 2: checksums in the pointer
 _PARTS = ("ids", "codes", "scales")
@@ -219,8 +220,7 @@ class CompactVectors:
                 return
             for path in self._paths.values():
                 if path.exists():
-                    with open(path, "rb") as fh:
-                        os.fsync(fh.fileno())
+                    fsync_file(path)
             meta = {
                 "format": FORMAT,
                 "model_key": self.model_key,
@@ -229,14 +229,7 @@ class CompactVectors:
                 "generation": generation,
                 "crc": self._crc,
             }
-            tmp = self.folder / f"{self.pointer.name}.{uuid.uuid4().hex[:8]}.tmp"
-            try:
-                tmp.write_text(json.dumps(meta), encoding="utf-8")
-                with open(tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.pointer)
-            finally:
-                tmp.unlink(missing_ok=True)  # a full disk leaves no litter
+            atomic_write(self.pointer, json.dumps(meta), shared=True)  # no litter on failure
 
     def rows(self) -> int:
         meta = self._read_pointer()

@@ -37,6 +37,7 @@ import numpy as np
 from sqlalchemy import select
 
 from clipdesk.errors import ClipdeskError
+from clipdesk.files import atomic_write, fsync_file
 from clipdesk.library import Library, db, storage_error
 from clipdesk.library.queries import in_chunks
 from clipdesk.search.compact import CompactVectors, DamagedCopy
@@ -67,11 +68,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 # A graph file younger than this may belong to another process's save in progress.
@@ -354,7 +350,7 @@ class VectorIndex:
             name = f"{self._stem}-{uuid.uuid4().hex[:12]}.hnsw"
             try:
                 self._index.save_index(str(folder / name))
-                _fsync_file(folder / name)
+                fsync_file(folder / name)
                 if _graph_file_cut_short(folder / name, self._index.element_count):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / name))
                 self._write_pointer(name)
@@ -395,13 +391,7 @@ class VectorIndex:
             "size": size,
             "crc": crcs,
         }
-        tmp = folder / f"{self._stem}-{uuid.uuid4().hex[:12]}.json.tmp"
-        try:
-            tmp.write_text(json.dumps(meta), encoding="utf-8")
-            _fsync_file(tmp)
-            os.replace(tmp, self.meta_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(self.meta_path, json.dumps(meta), shared=True)
         _fsync_dir(folder)
 
     def _save_compact(self) -> None:
@@ -444,7 +434,9 @@ class VectorIndex:
         """Delete superseded graphs and leftovers of crashed saves. Files written in the
         last moments may be another process's save in flight, so they stay for now."""
         now = time.time()
-        for path in self.meta_path.parent.glob(f"{self._stem}-*"):
+        folder = self.meta_path.parent
+        leftovers = folder.glob(f".{self.meta_path.name}.*.tmp")  # crashed pointer writes
+        for path in [*folder.glob(f"{self._stem}-*"), *leftovers]:
             with contextlib.suppress(OSError):  # gone already, or open on Windows
                 if path.name != keep and now - path.stat().st_mtime > _IN_FLIGHT_S:
                     path.unlink()

@@ -75,7 +75,7 @@ def test_search_on_a_full_disk_answers_and_keeps_the_rebuilt_graph_in_memory(
     # refuses the save (fsync is where some file systems report it).
     for path in library.index_dir.iterdir():
         path.unlink()
-    monkeypatch.setattr("clipdesk.search.vector_index._fsync_file", _full_disk)
+    monkeypatch.setattr("clipdesk.search.vector_index.fsync_file", _full_disk)
     assert _cli(library, "search", QUERY, "--json") == 0
     assert _paths(capsys.readouterr().out) == expected
     assert list(library.index_dir.iterdir()) == []  # nothing half-written is left
