@@ -6,10 +6,17 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.helpers import FIXTURE_PHOTOS, TINY_CONFIG, TINY_SPEC
+
+if TYPE_CHECKING:  # the fixtures import these when used: collecting stays light
+    from clipdesk.library import Library
+    from clipdesk.models.encoder import ClipEncoder
+    from clipdesk.services import Clipdesk
+    from clipdesk.spec import ModelSpec
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tests never touch the user's real models or libraries.
@@ -45,7 +52,7 @@ def photos(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def library(tmp_path: Path) -> Iterator[object]:
+def library(tmp_path: Path) -> Iterator[Library]:
     from clipdesk.library import Library
 
     lib = Library(tmp_path / "library")
@@ -54,26 +61,26 @@ def library(tmp_path: Path) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def tiny_spec() -> object:
+def tiny_spec() -> ModelSpec:
     from clipdesk.spec import ModelSpec
 
     return ModelSpec.parse(TINY_SPEC, TINY_CONFIG)
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder(tiny_spec: object) -> object:
+def tiny_encoder(tiny_spec: ModelSpec) -> ClipEncoder:
     from clipdesk.models.encoder import ClipEncoder
 
-    return ClipEncoder(tiny_spec, "cpu")  # type: ignore[arg-type]
+    return ClipEncoder(tiny_spec, "cpu")
 
 
 @pytest.fixture()
-def app(library: object, tiny_encoder: object) -> object:
+def app(library: Library, tiny_encoder: ClipEncoder) -> Clipdesk:
     """A Clipdesk service on a fresh library, with the session's tiny model preloaded."""
     from clipdesk.services import Clipdesk
 
-    service = Clipdesk(library)  # type: ignore[arg-type]
-    service.preload(tiny_encoder)  # type: ignore[arg-type]  # loaded once per session
+    service = Clipdesk(library)
+    service.preload(tiny_encoder)  # loaded once per session
     return service
 
 

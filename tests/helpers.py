@@ -12,9 +12,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch and clipdesk load when a helper runs, not when tests are collected
+    import torch
+
+    from clipdesk.services import Clipdesk
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -55,7 +60,7 @@ def run_cli(
     return proc
 
 
-def run_cli_json(*args: str, library: Path) -> list[dict[str, object]]:
+def run_cli_json(*args: str, library: Path) -> list[dict[str, Any]]:
     result = json.loads(run_cli(*args, "--json", library=library).stdout)
     assert isinstance(result, list)
     return result
@@ -101,7 +106,8 @@ class OpenClipReference:
         with torch.no_grad():
             features = self.model.encode_image(torch.stack(images)).float()
         features /= features.norm(dim=-1, keepdim=True)
-        return features.numpy()
+        result: np.ndarray = features.numpy()
+        return result
 
     def embed_text(self, text: str) -> np.ndarray:
         import torch
@@ -109,10 +115,11 @@ class OpenClipReference:
         with torch.no_grad():
             features = self.model.encode_text(self.tokenizer([text])).float()
         features /= features.norm(dim=-1, keepdim=True)
-        return features.numpy()[0]
+        result: np.ndarray = features.numpy()[0]
+        return result
 
 
-def stored_vectors(app: Any) -> tuple[list[str], np.ndarray]:
+def stored_vectors(app: Clipdesk) -> tuple[list[str], np.ndarray]:
     """Every photo path with a vector in the app's library, and the vectors, by path."""
     from sqlalchemy import select
 
@@ -162,7 +169,7 @@ def make_bad_files(folder: Path, good_jpeg: Path) -> dict[str, str]:
     }
 
 
-def tiny_state_dict(arch: str, seed: int) -> dict[str, object]:
+def tiny_state_dict(arch: str, seed: int) -> dict[str, torch.Tensor]:
     """A random state dict of the tiny architecture, built by open_clip under ``arch``."""
     import shutil
     import tempfile

@@ -10,8 +10,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from PySide6.QtCore import QSettings
+
+    from clipdesk.models.encoder import ClipEncoder
+    from clipdesk.services import Clipdesk
+    from clipdesk.spec import ModelSpec
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 # QSettings (window geometry, last library) go to a private folder, never the user's.
@@ -36,7 +44,7 @@ def clothing_photos(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def clothing_spec() -> object:
+def clothing_spec() -> ModelSpec:
     from clipdesk.spec import ModelSpec
 
     return ModelSpec.parse(
@@ -45,28 +53,30 @@ def clothing_spec() -> object:
 
 
 @pytest.fixture(scope="session")
-def clothing_encoder(clothing_spec: object) -> object:
+def clothing_encoder(clothing_spec: ModelSpec) -> ClipEncoder:
     from clipdesk.models.encoder import ClipEncoder
 
-    return ClipEncoder(clothing_spec, "cpu")  # type: ignore[arg-type]
+    return ClipEncoder(clothing_spec, "cpu")
 
 
 @pytest.fixture()
-def services(tmp_path: Path, clothing_spec: object, clothing_encoder: object) -> Iterator[object]:
+def services(
+    tmp_path: Path, clothing_spec: ModelSpec, clothing_encoder: ClipEncoder
+) -> Iterator[Clipdesk]:
     """A library whose model is the trained clothing CLIP (loaded once per session)."""
     from clipdesk.library import Library
     from clipdesk.services import Clipdesk
 
     library = Library(tmp_path / "library")
     service = Clipdesk(library)
-    service.preload(clothing_encoder)  # type: ignore[arg-type]
-    service.use_model(clothing_spec, "cpu")  # type: ignore[arg-type]
+    service.preload(clothing_encoder)
+    service.use_model(clothing_spec, "cpu")
     yield service
     library.close()
 
 
 @pytest.fixture()
-def settings(tmp_path: Path) -> object:
+def settings(tmp_path: Path) -> QSettings:
     from PySide6.QtCore import QSettings
 
     return QSettings(str(tmp_path / "clipdesk.ini"), QSettings.Format.IniFormat)

@@ -9,6 +9,7 @@ import numpy as np
 
 from clipdesk.library import Library
 from clipdesk.library.scanning import scan_folders
+from clipdesk.models.encoder import ClipEncoder
 from clipdesk.progress import CancelToken
 from clipdesk.search.compact import quantize
 from clipdesk.services import Clipdesk
@@ -16,10 +17,10 @@ from clipdesk.services import Clipdesk
 QUERIES = ["a photo of shoes", "a dress", "a hat on a table", "trousers"]
 
 
-def _fresh(library: Library, encoder: object) -> Clipdesk:
+def _fresh(library: Library, encoder: ClipEncoder) -> Clipdesk:
     """A new service on the same library, as a new CLI process is (cold, one query)."""
     app = Clipdesk(library)
-    app.preload(encoder)  # type: ignore[arg-type]
+    app.preload(encoder)
     app.cold_scan = True
     return app
 
@@ -35,10 +36,10 @@ def test_int8_scores_are_within_a_few_thousandths() -> None:
 
 
 def test_cold_search_equals_the_graph_without_loading_it(
-    app: Clipdesk, photos: Path, tiny_encoder: object
+    app: Clipdesk, photos: Path, tiny_encoder: ClipEncoder
 ) -> None:
     app.add_folders([photos])
-    list(app.index(tiny_encoder.spec))  # type: ignore[attr-defined]
+    list(app.index(tiny_encoder.spec))
     warm = {q: [(h.path, h.score) for h in app.search_text(q, k=10)] for q in QUERIES}
     cold_app = _fresh(app.library, tiny_encoder)
     for query in QUERIES:
@@ -54,10 +55,10 @@ def test_cold_search_equals_the_graph_without_loading_it(
 
 
 def test_cold_search_never_shows_deleted_or_stale_photos(
-    app: Clipdesk, photos: Path, tiny_encoder: object
+    app: Clipdesk, photos: Path, tiny_encoder: ClipEncoder
 ) -> None:
     app.add_folders([photos])
-    list(app.index(tiny_encoder.spec))  # type: ignore[attr-defined]
+    list(app.index(tiny_encoder.spec))
     best = app.search_text(QUERIES[0], k=1)[0].path
     Path(best).unlink()
     list(app.index())  # the indexer forgets it; the copy keeps the row until rewritten
@@ -78,13 +79,15 @@ def test_cold_search_never_shows_deleted_or_stale_photos(
     assert stale_app.vector_index()._index is not None
 
 
-def test_a_crashed_append_is_cut_off(app: Clipdesk, photos: Path, tiny_encoder: object) -> None:
+def test_a_crashed_append_is_cut_off(
+    app: Clipdesk, photos: Path, tiny_encoder: ClipEncoder
+) -> None:
     app.add_folders([photos])
     some = sorted(photos.rglob("*.jpg"))
     hidden = some[-3:]
     for path in hidden:  # index all but three, then add them in a second run
         path.rename(path.with_suffix(".later"))
-    list(app.index(tiny_encoder.spec))  # type: ignore[attr-defined]
+    list(app.index(tiny_encoder.spec))
     index = app.vector_index()
     for part in ("ids", "codes", "scales"):  # a writer killed halfway through an append
         with open(index.compact._paths[part], "ab") as fh:

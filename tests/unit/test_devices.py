@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clipdesk.errors import ModelUnavailableError
-from clipdesk.models.encoder import batch_for_memory, pick_device
+from clipdesk.models.encoder import ClipEncoder, batch_for_memory, pick_device
 
 torch = pytest.importorskip("torch")
 NO_CUDA = not torch.cuda.is_available()
@@ -36,8 +36,8 @@ def test_cuda_batches_fill_half_the_free_memory() -> None:
     assert batch_for_memory(8 * gib, 0) == 1024
 
 
-def test_the_cpu_keeps_the_default_batch(tiny_encoder: object) -> None:
-    assert tiny_encoder.cuda_batch_size(32) == 32  # type: ignore[attr-defined]
+def test_the_cpu_keeps_the_default_batch(tiny_encoder: ClipEncoder) -> None:
+    assert tiny_encoder.cuda_batch_size(32) == 32
 
 
 def test_a_model_from_a_weights_file_raises_no_false_alarm(

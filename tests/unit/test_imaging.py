@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from clipdesk.imaging import (
     load_rgb_full,
     read_header,
 )
+from clipdesk.models.encoder import ClipEncoder
 from tests.helpers import fixture_photo_paths, make_bad_files
 
 
@@ -72,7 +74,7 @@ def test_load_applies_exif_orientation(tmp_path: Path) -> None:
     img = load_rgb(str(path), 64)
     assert img.width < img.height  # turned upright
     # Orientation 6 turns the image 90 degrees clockwise: top-left goes to top-right.
-    r, _g, b = img.getpixel((img.width - 5, 5))
+    r, _g, b = cast(tuple[int, int, int], img.getpixel((img.width - 5, 5)))  # RGB
     assert b > 150 and r < 100
 
 
@@ -131,15 +133,15 @@ def test_large_file_fingerprint_samples_head_and_tail(tmp_path: Path) -> None:
     assert fingerprint(str(big), len(payload)) != first
 
 
-def test_fast_preprocess_is_bit_identical_to_open_clip(tiny_encoder: object) -> None:
+def test_fast_preprocess_is_bit_identical_to_open_clip(tiny_encoder: ClipEncoder) -> None:
     from PIL import Image
 
     encoder = tiny_encoder
     images = [Image.open(p).convert("RGB") for p in fixture_photo_paths()[:3]]
     images.append(Image.new("RGB", (300, 90), (250, 3, 7)))
     for image in images:
-        ours = encoder.preprocess_image(image)  # type: ignore[attr-defined]
-        reference = encoder.preprocess(image).numpy()  # type: ignore[attr-defined]
+        ours = encoder.preprocess_image(image)
+        reference = encoder.preprocess(image).numpy()
         assert ours.shape == reference.shape and (ours == reference).all()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from clipdesk import progress
 from clipdesk.progress import RateMeter
 
 
@@ -12,7 +11,7 @@ def test_time_handed_to_the_caller_does_not_count(monkeypatch: pytest.MonkeyPatc
     """A paused job holds still at a yield: ten minutes of pause are not ten minutes of
     work (the window showed 21.6 photos/s after a pause, for 255.9 before)."""
     clock = [100.0]
-    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr("clipdesk.progress.time.perf_counter", lambda: clock[0])
     meter = RateMeter(total=100, started=100.0)
     clock[0] = 110.0
     assert meter.report("embed", 10).rate == pytest.approx(1.0)
@@ -32,7 +31,7 @@ def test_work_done_before_the_meter_counts_as_done_not_in_the_rate(
     """A first index stores the backend measurement's 256 photos before the pipeline starts:
     they are done, but the ETA comes from the pipeline's own speed."""
     clock = [100.0]
-    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr("clipdesk.progress.time.perf_counter", lambda: clock[0])
     meter = RateMeter(total=300, started=100.0, base=256)
     clock[0] = 104.0
     report = meter.report("embed", 264)

@@ -11,12 +11,14 @@ from sqlalchemy import func, select
 from clipdesk.errors import ClipdeskError
 from clipdesk.library import db
 from clipdesk.services import Clipdesk
+from clipdesk.spec import ModelSpec
 from clipdesk.tagging.zero_shot import Classifier, otsu_threshold, prompt_templates
 
 
 def _unit(rows: list[list[float]]) -> np.ndarray:
     array = np.asarray(rows, dtype=np.float32)
-    return array / np.linalg.norm(array, axis=1, keepdims=True)
+    unit: np.ndarray = array / np.linalg.norm(array, axis=1, keepdims=True)
+    return unit
 
 
 def _classifier() -> Classifier:
@@ -66,13 +68,13 @@ def test_prompt_sets() -> None:
         prompt_templates("many")
 
 
-def _indexed(app: Clipdesk, photos: Path, spec: object) -> None:
+def _indexed(app: Clipdesk, photos: Path, spec: ModelSpec) -> None:
     app.add_folders([photos])
-    list(app.index(spec, "cpu"))  # type: ignore[arg-type]
+    list(app.index(spec, "cpu"))
 
 
 def test_tagging_stores_tags_with_confidence_set_and_model(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     _indexed(app, photos, tiny_spec)
     app.create_label_set("clothes", ["hat", "shoes", "dress"])
@@ -97,7 +99,7 @@ def test_tagging_stores_tags_with_confidence_set_and_model(
 
 
 def test_retagging_replaces_and_folder_limits(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     _indexed(app, photos, tiny_spec)
     app.create_label_set("two", ["hat", "shoes"])

@@ -9,11 +9,12 @@ from sqlalchemy import delete
 from clipdesk.library import db
 from clipdesk.search.vector_index import VectorIndex
 from clipdesk.services import Clipdesk
+from clipdesk.spec import ModelSpec
 
 
-def _indexed_app(app: Clipdesk, photos: Path, spec: object) -> VectorIndex:
+def _indexed_app(app: Clipdesk, photos: Path, spec: ModelSpec) -> VectorIndex:
     app.add_folders([photos])
-    list(app.index(spec, "cpu"))  # type: ignore[arg-type]
+    list(app.index(spec, "cpu"))
     return app.vector_index()
 
 
@@ -24,10 +25,13 @@ def _fresh(app: Clipdesk) -> VectorIndex:
 
 
 def _query(app: Clipdesk) -> np.ndarray:
-    return app.encoder().encode_texts(["a shirt"])[0]
+    query: np.ndarray = app.encoder().encode_texts(["a shirt"])[0]
+    return query
 
 
-def test_saved_index_is_loaded_not_rebuilt(app: Clipdesk, photos: Path, tiny_spec: object) -> None:
+def test_saved_index_is_loaded_not_rebuilt(
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
+) -> None:
     index = _indexed_app(app, photos, tiny_spec)
     assert index.index_path is not None and index.index_path.exists()
     assert not list(index.meta_path.parent.glob("*.tmp"))
@@ -37,7 +41,7 @@ def test_saved_index_is_loaded_not_rebuilt(app: Clipdesk, photos: Path, tiny_spe
 
 
 def test_missing_or_corrupt_index_is_rebuilt_from_sqlite(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     index = _indexed_app(app, photos, tiny_spec)
     expected = index.search(_query(app), 10)
@@ -54,7 +58,7 @@ def test_missing_or_corrupt_index_is_rebuilt_from_sqlite(
 
 
 def test_stale_index_catches_up_with_deletions(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     index = _indexed_app(app, photos, tiny_spec)
     top = index.search(_query(app), 3)
@@ -70,7 +74,7 @@ def test_stale_index_catches_up_with_deletions(
 
 
 def test_index_from_another_model_is_not_used(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     index = _indexed_app(app, photos, tiny_spec)
     meta = json.loads(index.meta_path.read_text())
@@ -83,7 +87,7 @@ def test_index_from_another_model_is_not_used(
 
 
 def test_index_grows_past_its_initial_capacity(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     index = _indexed_app(app, photos, tiny_spec)
     with app.library.engine.connect() as conn:
@@ -98,7 +102,7 @@ def test_index_grows_past_its_initial_capacity(
 
 
 def test_concurrent_saves_leave_a_consistent_loadable_pair(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     """An indexer and a searcher in other processes may save at the same moment."""
     import threading
