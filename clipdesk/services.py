@@ -46,9 +46,10 @@ from clipdesk.library.scanning import (
     scan_folders,
 )
 from clipdesk.library.thumbnails import ThumbnailCache
-from clipdesk.models import exported
+from clipdesk.models import export_files
+from clipdesk.models.catalog import DEFAULT_NAME
 from clipdesk.models.encoder import ClipEncoder, Encoder
-from clipdesk.models.store import DEFAULT_NAME, ModelStore, display_name
+from clipdesk.models.store import ModelStore, display_name
 from clipdesk.progress import CancelToken, JobWarning, Progress, RateMeter, run_reporting
 from clipdesk.search.vector_index import VectorIndex
 from clipdesk.serving import (
@@ -280,7 +281,7 @@ class Clipdesk:
             self.current_spec() is not None
             or self.target_spec() is not None
             or self.models.spec_for(DEFAULT_NAME) is not None
-            or exported.find_export(self.default_spec().key) is not None
+            or export_files.find_export(self.default_spec().key) is not None
         )
 
     def use_model(self, spec: ModelSpec, device: str | None = None) -> str:
@@ -482,7 +483,7 @@ class Clipdesk:
         failed_setting = f"export_failed:{encoder.spec.key}"
         if os.environ.get(AUTO_EXPORT_ENV, "1") == "0":
             return
-        if exported.find_export(encoder.spec.key, intact=True) is not None:
+        if export_files.find_export(encoder.spec.key, intact=True) is not None:
             return  # (a damaged one is made again)
         if self.library.get_setting(failed_setting):
             return  # tried once and it failed: not a minute on every index run
@@ -514,7 +515,7 @@ class Clipdesk:
                 export_model_aside(
                     encoder.spec,
                     self.library.models_dir,
-                    default_models_dir() / exported.EXPORTS_SUBDIR,
+                    default_models_dir() / export_files.EXPORTS_SUBDIR,
                     paths,
                     cancel,
                     steps=writer,

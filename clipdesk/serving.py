@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from clipdesk.errors import ModelUnavailableError, NotIndexedError
 from clipdesk.library import Library, db
-from clipdesk.models import exported
+from clipdesk.models import export_files, exported
 from clipdesk.models.encoder import ClipEncoder, Encoder
 from clipdesk.models.store import ModelStore, default_models_dir
 from clipdesk.search.vector_index import VectorIndex
@@ -107,11 +107,11 @@ class ModelServer:
         export, else the first export there is. Never the bundle's self-test model: a
         model trained on clothing photos must not quietly index someone's holidays."""
         spec = ModelSpec.parse(DEFAULT_MODEL)
-        if exported.torch_available():
+        if export_files.torch_available():
             return spec
         exports = [
             manifest
-            for _folder, manifest in exported.available_exports()
+            for _folder, manifest in export_files.available_exports()
             if manifest.extra.get("role") != "self-test"
         ]
         for manifest in exports:
@@ -122,14 +122,14 @@ class ModelServer:
     # -- loaded models ----------------------------------------------------------------------
 
     def _load(self, spec: ModelSpec, device: str) -> Encoder:
-        folder = exported.find_export(spec.key)
+        folder = export_files.find_export(spec.key)
         weights = spec.weights_file
         if folder is not None and weights is not None and not weights.is_file():
             # Only the export came along (a bundle, a copied models folder): it is the model.
             return exported.ExportedEncoder(folder, choices_dir=default_models_dir())
-        if not exported.torch_available():
+        if not export_files.torch_available():
             if folder is None:
-                names = ", ".join(m.label for _f, m in exported.available_exports()) or "none"
+                names = ", ".join(m.label for _f, m in export_files.available_exports()) or "none"
                 raise ModelUnavailableError(
                     f"{spec.spec} is not available in exported form, and this clipdesk (the "
                     f"CPU bundle) has no torch to run it (exported models here: {names}); "
@@ -138,7 +138,11 @@ class ModelServer:
                 )
             return exported.ExportedEncoder(folder, choices_dir=default_models_dir())
         return ClipEncoder(
-            spec, device, cache_dir=self.library.models_dir, choices_dir=default_models_dir()
+            spec,
+            device,
+            cache_dir=self.library.models_dir,
+            choices_dir=default_models_dir(),
+            store=self.store,
         )
 
     def encoder(self, spec: ModelSpec | None = None, device: str | None = None) -> Encoder:
@@ -178,12 +182,12 @@ class ModelServer:
         with self._lock:
             spec = self.current_spec() or self.default_spec()
             loaded = self._encoders.get(spec.key) or self._query_encoders.get(spec.key)
-            if loaded is None and (folder := exported.find_export(spec.key)) is not None:
+            if loaded is None and (folder := export_files.find_export(spec.key)) is not None:
                 try:
                     loaded = exported.ExportedEncoder(folder)
                     self._query_encoders[spec.key] = loaded
-                except exported.ExportDamagedError:
-                    if not exported.torch_available():
+                except export_files.ExportDamagedError:
+                    if not export_files.torch_available():
                         raise  # it says what to do; there is nothing else to run
                     # The model itself answers (torch), or, without its weights, _load
                     # raises the same error; the next complete index exports it again.

@@ -68,17 +68,19 @@ def run(cmd: list[str], **kwargs: object) -> None:
 def export_models(specs: list[str], target: Path) -> list[dict[str, object]]:
     """Export the bundled models with the full install (this interpreter has torch)."""
     from clipdesk.cli.selftest import SELF_TEST_ROLE
+    from clipdesk.models.catalog import DEFAULT_NAME
     from clipdesk.models.encoder import ClipEncoder
     from clipdesk.models.export import export_model
-    from clipdesk.models.exported import ExportManifest
-    from clipdesk.models.store import DEFAULT_NAME, ModelStore
+    from clipdesk.models.export_files import ExportManifest
+    from clipdesk.models.store import ModelStore
     from clipdesk.spec import ModelSpec
 
     target.mkdir(parents=True, exist_ok=True)
     wanted: list[tuple[ModelSpec, str]] = [
         (ModelSpec.parse(f"clothing-clip:{TEST_MODEL}", TEST_CONFIG), SELF_TEST_ROLE)
     ]
-    default = ModelStore().spec_for(DEFAULT_NAME)
+    store = ModelStore()  # the models folder this build runs with
+    default = store.spec_for(DEFAULT_NAME)
     if default is not None:
         wanted.append((default, "default"))
     else:
@@ -89,7 +91,7 @@ def export_models(specs: list[str], target: Path) -> list[dict[str, object]]:
     wanted += [(ModelSpec.parse(spec), "extra") for spec in specs]
     made = []
     for spec, role in wanted:
-        encoder = ClipEncoder(spec, "cpu")
+        encoder = ClipEncoder(spec, "cpu", store=store)
         folder = export_model(encoder, target, report=lambda line: log("  " + line))
         manifest = ExportManifest.read(folder)
         if manifest.extra.get("role") != role:

@@ -401,7 +401,7 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
     spec = app.models.spec_for(args.name) or _exported_spec(args.name)
     if spec is None:
         if ":" not in args.name:
-            from clipdesk.models.store import CATALOG, catalog_entry
+            from clipdesk.models.catalog import CATALOG, catalog_entry
 
             if catalog_entry(args.name) is None:  # not a name clipdesk could download
                 raise ClipdeskError(
@@ -424,7 +424,7 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
 
 def _exported_spec(name: str) -> ModelSpec | None:
     """The model of an installed export, by folder name or label (``models list``)."""
-    from clipdesk.models.exported import available_exports
+    from clipdesk.models.export_files import available_exports
 
     for folder, manifest in available_exports():
         if name in (folder.name, manifest.label, manifest.name):

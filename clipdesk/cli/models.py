@@ -102,7 +102,7 @@ def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
     from clipdesk.models.store import ModelStore
 
     command = args.models_command
-    from clipdesk.models.exported import torch_available
+    from clipdesk.models.export_files import torch_available
 
     if not torch_available() and (
         command == "download" or (command == "import" and not args.export)
@@ -119,7 +119,7 @@ def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
         mirror = ModelStore(store.models_dir, endpoint=args.mirror) if args.mirror else store
         return _download(mirror, args.name)
     if command == "import" and args.export:
-        from clipdesk.models.exported import ExportManifest, install_export
+        from clipdesk.models.export_files import ExportManifest, install_export
 
         folder = install_export(Path(args.export))
         manifest = ExportManifest.read(folder)
@@ -141,7 +141,7 @@ def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
-    from clipdesk.models.exported import available_exports, torch_available
+    from clipdesk.models.export_files import available_exports, torch_available
 
     exports = available_exports()
     exported_keys = {manifest.key for _folder, manifest in exports}
@@ -198,7 +198,8 @@ def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
 
 
 def _download(store: object, name: str) -> int:
-    from clipdesk.models.store import DownloadCancelled, ModelStore
+    from clipdesk.models.hub import DownloadCancelled
+    from clipdesk.models.store import ModelStore
 
     assert isinstance(store, ModelStore)
     progress = ByteBar(sys.stderr, name)

@@ -50,14 +50,14 @@ def samples_dir() -> Path | None:
 def self_test_spec(work: Path) -> ModelSpec:
     """The project's test model: its bundled export, else (a source checkout with torch)
     its weights in tests/fixtures (an installed wheel: clipdesk/self_test_data)."""
-    from clipdesk.models import exported
+    from clipdesk.models import export_files
 
-    for _folder, manifest in exported.available_exports(work / "models"):
+    for _folder, manifest in export_files.available_exports(work / "models"):
         if manifest.extra.get("role") == SELF_TEST_ROLE:
             return manifest.spec
     weights = FIXTURES / "clothing-clip.safetensors"
     config = FIXTURES / "clothing-clip.json"
-    if exported.torch_available() and weights.is_file():
+    if export_files.torch_available() and weights.is_file():
         return ModelSpec.parse(f"clothing-clip:{weights}", config)
     raise ClipdeskError("no self-test model here (the bundle lacks its models folder?)")
 
@@ -114,9 +114,9 @@ def run_self_test(out: TextIO = sys.stdout, keep: bool = False) -> int:
         from clipdesk.gui.selftest import window_check
 
         failures += window_check(services, work, QUERIES[0], say)
-        from clipdesk.models import exported
+        from clipdesk.models import export_files
 
-        if exported.torch_available():  # the full version: open_clip on torch runs too
+        if export_files.torch_available():  # the full version: open_clip on torch runs too
             failures += _torch_check(spec, photos, say)
     except Exception as exc:  # the point of a self-test: report, never crash
         failures.append(f"{type(exc).__name__}: {exc}")

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from clipdesk.library.browsing import PhotoRef
-from clipdesk.models.store import CATALOG
+from clipdesk.models.catalog import CATALOG
 
 WHOLE_LIBRARY = "The whole library"
 

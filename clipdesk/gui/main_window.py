@@ -68,8 +68,8 @@ from clipdesk.gui.workers import TaskRunner, Worker, WorkerToken
 from clipdesk.imaging import is_image_name, load_rgb
 from clipdesk.indexing.watching import FolderWatcher
 from clipdesk.library.browsing import PhotoDetails, PhotoRef
-from clipdesk.models.exported import ExportManifest, install_export, torch_available
-from clipdesk.models.store import CATALOG, DEFAULT_NAME
+from clipdesk.models.catalog import CATALOG, DEFAULT_NAME
+from clipdesk.models.export_files import ExportManifest, install_export, torch_available
 from clipdesk.progress import CancelToken, JobWarning, Phase, Progress
 from clipdesk.services import Clipdesk, LibraryStatus
 from clipdesk.throttle import Throttle, usable_cores

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,8 +33,6 @@ def run_aside(
 ) -> int | None:
     """Run ``target(*args)`` in a child process and wait; the child's exit code, or None
     when ``cancel`` or ``timeout`` stopped it (killed)."""
-    import time
-
     child = multiprocessing.get_context("spawn").Process(
         target=_deaf_to_ctrl_c, args=(target, *args), name="clipdesk-aside", daemon=True
     )

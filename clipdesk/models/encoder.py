@@ -11,7 +11,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,15 +29,11 @@ from clipdesk.backends.choice import (
 from clipdesk.backends.onnx_export import export_visual_onnx, visual_onnx_name
 from clipdesk.errors import ModelUnavailableError
 from clipdesk.models.aside import run_aside, spec_fields
-from clipdesk.models.exported import find_export
-from clipdesk.models.store import (
-    ModelStore,
-    catalog_entry,
-    create_pretrained_model,
-    hub_reachable,
-    no_network_message,
-    register_config,
-)
+from clipdesk.models.catalog import catalog_entry
+from clipdesk.models.export_files import find_export
+from clipdesk.models.hub import hub_reachable, no_network_message
+from clipdesk.models.loading import create_pretrained_model, register_config
+from clipdesk.models.store import ModelStore
 from clipdesk.spec import RANDOM_SEED, ModelSpec
 
 if TYPE_CHECKING:
@@ -46,7 +42,7 @@ if TYPE_CHECKING:
 
 def pick_device(preference: str = "auto") -> tuple[str, str]:
     """The device to run on and why: CUDA, then Apple MPS, then the CPU."""
-    import torch
+    import torch  # torch: seconds to import, only once a model runs
 
     if preference not in ("auto", "cpu", "cuda", "mps"):
         raise ModelUnavailableError(f"unknown device {preference!r}: use auto, cpu, cuda or mps")
@@ -74,7 +70,7 @@ def batch_for_memory(free_bytes: int, per_image_bytes: int, low: int = 32, high:
 
 @contextlib.contextmanager
 def _hub_offline() -> Iterator[None]:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # not in the CPU bundle
 
     before = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = True
@@ -166,14 +162,19 @@ class ClipEncoder:
         device: str = "auto",
         cache_dir: Path | None = None,
         choices_dir: Path | None = None,
+        store: ModelStore | None = None,
     ):
-        import open_clip
+        """``store``: the app's models folder, where a catalog model's weights are found
+        (and downloaded); None: the default one, for a process without an app (a
+        benchmark, a test, an export's child process)."""
+        import open_clip  # seconds to import (torch): only once a model is loaded
         import torch
 
         from clipdesk.backends.towers import short_text_tower  # imports torch and open_clip
 
         self.spec = spec
         self._cache_dir = cache_dir
+        self._store = store
         self.device, self._device_reason = pick_device(device)
         arch = register_config(spec)
         if arch not in open_clip.list_models():
@@ -182,7 +183,7 @@ class ClipEncoder:
                 "custom one (open_clip lists: " + ", ".join(open_clip.list_models()[:8]) + ", ...)"
             )
         with _config_errors(spec):
-            model = self._create(open_clip, torch, arch, cache_dir)
+            model = self._create(arch, cache_dir)
         self.precision = "fp16" if self.device == "cuda" else "fp32"
         model = model.to(self.device)
         if self.precision == "fp16":
@@ -218,7 +219,11 @@ class ClipEncoder:
             probe = self.encode_texts(["a photo"])
         self.dim = int(probe.shape[1])
 
-    def _create(self, open_clip: Any, torch: Any, arch: str, cache_dir: Path | None) -> Any:
+    def _create(self, arch: str, cache_dir: Path | None) -> Any:
+        """open_clip's model for the spec (open_clip is untyped: so is its model)."""
+        import open_clip  # torch: seconds to import; __init__ has it already
+        import torch
+
         spec = self.spec
         if spec.is_random:
             # Seeded, so every process builds identical weights (tests and benchmarks).
@@ -250,7 +255,7 @@ class ClipEncoder:
                 f"{spec.arch} has no pretrained weights named {spec.pretrained!r} "
                 f"(known: {', '.join(tags) or 'none'}; or pass a weights file, or 'random')"
             )
-        store = ModelStore()
+        store = self._store or ModelStore()
         installed = store.spec_for(spec.spec)
         if installed is None:
             cache = str(cache_dir) if cache_dir else None
@@ -377,7 +382,7 @@ class ClipEncoder:
     def check_encodes(self) -> None:
         """One blank photo through the model before it becomes the library's target: a
         model that loads but cannot encode photos (a custom config's) must not stay it."""
-        from PIL import Image
+        from PIL import Image  # 20 ms at start-up, for this check only
 
         try:
             side = max(self.decode_side, 1)
@@ -398,7 +403,7 @@ class ClipEncoder:
         a probe batch per image); ``default`` elsewhere."""
         if self.device != "cuda":
             return default
-        import torch
+        import torch  # torch: seconds to import, only once a model runs
 
         probe = 16
         torch.cuda.synchronize()
@@ -451,7 +456,7 @@ class ClipEncoder:
 
     def _split_preprocess(self) -> None:
         """Find the PIL steps and the Normalize constants of open_clip's Compose."""
-        self._pil_steps: list[Any] | None = None
+        self._pil_steps: list[Callable[[Image.Image], Image.Image]] | None = None
         steps = list(getattr(self.preprocess, "transforms", []))
         names = [type(step).__name__ for step in steps]
         if len(names) < 2 or names[-1] != "Normalize" or "ToTensor" not in names[-2]:
@@ -477,7 +482,7 @@ class ClipEncoder:
         return self.encode_batch(np.stack([self.preprocess_image(im) for im in images]))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
+        import torch  # torch: seconds to import, only once a model runs
 
         from clipdesk.models.tokenizer import trim_tokens  # ftfy and regex: 0.1 s, for texts only
 

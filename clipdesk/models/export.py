@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -32,23 +32,25 @@ from clipdesk.backends.choice import (
 )
 from clipdesk.backends.onnx_export import visual_onnx_name
 from clipdesk.errors import ClipdeskError, ModelUnavailableError
+from clipdesk.files import sha256_file
 from clipdesk.imaging import ImageRejected, load_rgb
 from clipdesk.models.aside import run_aside, spec_fields
 from clipdesk.models.encoder import ClipEncoder
-from clipdesk.models.exported import (
+from clipdesk.models.export_files import (
     MANIFEST_NAME,
     ExportManifest,
     check_export,
     export_name,
     move_into_place,
 )
-from clipdesk.models.store import sha256_file
 from clipdesk.models.tokenizer import DEFAULT_VOCAB_NAME, default_vocab_file, trim_tokens
 from clipdesk.progress import CancelToken
 from clipdesk.spec import ModelSpec
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+
+    from torch import nn
 
 # Texts to judge the text tower on: CLIP-style prompts over everyday photo subjects.
 _SUBJECTS = (
@@ -63,9 +65,10 @@ PROBE_TEXTS = tuple(t.format(s) for s in _SUBJECTS for t in _TEMPLATES)
 Report = Callable[[str], None]
 
 
-def _text_tower(model: Any) -> tuple[Any, bool]:
-    """The text tower to export, and whether it takes texts trimmed to their longest."""
-    import torch
+def _text_tower(model: Any) -> tuple[nn.Module, bool]:
+    """The text tower to export of open_clip's ``model`` (untyped), and whether it takes
+    texts trimmed to their longest."""
+    import torch  # seconds to import: only once a model is exported
 
     from clipdesk.backends.towers import short_text_tower  # imports torch and open_clip
 
@@ -88,7 +91,7 @@ def _text_tower(model: Any) -> tuple[Any, bool]:
 def _ir_features(xml: Path, inputs: np.ndarray, batch: int = 64, trim: bool = False) -> np.ndarray:
     """``inputs`` through the IR ``xml`` in batches; ``trim``: each batch cut after its
     longest text, as ``ExportedEncoder`` feeds a text tower of dynamic length."""
-    import openvino as ov
+    import openvino as ov  # 0.5 s to import: only for an export
 
     core = ov.Core()
     compiled = core.compile_model(
@@ -119,7 +122,7 @@ def export_model(
     model is kept as it is, unless ``replace``: then the new one takes its place once it is
     complete (an earlier version's export, say).
     """
-    import openvino as ov
+    import openvino as ov  # 0.5 s and seconds (torch) to import: only for an export
     import torch
 
     say = report or (lambda _message: None)
@@ -283,7 +286,7 @@ def _judge(
     against torch: (weights storage, min cosine, top-10 agreement), or None if unfaithful.
     A text tower of dynamic length is judged on batches of 8 texts, each cut after its
     longest (4 templates of 2 subjects: many lengths, with and without padding)."""
-    import openvino as ov
+    import openvino as ov  # 0.5 s to import: only for an export
 
     converted = ov.convert_model(str(work / f"{tower}.onnx"))
     for storage in ("fp16", "fp32") if allow_fp16 else ("fp32",):
@@ -342,13 +345,20 @@ def _text_agreement(images: np.ndarray, want: np.ndarray, got: np.ndarray, k: in
     return same / len(want)
 
 
-def _preprocess_cfg(encoder: ClipEncoder) -> dict[str, Any]:
-    import open_clip
+class _PreprocessCfg(TypedDict):
+    mean: list[float]
+    std: list[float]
+    interpolation: str
+    resize_mode: str
+
+
+def _preprocess_cfg(encoder: ClipEncoder) -> _PreprocessCfg:
+    import open_clip  # seconds to import (torch): only once a model is exported
 
     cfg = open_clip.get_model_preprocess_cfg(encoder.model)
-    return {
-        "mean": [float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)],
-        "std": [float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD)],
-        "interpolation": cfg.get("interpolation") or "bicubic",
-        "resize_mode": cfg.get("resize_mode") or "shortest",
-    }
+    return _PreprocessCfg(
+        mean=[float(v) for v in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)],
+        std=[float(v) for v in cfg.get("std", open_clip.OPENAI_DATASET_STD)],
+        interpolation=cfg.get("interpolation") or "bicubic",
+        resize_mode=cfg.get("resize_mode") or "shortest",
+    )

@@ -15,12 +15,15 @@ import itertools
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import ftfy
 import numpy as np
 import numpy.typing as npt
 import regex  # type: ignore[import-untyped]  # ships no type information
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
 DEFAULT_CONTEXT_LENGTH = 77  # every OpenAI-style CLIP text tower
@@ -33,6 +36,9 @@ _MERGES_END = 49152 - 256 - 2 + 1
 # without limit if it is fed arbitrary text.
 _MAX_CACHED_WORDS = 100_000
 _NO_RANK = 1 << 62  # above every merge rank: a pair that is not a merge
+
+# Token ids, one row per text: numpy (this tokenizer) or torch (open_clip's).
+TokenRows = TypeVar("TokenRows", np.ndarray, "torch.Tensor")
 
 
 def default_vocab_file() -> Path:
@@ -49,7 +55,8 @@ def default_vocab_file() -> Path:
             if candidate.is_file():
                 return candidate
     raise FileNotFoundError(
-        f"CLIP BPE vocabulary {DEFAULT_VOCAB_NAME} not found in clipdesk/models/data or in open_clip"
+        f"CLIP BPE vocabulary {DEFAULT_VOCAB_NAME} not found in clipdesk/models/data or in "
+        "open_clip"
     )
 
 
@@ -220,7 +227,7 @@ class ClipTokenizer:
         return pieces
 
 
-def trim_tokens(tokens: Any) -> Any:
+def trim_tokens(tokens: TokenRows) -> TokenRows:
     """``tokens`` (texts, context) cut after the furthest column any row's argmax is in.
 
     For a causal text tower that pools the argmax (CLIP's: the end token has the highest
@@ -229,4 +236,5 @@ def trim_tokens(tokens: Any) -> Any:
     """
     if tokens.shape[0] == 0:
         return tokens
-    return tokens[:, : int(tokens.argmax(-1).max()) + 1]
+    cut: TokenRows = tokens[:, : int(tokens.argmax(-1).max()) + 1]
+    return cut

@@ -140,7 +140,7 @@ def hub(tiny_weights: bytes, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHu
     import huggingface_hub
     from huggingface_hub import constants
 
-    from clipdesk.models import store as models
+    from clipdesk.models import catalog as models
 
     # The test run is offline by default (conftest); this server is the one exception.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -241,7 +241,7 @@ def test_a_dropped_connection_resumes_with_a_range(tmp_path: Path, hub: FakeHub)
 
 
 def test_a_cancelled_download_resumes_in_the_next_run(tmp_path: Path, hub: FakeHub) -> None:
-    from clipdesk.models.store import DownloadCancelled
+    from clipdesk.models.hub import DownloadCancelled
     from clipdesk.progress import CancelToken
 
     store = _store(tmp_path, hub)
@@ -324,7 +324,7 @@ def test_the_downloaded_model_loads_and_encodes(tmp_path: Path, hub: FakeHub) ->
     from safetensors.torch import load
 
     from clipdesk.models.encoder import ClipEncoder
-    from clipdesk.models.store import create_pretrained_model
+    from clipdesk.models.loading import create_pretrained_model
 
     store = _store(tmp_path, hub)
     store.download("tiny-test")  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clipdesk.models import exported
+from clipdesk.models import export_files
 from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, run_cli_json
 
 # Any import of torch, torchvision or open_clip fails, as in a bundle that lacks them.
@@ -54,7 +54,7 @@ def test_cli_without_torch_runs_on_the_export(
     clothing_export: Path, photos: Path, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
-    exported.install_export(clothing_export, models)
+    export_files.install_export(clothing_export, models)
     # f32 compute: the export itself is compared here; bf16 has its own fidelity test.
     env = {"CLIPDESK_MODELS_DIR": str(models), "CLIPDESK_BACKEND": "openvino-fp32"}
     library = tmp_path / "no-torch-library"

@@ -311,7 +311,7 @@ def test_the_first_index_exports_the_model_and_says_so(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from clipdesk.models import exported
+    from clipdesk.models import export_files
 
     monkeypatch.setenv("CLIPDESK_AUTO_EXPORT", "1")
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
@@ -330,6 +330,6 @@ def test_the_first_index_exports_the_model_and_says_so(
     assert "command line" not in window.statusBar().currentMessage()
     assert window.job_label.text() == "Library up to date."
     key = window.services.current_spec().key  # type: ignore[union-attr]
-    assert exported.find_export(key) is not None
+    assert export_files.find_export(key) is not None
     _search(qtbot, window, "a photo of shoes")  # the window keeps its loaded model
     assert _labels_of_results(window, 1) == ["shoes"]

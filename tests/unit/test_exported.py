@@ -15,7 +15,7 @@ from PIL import Image
 
 from clipdesk.errors import ModelUnavailableError
 from clipdesk.imaging import load_rgb
-from clipdesk.models import exported
+from clipdesk.models import export_files, exported
 from clipdesk.models.encoder import ClipEncoder
 from clipdesk.models.export import export_model
 from clipdesk.spec import ModelSpec
@@ -57,7 +57,7 @@ def test_preprocessing_is_open_clips_bit_for_bit(clothing: ClipEncoder) -> None:
 def test_export_of_the_trained_model_is_faithful(
     clothing: ClipEncoder, clothing_export: Path
 ) -> None:
-    manifest = exported.verify_export(clothing_export)
+    manifest = export_files.verify_export(clothing_export)
     assert manifest.key == clothing.spec.key  # its vectors may share the index
     assert manifest.weights == {"visual": "fp16", "text": "fp16"}  # half the size, faithful
     assert manifest.fidelity["visual_min_cosine"] >= 0.999
@@ -80,7 +80,7 @@ def test_fp16_weights_are_widened_where_that_is_faster_with_the_same_vectors(
     from clipdesk.backends import choice as backends
 
     visual = clothing_export / "visual.xml"
-    size = exported.ExportManifest.read(clothing_export).image_size
+    size = export_files.ExportManifest.read(clothing_export).image_size
     batch = backends.probe_images(size, count=8)
     monkeypatch.setenv(backends.WIDEN_F16_ENV, "0")
     kept = backends.openvino_backend("openvino-fp32", visual)
@@ -152,7 +152,7 @@ def test_exported_text_towers_take_trimmed_texts_and_fixed_length_ones_still_wor
     assert export_model(tiny, tmp_path / "whole", replace=True) == folder
     assert text_input(folder)[1].is_dynamic
     assert [p.name for p in (tmp_path / "whole").iterdir()] == [folder.name]  # nothing left over
-    exported.verify_export(folder)
+    export_files.verify_export(folder)
     assert _min_cosine(exported.ExportedEncoder(folder).encode_texts(texts), want) >= 0.9999
 
 
@@ -178,7 +178,7 @@ def test_the_export_reuses_the_tower_measured_for_the_backends_unless_it_is_stal
     shutil.rmtree(folder)
     folder = export_model(tiny, tmp_path)
     assert traced == ["tokens"]  # the image tower came from the measurement
-    assert exported.verify_export(folder).fidelity["visual_min_cosine"] >= 0.999
+    assert export_files.verify_export(folder).fidelity["visual_min_cosine"] >= 0.999
     assert not measured.exists()  # the export holds it now: no second copy on disk
 
     # a stale tower (other weights under that name) is judged unfaithful and replaced
@@ -205,35 +205,36 @@ def test_the_export_reuses_the_tower_measured_for_the_backends_unless_it_is_stal
 
 def test_damaged_or_unfinished_exports_are_refused(clothing_export: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
-    installed = exported.install_export(clothing_export, models)
-    assert exported.find_export(exported.ExportManifest.read(installed).key, models) == installed
+    installed = export_files.install_export(clothing_export, models)
+    key = export_files.ExportManifest.read(installed).key
+    assert export_files.find_export(key, models) == installed
     damaged = tmp_path / "damaged"
     shutil.copytree(clothing_export, damaged)
     blob = bytearray((damaged / "visual.bin").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     (damaged / "visual.bin").write_bytes(bytes(blob))
     with pytest.raises(ModelUnavailableError, match="damaged"):
-        exported.install_export(damaged, tmp_path / "other-models")
+        export_files.install_export(damaged, tmp_path / "other-models")
     # A folder without its manifest (an interrupted export or copy) is not offered.
-    unfinished = models / exported.EXPORTS_SUBDIR / "unfinished"
+    unfinished = models / export_files.EXPORTS_SUBDIR / "unfinished"
     shutil.copytree(clothing_export, unfinished)
-    (unfinished / exported.MANIFEST_NAME).unlink()
-    assert [f for f, _ in exported.available_exports(models)] == [installed]
+    (unfinished / export_files.MANIFEST_NAME).unlink()
+    assert [f for f, _ in export_files.available_exports(models)] == [installed]
 
 
 def test_the_compiled_text_tower_is_kept_in_the_export_between_processes(
     clothing_export: Path, tmp_path: Path
 ) -> None:
-    folder = exported.install_export(clothing_export, tmp_path / "models")
+    folder = export_files.install_export(clothing_export, tmp_path / "models")
     texts = ["a photo of a dress", "a red hat", "shoes"]
     first = exported.ExportedEncoder(folder).encode_texts(texts)
-    cache = folder / exported.COMPILED_CACHE_SUBDIR
+    cache = folder / export_files.COMPILED_CACHE_SUBDIR
     blobs = sorted(cache.iterdir())
     assert blobs, "the first compile left nothing for the next process"
     again = exported.ExportedEncoder(folder).encode_texts(texts)  # a new compile: from it
     np.testing.assert_array_equal(again, first)
     assert sorted(cache.iterdir()) == blobs  # read, not written again
-    exported.verify_export(folder)  # no part of the export's checked files
+    export_files.verify_export(folder)  # no part of the export's checked files
     for blob in blobs:  # a damaged entry: OpenVINO compiles afresh
         blob.chmod(0o644)
         blob.write_bytes(b"not a compiled model")
@@ -270,7 +271,7 @@ def test_searches_use_the_export_and_find_the_same_photos(
     queries = ["a photo of shoes", "a red dress", "pants", "a hat"]
     want = [[h.path for h in full.search_text(q, k=10)] for q in queries]
 
-    exported.install_export(clothing_export)
+    export_files.install_export(clothing_export)
     fresh = Clipdesk(library)  # a new process, as a cold `clipdesk search` is
     assert isinstance(fresh.query_encoder(), exported.ExportedEncoder)
     got = [[h.path for h in fresh.search_text(q, k=10)] for q in queries]
@@ -286,15 +287,15 @@ def test_without_torch_the_export_is_the_model(
 ) -> None:
     from clipdesk.services import Clipdesk
 
-    monkeypatch.setenv(exported.NO_TORCH_ENV, "1")
-    monkeypatch.setenv(exported.BUNDLED_MODELS_ENV, str(clothing_export.parent))
+    monkeypatch.setenv(export_files.NO_TORCH_ENV, "1")
+    monkeypatch.setenv(export_files.BUNDLED_MODELS_ENV, str(clothing_export.parent))
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
     from clipdesk.library import Library
 
     library = Library(tmp_path / "library")
     app = Clipdesk(library)
     spec = app.default_spec()  # no default model exported: the bundled one
-    assert spec.key == exported.ExportManifest.read(clothing_export).key
+    assert spec.key == export_files.ExportManifest.read(clothing_export).key
     assert isinstance(app.encoder(), exported.ExportedEncoder)
     with pytest.raises(ModelUnavailableError, match="not available in exported form"):
         app.encoder(ModelSpec.parse("ViT-B-32:random"))
@@ -310,7 +311,7 @@ def test_an_export_whose_weights_are_gone_is_the_model(
     from clipdesk.services import Clipdesk
 
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
-    manifest = exported.ExportManifest.read(exported.install_export(clothing_export))
+    manifest = export_files.ExportManifest.read(export_files.install_export(clothing_export))
     gone = ModelSpec(
         manifest.arch, str(tmp_path / "elsewhere" / "clothing-clip.safetensors"),
         manifest.config_json, known_key=manifest.key,
@@ -347,7 +348,7 @@ def test_the_first_full_index_exports_the_model_once(
     app = exporting_app
     phases = [(p.phase, p.message) for p in app.index(tiny_encoder.spec)]  # type: ignore[attr-defined]
     assert ("export", "searches from the command line now start without torch") in phases
-    folder = exported.find_export(tiny_encoder.spec.key)  # type: ignore[attr-defined]
+    folder = export_files.find_export(tiny_encoder.spec.key)  # type: ignore[attr-defined]
     assert folder is not None and folder.parent == tmp_path / "models" / "exports"
     fresh = Clipdesk(app.library)
     assert isinstance(fresh.query_encoder(), exported.ExportedEncoder)
@@ -376,7 +377,7 @@ def test_cancelling_during_the_export_stops_it_at_once(
     assert messages[-1] == "the model was not exported: the export was cancelled"
     assert progress.warning is JobWarning.EXPORT_FAILED  # what the window recognises
     exports = tmp_path / "models" / "exports"
-    assert exported.find_export(tiny_encoder.spec.key) is None  # type: ignore[attr-defined]
+    assert export_files.find_export(tiny_encoder.spec.key) is None  # type: ignore[attr-defined]
     assert not exports.exists() or not list(exports.glob(".*.part"))  # no half export left
 
 

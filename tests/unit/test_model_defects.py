@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from clipdesk.cli.main import main
-from clipdesk.models import exported
+from clipdesk.models import export_files, exported
 from tests.helpers import run_cli
 
 # -- an export that names files outside itself (item 1) ----------------------------------
@@ -25,22 +25,22 @@ def _fake_export(folder: Path, **overrides: object) -> dict[str, object]:
     only reads and copies files); returns the manifest's fields, written as given."""
     folder.mkdir(parents=True)
     files = {}
-    for name in (*exported.EXPORT_FILES, "vocab.txt.gz"):
+    for name in (*export_files.EXPORT_FILES, "vocab.txt.gz"):
         (folder / name).write_bytes(f"contents of {name}".encode())
         files[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-    manifest = exported.ExportManifest(
+    manifest = export_files.ExportManifest(
         name="fake-model-0123abcd", key="fake:file-0123", arch="fake", pretrained="fake.pt",
         config_json=None, dim=4, image_size=8, context_length=5, logit_scale=100.0,
         mean=[0.5] * 3, std=[0.5] * 3, interpolation="bicubic", resize_mode="shortest",
         weights={"visual": "fp32", "text": "fp32"}, fidelity={}, files=files, vocab="vocab.txt.gz",
     )  # fmt: skip
     fields = {**asdict(manifest), **overrides}
-    (folder / exported.MANIFEST_NAME).write_text(json.dumps(fields), encoding="utf-8")
+    (folder / export_files.MANIFEST_NAME).write_text(json.dumps(fields), encoding="utf-8")
     return fields
 
 
 def _rewrite(folder: Path, fields: dict[str, object]) -> None:
-    (folder / exported.MANIFEST_NAME).write_text(json.dumps(fields), encoding="utf-8")
+    (folder / export_files.MANIFEST_NAME).write_text(json.dumps(fields), encoding="utf-8")
 
 
 def _import_export(
@@ -94,9 +94,9 @@ def test_a_manifest_naming_a_file_outside_the_export_writes_nothing_outside(
     _rewrite(export, fields)
     code, err = _import_export(export, models, capsys, monkeypatch)
     assert code == 0, err
-    installed = models / exported.EXPORTS_SUBDIR / "fake-model-0123abcd"
+    installed = models / export_files.EXPORTS_SUBDIR / "fake-model-0123abcd"
     assert sorted(p.name for p in installed.iterdir()) == sorted(
-        [*exported.EXPORT_FILES, "vocab.txt.gz", exported.MANIFEST_NAME]
+        [*export_files.EXPORT_FILES, "vocab.txt.gz", export_files.MANIFEST_NAME]
     )
 
 
@@ -136,8 +136,8 @@ def test_a_fifo_or_a_device_is_refused_without_hanging(kind: str, tmp_path: Path
         files["/dev/zero"] = "0" * 64
         _rewrite(export, {**fields, "files": files})
     else:
-        (export / exported.MANIFEST_NAME).unlink()
-        os.mkfifo(export / exported.MANIFEST_NAME)
+        (export / export_files.MANIFEST_NAME).unlink()
+        os.mkfifo(export / export_files.MANIFEST_NAME)
     models = tmp_path / "models"
     proc = run_cli(
         "models", "import", "--export", str(export),
@@ -157,14 +157,15 @@ def test_an_installed_export_that_is_damaged_is_replaced_by_importing_it_again(
     export = tmp_path / "export"
     _fake_export(export)
     models = tmp_path / "models"
-    installed = exported.install_export(export, models)
-    assert exported.ExportManifest.read(installed).sizes["text.bin"] == len(b"contents of text.bin")
+    installed = export_files.install_export(export, models)
+    sizes = export_files.ExportManifest.read(installed).sizes
+    assert sizes["text.bin"] == len(b"contents of text.bin")
     with open(installed / "text.bin", "r+b") as fh:
         fh.truncate(4)
-    with pytest.raises(exported.ExportDamagedError, match=r"text\.bin"):
-        exported.check_export(installed, exported.ExportManifest.read(installed))
-    assert exported.install_export(export, models) == installed
-    exported.verify_export(installed)
+    with pytest.raises(export_files.ExportDamagedError, match=r"text\.bin"):
+        export_files.check_export(installed, export_files.ExportManifest.read(installed))
+    assert export_files.install_export(export, models) == installed
+    export_files.verify_export(installed)
 
 
 # -- a damaged export (item 9) -----------------------------------------------------------
@@ -182,7 +183,7 @@ def indexed_with_export(
     from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC
 
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
-    installed = exported.install_export(clothing_export)
+    installed = export_files.install_export(clothing_export)
     library = Library(tmp_path / "library")
     app = Clipdesk(library)
     app.add_folders([photos])
@@ -224,7 +225,7 @@ def test_a_truncated_export_falls_back_to_torch_or_says_what_to_do(
     assert got == want
 
     # Without torch (the CPU bundle): a message that says what to do, for search and tag.
-    monkeypatch.setenv(exported.NO_TORCH_ENV, "1")
+    monkeypatch.setenv(export_files.NO_TORCH_ENV, "1")
     assert main(["--library", str(library_dir), "search", "a red dress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("clipdesk: error: the exported model in ") and "Traceback" not in err
@@ -235,10 +236,10 @@ def test_a_truncated_export_falls_back_to_torch_or_says_what_to_do(
     assert "text.bin" in capsys.readouterr().err
 
     # An export from before sizes were recorded: the IR's own layout shows the damage.
-    manifest = exported.ExportManifest.read(installed)
+    manifest = export_files.ExportManifest.read(installed)
     manifest.extra.pop("sizes")
     manifest.write(installed)
-    with pytest.raises(exported.ExportDamagedError, match=r"text\.bin has \d+ bytes"):
+    with pytest.raises(export_files.ExportDamagedError, match=r"text\.bin has \d+ bytes"):
         exported.ExportedEncoder(installed)
 
 
@@ -247,11 +248,11 @@ def test_an_export_openvino_cannot_read_is_checked_and_named(
 ) -> None:
     """The same size, other bytes: OpenVINO's failure leads to the sha256 check, which
     names the file (instead of OpenVINO's parser error)."""
-    installed = exported.install_export(clothing_export, tmp_path / "models")
+    installed = export_files.install_export(clothing_export, tmp_path / "models")
     xml = installed / "text.xml"
     xml.write_bytes(b"\0" * xml.stat().st_size)
     encoder = exported.ExportedEncoder(installed)  # sizes match: the cheap check passes
-    with pytest.raises(exported.ExportDamagedError, match=r"text\.xml's sha256 differs"):
+    with pytest.raises(export_files.ExportDamagedError, match=r"text\.xml's sha256 differs"):
         encoder.encode_texts(["a hat"])
 
 
@@ -428,7 +429,7 @@ def test_download_redirects_keep_the_token_on_its_origin_and_never_downgrade() -
     import urllib.request
     from email.message import Message
 
-    from clipdesk.models.store import _Redirects
+    from clipdesk.models.hub import _Redirects
 
     def follow(url: str, to: str, method: str = "GET") -> urllib.request.Request | None:
         req = urllib.request.Request(url, method=method, headers={"Authorization": "Bearer t"})

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from clipdesk.backends import choice as backends
+from clipdesk.models import hub
 from clipdesk.models import store as models
 from clipdesk.spec import ModelSpec, file_weights, model_key
 
@@ -127,6 +128,6 @@ def test_the_hub_is_not_reachable_in_offline_mode(monkeypatch: pytest.MonkeyPatc
     def no_connection(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("connected in offline mode")
 
-    monkeypatch.setattr(models.socket, "create_connection", no_connection)
-    assert models.hub_reachable() is False
+    monkeypatch.setattr(hub.socket, "create_connection", no_connection)
+    assert hub.hub_reachable() is False
     assert models.ModelStore().reachable() is False

@@ -34,7 +34,7 @@ def store(tmp_path: Path) -> object:
 def test_catalog_matches_open_clips_own_metadata() -> None:
     import open_clip
 
-    from clipdesk.models.store import CATALOG, DEFAULT_NAME, catalog_entry
+    from clipdesk.models.catalog import CATALOG, DEFAULT_NAME, catalog_entry
     from clipdesk.spec import DEFAULT_MODEL
 
     for arch, tag in REQUIRED:
@@ -54,7 +54,7 @@ def test_catalog_matches_open_clips_own_metadata() -> None:
 
 
 def test_pretrained_overrides_follow_the_tag() -> None:
-    from clipdesk.models.store import pretrained_overrides
+    from clipdesk.models.loading import pretrained_overrides
 
     openai = pretrained_overrides("ViT-B-32", "openai")
     assert openai["force_quick_gelu"] is True
@@ -64,7 +64,8 @@ def test_pretrained_overrides_follow_the_tag() -> None:
 
 
 def test_an_empty_store_lists_the_catalog_as_not_installed(store: object) -> None:
-    from clipdesk.models.store import CATALOG, ModelStore
+    from clipdesk.models.catalog import CATALOG
+    from clipdesk.models.store import ModelStore
 
     assert isinstance(store, ModelStore)
     infos = store.available()
