@@ -65,7 +65,7 @@ def test_every_kind_of_bad_input_is_recorded_and_the_rest_indexed(tmp_path: Path
     locked_dir.chmod(0)
     # A name that is not valid UTF-8.
     odd_name = os.path.join(os.fsencode(photos), b"caf\xe9-\xff.jpg")
-    shutil.copy(good, odd_name)
+    shutil.copy(os.fsencode(good), odd_name)
     # The photo folder itself is read-only: clipdesk must not need to write there.
     for folder in [photos, *[p for p in photos.rglob("*") if p.is_dir() and p != locked_dir]]:
         folder.chmod(0o555)

@@ -58,7 +58,12 @@ def test_enter_opens_the_photo_with_the_desktop(
     qtbot: Any, indexed_window: MainWindow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[str] = []
-    monkeypatch.setattr(desktop, "open_file", lambda path: opened.append(path) or True)
+
+    def open_file(path: str) -> bool:
+        opened.append(path)
+        return True
+
+    monkeypatch.setattr(desktop, "open_file", open_file)
     indexed_window.grid.setFocus()
     qtbot.keyClick(indexed_window.grid, Qt.Key.Key_Return)
     assert opened == [indexed_window.model.refs[0].path]

@@ -83,6 +83,7 @@ def test_unreadable_files_are_counted_apart_and_listed_with_reasons(
     assert library.child(0).text(0) == "All photos (60)"  # as the grid counts them
     assert window.model.rowCount() == 60
     unreadable = library.child(1)
+    assert unreadable is not None
     assert not unreadable.isHidden()
     assert unreadable.text(0) == f"Could not be read ({len(expected)})"
     folders = window.sidebar.tree.topLevelItem(1)
@@ -95,7 +96,7 @@ def test_unreadable_files_are_counted_apart_and_listed_with_reasons(
     window.sidebar._clicked(unreadable)
     (dialog,) = opened
     rows = {
-        dialog.table.topLevelItem(i).text(0): dialog.table.topLevelItem(i).text(1)  # type: ignore[union-attr]
+        dialog.table.topLevelItem(i).text(0): dialog.table.topLevelItem(i).text(1)
         for i in range(dialog.table.topLevelItemCount())
     }
     assert set(rows) == set(expected)

@@ -181,7 +181,7 @@ def test_the_pipeline_with_device_decoding(
     tmp_path: Path,
     app: Clipdesk,
     photos: Path,
-    tiny_spec: object,
+    tiny_spec: ModelSpec,
 ) -> None:
     """Index the same folder both ways: the vectors agree, PNGs and CMYK JPEGs take the
     CPU path, and broken files are recorded with the CPU path's reasons."""
@@ -189,7 +189,7 @@ def test_the_pipeline_with_device_decoding(
     Image.open(next(photos.rglob("*.jpg"))).convert("CMYK").save(photos / "cmyk.jpg")
     expected = make_bad_files(photos / "bad", next(photos.rglob("*.jpg")))
     app.add_folders([photos])
-    list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
+    list(app.index(tiny_spec, "cpu"))
     cpu_paths, cpu_vectors = stored_vectors(app)
     cpu_failed = dict(app.status().failed)
 
@@ -204,9 +204,9 @@ def test_the_pipeline_with_device_decoding(
 
     monkeypatch.setattr(DeviceDecoder, "prepare", counting)
     again = Clipdesk(Library(tmp_path / "library-device"))
-    again.preload(app.encoder(tiny_spec))  # type: ignore[arg-type]
+    again.preload(app.encoder(tiny_spec))
     again.add_folders([photos])
-    list(again.index(tiny_spec, "cpu", batch_size=8))  # type: ignore[arg-type]
+    list(again.index(tiny_spec, "cpu", batch_size=8))
     paths, vectors = stored_vectors(again)
     failed = dict(again.status().failed)
     again.library.close()
@@ -221,7 +221,7 @@ def test_the_pipeline_with_device_decoding(
 
 
 def test_a_device_failure_on_a_whole_batch_falls_back_to_the_cpu(
-    monkeypatch: pytest.MonkeyPatch, app: Clipdesk, photos: Path, tiny_spec: object
+    monkeypatch: pytest.MonkeyPatch, app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     """Batches as long as DEVICE_BATCH_CAP; a batch the device cannot take at all (out of
     memory, say) is decoded on the CPU, and its broken files are counted once."""
@@ -236,7 +236,7 @@ def test_a_device_failure_on_a_whole_batch_falls_back_to_the_cpu(
 
     monkeypatch.setattr(DeviceDecoder, "prepare", out_of_memory)
     app.add_folders([photos])
-    progress = [p for p in app.index(tiny_spec, "cpu") if p.phase == "embed"]  # type: ignore[arg-type]
+    progress = [p for p in app.index(tiny_spec, "cpu") if p.phase == "embed"]
     steps = np.diff([0] + [p.done for p in progress])
     assert steps.max() <= 8 + len(expected)  # a batch, plus failures that came between
     # the cut-off and the scrambled JPEG fail here, once each; the other bad files at the scan

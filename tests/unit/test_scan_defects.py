@@ -24,6 +24,7 @@ from clipdesk.library.scanning import (
 )
 from clipdesk.progress import CancelToken
 from clipdesk.services import Clipdesk
+from clipdesk.spec import ModelSpec
 
 
 def _scan(library: Library) -> ScanReport:
@@ -47,9 +48,9 @@ def _ids(library: Library) -> dict[str, int]:
         return {p.path: p.id for p in s.scalars(select(db.Photo))}
 
 
-def _indexed_and_tagged(app: Clipdesk, photos: Path, tiny_spec: object) -> tuple[int, int, int]:
+def _indexed_and_tagged(app: Clipdesk, photos: Path, tiny_spec: ModelSpec) -> tuple[int, int, int]:
     app.add_folders([photos])
-    list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
+    list(app.index(tiny_spec, "cpu"))
     app.create_label_set("clothes", ["hat", "shoes", "dress"])
     list(app.tag("clothes", multi=True))
     counts = _counts(app.library)
@@ -74,7 +75,7 @@ def _mount(folder: Path, aside: Path) -> None:
 
 
 def test_an_emptied_mount_point_keeps_photos_vectors_and_tags(
-    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec, tmp_path: Path
 ) -> None:
     before = _indexed_and_tagged(app, photos, tiny_spec)
     ids = _ids(app.library)
@@ -235,7 +236,7 @@ def test_the_cli_says_the_folder_is_kept_and_how_to_forget_it(
 
 
 def test_a_renamed_or_moved_photo_keeps_its_id_vector_and_tags(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     before = _indexed_and_tagged(app, photos, tiny_spec)
     with app.library.session() as s:
@@ -264,7 +265,7 @@ def test_a_renamed_or_moved_photo_keeps_its_id_vector_and_tags(
 
 
 def test_a_touched_or_copied_back_photo_keeps_its_id_and_tags_a_changed_one_does_not(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     _indexed_and_tagged(app, photos, tiny_spec)
 
@@ -296,7 +297,7 @@ def test_a_touched_or_copied_back_photo_keeps_its_id_and_tags_a_changed_one_does
 
 
 def test_tags_follow_a_move_whose_first_scan_was_stopped(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     """Stopped after it stored the new path but before its sweep, a scan leaves the moved
     photo twice; the next one gives the old row's tags to the new one."""
@@ -428,7 +429,7 @@ def test_clipdesk_index_says_the_unplugged_folder_is_kept(
 
 
 def test_a_renamed_subfolder_with_a_deletion_is_tidied_not_taken_for_unplugged(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     """Review: renaming the only subfolder, deleting one photo and adding one froze the
     folder as 'missing or not mounted' for good."""
@@ -454,7 +455,7 @@ def test_a_renamed_subfolder_with_a_deletion_is_tidied_not_taken_for_unplugged(
 
 
 def test_a_photo_that_vanished_mid_index_is_searchable_again_once_back(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     """Review: a photo marked vanished left the graph; read again on the same row, it
     stayed out of every search (a graph never takes a deleted label back)."""
@@ -474,12 +475,12 @@ def test_a_photo_that_vanished_mid_index_is_searchable_again_once_back(
 
 
 def test_a_folder_renumbered_by_its_file_system_is_not_called_missing(
-    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec, tmp_path: Path
 ) -> None:
     """Review: btrfs, NFS and FUSE number a mount anew; search then said 'not searched'
     while it showed the folder's photos. The scan's own test decides now."""
     app.add_folders([photos])
-    list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
+    list(app.index(tiny_spec, "cpu"))
     with app.library.session() as s:
         s.execute(update(db.Root).values(device=123456789))  # as after a re-mount
         s.commit()

@@ -23,17 +23,19 @@ import pytest
 from clipdesk.cli import main as cli
 from clipdesk.errors import StorageError
 from clipdesk.library import Library, db
+from clipdesk.models.encoder import ClipEncoder
 from clipdesk.search.compact import CompactVectors
 from clipdesk.search.vector_index import VectorIndex, _graph_file_cut_short
 from clipdesk.services import Clipdesk
+from clipdesk.spec import ModelSpec
 
 QUERY = "a photo of shoes"
 
 
 @pytest.fixture()
-def indexed(app: Clipdesk, photos: Path, tiny_spec: object) -> Clipdesk:
+def indexed(app: Clipdesk, photos: Path, tiny_spec: ModelSpec) -> Clipdesk:
     app.add_folders([photos])
-    list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
+    list(app.index(tiny_spec, "cpu"))
     return app
 
 
@@ -87,13 +89,13 @@ def test_search_on_a_full_disk_answers_and_keeps_the_rebuilt_graph_in_memory(
 def test_index_on_a_full_disk_stops_with_a_sentence_and_keeps_what_was_committed(
     app: Clipdesk,
     photos: Path,
-    tiny_spec: object,
+    tiny_spec: ModelSpec,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     library = app.library
     app.add_folders([photos])
-    list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
+    list(app.index(tiny_spec, "cpu"))
     for extra in range(3):  # new photos to embed (new bytes), more than one batch of them
         more = photos.parent / f"more{extra}"
         shutil.copytree(photos, more)
@@ -242,16 +244,16 @@ def test_a_library_folder_deleted_while_running_is_named(
 # -- garbled caches ---------------------------------------------------------------------
 
 
-def _cold(library: Library, encoder: object) -> Clipdesk:
+def _cold(library: Library, encoder: ClipEncoder) -> Clipdesk:
     app = Clipdesk(library)
-    app.preload(encoder)  # type: ignore[arg-type]
+    app.preload(encoder)
     app.cold_scan = True
     return app
 
 
 @pytest.mark.parametrize("part", ["codes", "ids", "scales"])
 def test_a_garbled_int8_copy_is_noticed_and_written_again(
-    indexed: Clipdesk, tiny_encoder: object, part: str, caplog: pytest.LogCaptureFixture
+    indexed: Clipdesk, tiny_encoder: ClipEncoder, part: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     expected = [(h.path, round(h.score, 5)) for h in indexed.search_text(QUERY, k=10)]
     compact = indexed.vector_index().compact
@@ -270,13 +272,13 @@ def test_a_garbled_int8_copy_is_noticed_and_written_again(
     assert again.vector_index()._index is None  # the repaired copy answered
 
 
-def test_index_repairs_a_garbled_int8_copy(indexed: Clipdesk, tiny_spec: object) -> None:
+def test_index_repairs_a_garbled_int8_copy(indexed: Clipdesk, tiny_spec: ModelSpec) -> None:
     compact = indexed.vector_index().compact
     codes = compact.pointer.with_suffix(".codes")
     _flip(codes, 10)
     fresh = Clipdesk(indexed.library)
     fresh.preload(indexed.encoder())
-    list(fresh.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
+    list(fresh.index(tiny_spec, "cpu"))
     assert compact.verify()
 
 
@@ -382,15 +384,15 @@ def small_disk(tmp_path: Path) -> Any:
 def test_a_really_full_disk(
     small_disk: Path,
     photos: Path,
-    tiny_encoder: object,
-    tiny_spec: object,
+    tiny_encoder: ClipEncoder,
+    tiny_spec: ModelSpec,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     library = Library(small_disk / "library")
     app = Clipdesk(library)
-    app.preload(tiny_encoder)  # type: ignore[arg-type]
+    app.preload(tiny_encoder)
     app.add_folders([photos])
-    list(app.index(tiny_spec, "cpu"))  # type: ignore[arg-type]
+    list(app.index(tiny_spec, "cpu"))
     library.close()
     assert _cli(library, "search", QUERY, "--json") == 0
     expected = _paths(capsys.readouterr().out)
@@ -429,7 +431,7 @@ def test_a_new_library_on_a_full_disk_leaves_no_empty_database(
 
 def test_a_copy_rewritten_while_a_search_reads_it_is_stale_not_damaged(
     indexed: Clipdesk,
-    tiny_encoder: object,
+    tiny_encoder: ClipEncoder,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
