@@ -532,7 +532,8 @@ def _reference(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
     total = np.zeros(vectors.shape[1])
     for row, weight in zip(vectors, weights, strict=True):
         total += weight * row / np.sqrt(np.sum(row * row))
-    return total / np.sqrt(np.sum(total * total))
+    unit: np.ndarray = total / np.sqrt(np.sum(total * total))
+    return unit
 
 
 def test_combine_matches_a_brute_force_reference() -> None:
