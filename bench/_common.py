@@ -53,7 +53,7 @@ def clothing_photos(count: int) -> list[Path]:
 
 
 def cpu_model() -> str:
-    from clipdesk.backends.choice import cpu_name
+    from clipdesk.backends.hardware import cpu_name
 
     return cpu_name()
 

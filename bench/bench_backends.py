@@ -161,9 +161,9 @@ def plain_open_clip(model: Any) -> Any:
     import numpy as np
     import torch
 
-    from clipdesk.backends import choice as backends
+    from clipdesk.backends.runtimes import ImageBackend
 
-    class PlainOpenClip(backends.ImageBackend):
+    class PlainOpenClip(ImageBackend):
         name, description = "open_clip-fp32", "plain open_clip"
 
         def encode(self, batch: Any) -> Any:
@@ -193,8 +193,9 @@ def main() -> int:
     print_machine("Image-encoder backends")
     import numpy as np
 
-    from clipdesk.backends import choice as backends
-    from clipdesk.backends import onnx_export
+    from clipdesk.backends import measuring, onnx_export
+    from clipdesk.backends.measuring import FAITHFUL_AGREEMENT, FAITHFUL_COSINE, top10_agreement
+    from clipdesk.backends.runtimes import ImageBackend, OpenVinoBackend, openvino_backend
     from clipdesk.imaging import load_rgb
     from clipdesk.models.encoder import ClipEncoder
     from clipdesk.spec import ModelSpec
@@ -225,7 +226,7 @@ def main() -> int:
         f"{args.rounds} rounds of {args.seconds:.0f} s\n"
     )
 
-    def encode_all(backend: backends.ImageBackend, inputs: np.ndarray | None = None) -> np.ndarray:
+    def encode_all(backend: ImageBackend, inputs: np.ndarray | None = None) -> np.ndarray:
         inputs = photos if inputs is None else inputs
         parts = [backend.encode(inputs[i : i + 64]) for i in range(0, len(inputs), 64)]
         out = np.concatenate(parts)
@@ -250,9 +251,9 @@ def main() -> int:
     fp32_per_cycle = fp32_flops_per_cycle(set(cpu_flags()))
     cores = len(os.sched_getaffinity(0))
     flags = set(cpu_flags())
-    built: list[tuple[str, backends.ImageBackend, float, float, float]] = []
+    built: list[tuple[str, ImageBackend, float, float, float]] = []
     for name in names:
-        backend: backends.ImageBackend
+        backend: ImageBackend
         try:
             started = time.perf_counter()
             if name.startswith("export-"):
@@ -264,7 +265,7 @@ def main() -> int:
 
                     exports = Path(tempfile.mkdtemp(prefix="clipdesk-bench-export-"))
                     export_folder = export_model(encoder, exports, probe=photos[:64])
-                backend = backends.openvino_backend(
+                backend = openvino_backend(
                     name.replace("export-", "openvino-"), export_folder / "visual.xml"
                 )
             elif "int8" in name:
@@ -288,7 +289,7 @@ def main() -> int:
                         control,
                     )
                 precision = "bf16" if name.endswith("bf16") else "fp32"
-                backend = backends.OpenVinoBackend(int8_files[kind], precision)
+                backend = OpenVinoBackend(int8_files[kind], precision)
             else:
                 backend = reference if name == "open_clip-fp32" else encoder._make_backend(name)
             setup = time.perf_counter() - started
@@ -297,7 +298,7 @@ def main() -> int:
             continue
         got = encode_all(backend)
         cosine = float(np.min(np.sum(expected * got, axis=1)))
-        agreement = backends.top10_agreement(expected, got)
+        agreement = top10_agreement(expected, got)
         built.append((name, backend, cosine, agreement, setup))
     # Timed in rounds, each backend once a round, so a busy spell slows all of them alike
     rates: dict[str, list[float]] = {name: [] for name, *_ in built}
@@ -305,7 +306,7 @@ def main() -> int:
         wait_for_quiet(30)
         with LoadMonitor() as load:
             for name, backend, *_ in built:
-                rates[name].append(backends._speed(backend, timing_batch, args.seconds))
+                rates[name].append(measuring._speed(backend, timing_batch, args.seconds))
         print(
             f"round {round_number + 1}: "
             + ", ".join(f"{n} {r[-1]:.1f}" for n, r in rates.items())
@@ -324,7 +325,7 @@ def main() -> int:
         per_cycle = fp32_per_cycle * peak_multiplier(name, flags)
         peak = cores * ghz * per_cycle if ghz else None
         share = f"{gflops / peak:8.0%}" if peak else "       ?"
-        faithful = cosine >= backends.FAITHFUL_COSINE and agreement >= backends.FAITHFUL_AGREEMENT
+        faithful = cosine >= FAITHFUL_COSINE and agreement >= FAITHFUL_AGREEMENT
         print(
             f"{name:20s} {rate:9.1f} {rate / base:7.2f} {cosine:9.6f} {agreement:10.1%} "
             f"{gflops:8.0f} {share} {gflops / ceiling:8.0%} {setup:8.1f}  "

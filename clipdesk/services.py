@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import case, func, select
 
-from clipdesk.backends import choice as backends
-from clipdesk.backends.choice import unit_rows
+from clipdesk.backends.choice import fixed_backend as backend_fixed_by
+from clipdesk.backends.choice import measure_again
+from clipdesk.backends.measuring import MeasurementCancelled, watched
+from clipdesk.backends.runtimes import BACKEND_NAMES, unit_rows
 from clipdesk.errors import ClipdeskError, ModelUnavailableError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.indexing import device_decode
@@ -333,16 +335,16 @@ class Clipdesk:
     def set_backend(self, name: str) -> None:
         """Run the encoder on backend ``name`` from now on (``index --backend NAME``), or
         on the one measured fastest once per model and machine ("auto")."""
-        if name not in backends.BACKEND_NAMES:  # a typo must not be stored as the setting
+        if name not in BACKEND_NAMES:  # a typo must not be stored as the setting
             raise ClipdeskError(
-                f"unknown encoder backend {name!r} (use {', '.join(backends.BACKEND_NAMES)})"
+                f"unknown encoder backend {name!r} (use {', '.join(BACKEND_NAMES)})"
             )
         self.library.set_setting(BACKEND_SETTING, name)
 
     def fixed_backend(self) -> str | None:
         """The encoder backend fixed by ``index --backend NAME`` or $CLIPDESK_BACKEND (not
         measured), or None."""
-        return backends.fixed_backend(self.library.get_setting(BACKEND_SETTING))
+        return backend_fixed_by(self.library.get_setting(BACKEND_SETTING))
 
     def _probe_paths(self) -> list[str]:
         """Up to PROBE_PHOTOS of the library's photos, spread over it (one id query and
@@ -385,7 +387,7 @@ class Clipdesk:
             building = self.target_spec() or self.current_spec() or self.default_spec()
             encoder = self.encoder(building, device)
             choice = encoder.backend_choice
-            if choice is not None and (remeasure or backends.measure_again(choice)):
+            if choice is not None and (remeasure or measure_again(choice)):
                 # a model loaded afresh measures (below), not as chosen
                 self.serving.forget(encoder.spec.key)
                 encoder = self.encoder(building, device)
@@ -425,7 +427,7 @@ class Clipdesk:
                         meter.total = total
                         report(meter.report("prepare", done, message=message))
 
-                    with backends.watched(cancel, step, remeasure):
+                    with watched(cancel, step, remeasure):
                         encoder.select_backend(
                             self.library.get_setting(BACKEND_SETTING),
                             probe=probe.pixels if probe else None,
@@ -434,7 +436,7 @@ class Clipdesk:
 
                 try:
                     yield from run_reporting(choose, cancel, name="clipdesk-measure")
-                except backends.MeasurementCancelled:
+                except MeasurementCancelled:
                     assert cancel.cancelled  # stopped by the user: returns just below
                 if cancel.cancelled:  # the reference pass's vectors are kept, if it ended
                     index.save()

@@ -18,10 +18,13 @@ Imports torch: import this module only where torch is already in use.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Iterable
+from typing import Protocol, cast
 
+import torch
 from open_clip.transformer import ResidualAttentionBlock
 from torch import Tensor, nn
+from torch.nn import functional
 
 
 class ClassTokenBlock(nn.Module):
@@ -49,21 +52,42 @@ class ClassTokenBlock(nn.Module):
         return attended if attn.batch_first else attended.transpose(0, 1)
 
 
-def class_token_tower(visual: Any) -> Any:
+def class_token_tower(visual: nn.Module) -> nn.Module:
     """``visual`` with its last block computed for the class token only, sharing its
     weights; ``visual`` itself where that would not give the same result (another pooling,
     attention pooling, tokens asked for, an unfamiliar block)."""
-    if not _pools_the_class_token(visual):
+    layout = _class_token_layout(visual)
+    if layout is None:
         return visual
-    transformer = copy.copy(visual.transformer)
+    transformer = copy.copy(layout[0])
     transformer._modules = dict(transformer._modules)  # children of its own, same weights
-    blocks = list(transformer.resblocks)
+    blocks = list(layout[1])
     blocks[-1] = ClassTokenBlock(blocks[-1], bool(getattr(transformer, "batch_first", False)))
     transformer._modules["resblocks"] = nn.ModuleList(blocks)
     lean = copy.copy(visual)
     lean._modules = dict(visual._modules)
     lean._modules["transformer"] = transformer
     return lean
+
+
+class TextTransformer(Protocol):
+    """What :class:`ShortTextTower` reads of open_clip's text transformer."""
+
+    resblocks: Iterable[ResidualAttentionBlock]
+
+    def get_cast_dtype(self) -> torch.dtype: ...
+
+
+class TextTower(Protocol):
+    """What :class:`ShortTextTower` reads of open_clip's text tower (a CLIP, or a custom-text
+    CLIP's ``.text``), once :func:`short_text_tower` has checked it."""
+
+    token_embedding: nn.Embedding
+    positional_embedding: nn.Parameter
+    transformer: TextTransformer
+    ln_final: nn.Module
+    text_projection: nn.Linear | Tensor | None
+    attn_mask: Tensor
 
 
 class ShortTextTower(nn.Module):
@@ -76,7 +100,7 @@ class ShortTextTower(nn.Module):
     here the length stays a dynamic axis.
     """
 
-    def __init__(self, text: Any) -> None:
+    def __init__(self, text: TextTower) -> None:
         super().__init__()
         self.token_embedding = text.token_embedding
         self.positional_embedding = text.positional_embedding
@@ -89,8 +113,6 @@ class ShortTextTower(nn.Module):
         self.text = [text]
 
     def forward(self, tokens: Tensor) -> Tensor:
-        import torch
-
         length = tokens.shape[1]
         cast_dtype = self.text[0].transformer.get_cast_dtype()  # fp16 where the model is
         x = self.token_embedding(tokens).to(cast_dtype)
@@ -114,22 +136,21 @@ class ShortTextTower(nn.Module):
 def _attend(attn: nn.MultiheadAttention, x: Tensor, mask: Tensor) -> Tensor:
     """``attn(x, x, x, attn_mask=mask)`` of a batch-first, packed-projection module, as
     traceable ops with no fixed length."""
-    from torch.nn import functional
-
     q, k, v = functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in (q, k, v))  # type: ignore[no-untyped-call]
     out = functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return attn.out_proj(out.transpose(1, 2).flatten(-2))  # type: ignore[no-any-return]
 
 
-def short_text_tower(model: Any) -> ShortTextTower | None:
+def short_text_tower(model: nn.Module) -> ShortTextTower | None:
     """The text tower of ``model`` (an open_clip CLIP, or a custom-text CLIP's text
     transformer) as a :class:`ShortTextTower`; None where a shorter input would change
     a feature (no causal mask, padding masks, a class token, another pooling) or the
     blocks and layout are not the ones it was written for."""
     text = getattr(model, "text", model)  # CustomTextCLIP keeps its tower in .text
     pool = getattr(text, "pool_type", getattr(text, "text_pool_type", None))
-    transformer: Any = getattr(text, "transformer", None)
+    transformer = getattr(text, "transformer", None)
+    blocks = getattr(transformer, "resblocks", None)
     if (
         pool != "argmax"
         or getattr(text, "cls_emb", None) is not None
@@ -140,28 +161,28 @@ def short_text_tower(model: Any) -> ShortTextTower | None:
         # open_clip before 2.26 ran its transformer tokens-first, transposed by the caller
         or getattr(transformer, "batch_first", None) is not True
         or not hasattr(transformer, "get_cast_dtype")
-        or not isinstance(getattr(transformer, "resblocks", None), nn.ModuleList)
-        or not all(_plain_block(block) for block in transformer.resblocks)
+        or not isinstance(blocks, nn.ModuleList)
+        or not all(_plain_block(block) for block in blocks)
         or not _is_causal(getattr(text, "attn_mask", None))
     ):
         return None
-    return ShortTextTower(text)
+    return ShortTextTower(cast(TextTower, text))
 
 
-def _self_attention_block(block: Any) -> bool:
-    """open_clip's own ResidualAttentionBlock, attending to itself with torch's module."""
-    return (
-        type(block) is ResidualAttentionBlock
-        and isinstance(block.attn, nn.MultiheadAttention)
-        and not hasattr(block, "ln_1_kv")  # a cross-attention block
-    )
+def _self_attention(block: object) -> nn.MultiheadAttention | None:
+    """The attention of open_clip's own ResidualAttentionBlock attending to itself with
+    torch's module; None for any other block."""
+    if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
+        return None  # another block, or a cross-attention block
+    attn = getattr(block, "attn", None)
+    return attn if isinstance(attn, nn.MultiheadAttention) else None
 
 
-def _plain_block(block: Any) -> bool:
+def _plain_block(block: object) -> bool:
     """A self-attention block whose attention ``_attend`` computes alike."""
-    if not _self_attention_block(block):
+    attn = _self_attention(block)
+    if attn is None:
         return False
-    attn = block.attn
     return bool(
         attn.batch_first
         and attn._qkv_same_embed_dim
@@ -171,9 +192,7 @@ def _plain_block(block: Any) -> bool:
     )
 
 
-def _is_causal(mask: Any) -> bool:
-    import torch
-
+def _is_causal(mask: object) -> bool:
     if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
         return False
     mask = mask.cpu()
@@ -181,14 +200,19 @@ def _is_causal(mask: Any) -> bool:
     return bool(torch.equal(torch.isneginf(mask), future) and not mask[~future].any())
 
 
-def _pools_the_class_token(visual: Any) -> bool:
-    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+def _class_token_layout(visual: nn.Module) -> tuple[nn.Module, nn.ModuleList] | None:
+    """The transformer of ``visual`` and its blocks, where it pools the class token with
+    open_clip's own self-attention block last; None otherwise."""
+    transformer = getattr(visual, "transformer", None)
+    blocks = getattr(transformer, "resblocks", None)
     if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
-        return False
-    last = blocks[-1]
-    return (
+        return None
+    pools_the_class_token = (
         getattr(visual, "pool_type", None) == "tok"
         and getattr(visual, "attn_pool", None) is None
         and not getattr(visual, "output_tokens", False)
-        and _self_attention_block(last)
+        and _self_attention(blocks[-1]) is not None
     )
+    if not pools_the_class_token or not isinstance(transformer, nn.Module):
+        return None
+    return transformer, blocks

@@ -17,16 +17,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from clipdesk.backends import choice as backends
-from clipdesk.backends.choice import (
-    BackendChoice,
+from clipdesk.backends import hardware
+from clipdesk.backends.choice import BackendChoice, choose
+from clipdesk.backends.measuring import (
     BackendFactory,
-    ImageBackend,
     ReferenceVectors,
-    TorchBackend,
-    unit_rows,
+    current_watch,
+    stop_if_cancelled,
 )
 from clipdesk.backends.onnx_export import export_visual_onnx, visual_onnx_name
+from clipdesk.backends.runtimes import (
+    BACKEND_NAMES,
+    BackendUnavailable,
+    ImageBackend,
+    TorchBackend,
+    openvino_backend,
+    unit_rows,
+)
 from clipdesk.errors import ModelUnavailableError
 from clipdesk.models.aside import run_aside, spec_fields
 from clipdesk.models.catalog import catalog_entry
@@ -303,12 +310,12 @@ class ClipEncoder:
         ``on_reference``: given the probe's features from the reference pass, if one runs
         (as unit rows, they are the vectors the default backend stores: the caller can keep
         them). Measured once per model and machine: :func:`clipdesk.backends.choice.choose`."""
-        return backends.choose(self, override, seconds, probe, on_reference)
+        return choose(self, override, seconds, probe, on_reference)
 
-    # -- what backends.choose asks of an encoder
+    # -- what choose() asks of an encoder
 
     def machine(self) -> str:
-        return backends.machine_signature(self.device)
+        return hardware.machine_signature(self.device)
 
     def takes_override(self, name: str) -> bool:
         return True  # an unknown name is refused when it is built
@@ -326,8 +333,8 @@ class ClipEncoder:
 
     def _make_backend(self, name: str) -> ImageBackend:
         if name.startswith("torch-"):
-            return backends.TorchBackend(self.model, self.device, name.removeprefix("torch-"))
-        if name.startswith("openvino-") and name in backends.BACKEND_NAMES:
+            return TorchBackend(self.model, self.device, name.removeprefix("torch-"))
+        if name.startswith("openvino-") and name in BACKEND_NAMES:
             # `clipdesk models export` made it already (unless it is damaged)
             export = find_export(self.spec.key, intact=True)
             if export is not None:
@@ -339,9 +346,9 @@ class ClipEncoder:
                     self.image_size,
                     self._exports_dir() / visual_onnx_name(self.spec.key),
                 )
-            return backends.openvino_backend(name, source)
+            return openvino_backend(name, source)
         raise ModelUnavailableError(
-            f"unknown encoder backend {name!r} (use {', '.join(backends.BACKEND_NAMES)})"
+            f"unknown encoder backend {name!r} (use {', '.join(BACKEND_NAMES)})"
         )
 
     def _backend_candidates(
@@ -351,12 +358,12 @@ class ClipEncoder:
         what it builds into ``built``, by name."""
         names: list[str] = []
         if self.device == "cpu":
-            if backends.cpu_has_native_bf16():
+            if hardware.cpu_has_native_bf16():
                 names.append("torch-bf16")
             # OpenVINO: its tower is exported in a child process (the exporter holds the
             # GIL), or taken from the model's export. CLIPDESK_NO_OPENVINO=1 skips it.
             if not os.environ.get("CLIPDESK_NO_OPENVINO") and importlib.util.find_spec("openvino"):
-                if backends.cpu_has_native_bf16():
+                if hardware.cpu_has_native_bf16():
                     names.append("openvino-bf16")
                 names.append("openvino-fp32")
         elif self.device == "mps":
@@ -514,14 +521,14 @@ def export_visual_onnx_aside(
     if target.is_file():
         return target
     cache = str(cache_dir) if cache_dir else None
-    cancel = backends.current_watch().cancel  # a measurement's Ctrl+C kills the child at once
+    cancel = current_watch().cancel  # a measurement's Ctrl+C kills the child at once
     code = run_aside(
         _export_visual_in_child,
         (spec_fields(spec), cache, image_size, str(target)),
         cancel,
         timeout=timeout,
     )
-    backends.stop_if_cancelled(cancel)
+    stop_if_cancelled(cancel)
     if code != 0 or not target.is_file():
-        raise backends.BackendUnavailable(f"exporting the image tower failed (exit {code})")
+        raise BackendUnavailable(f"exporting the image tower failed (exit {code})")
     return target

@@ -23,7 +23,7 @@ import numpy as np
 
 from clipdesk import __version__
 from clipdesk.backends import onnx_export
-from clipdesk.backends.choice import (
+from clipdesk.backends.measuring import (
     FAITHFUL_AGREEMENT,
     FAITHFUL_COSINE,
     cosines,

@@ -17,17 +17,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from clipdesk.backends import choice as backends
-from clipdesk.backends.choice import (
-    BACKEND_NAMES,
-    BackendChoice,
-    BackendFactory,
-    ImageBackend,
-    ReferenceVectors,
-    cpu_name,
-    openvino_backend,
-    unit_rows,
-)
+from clipdesk.backends.choice import BackendChoice, choose
+from clipdesk.backends.hardware import cpu_name
+from clipdesk.backends.measuring import BackendFactory, ReferenceVectors
+from clipdesk.backends.runtimes import BACKEND_NAMES, ImageBackend, openvino_backend, unit_rows
 from clipdesk.errors import ModelUnavailableError
 from clipdesk.models.export_files import (
     COMPILED_CACHE_SUBDIR,
@@ -248,9 +241,9 @@ class ExportedEncoder:
     ) -> BackendChoice:
         """As ClipEncoder.select_backend: f32 is the reference, bf16 is measured against it
         where the CPU has it, the faster faithful one is kept per model and machine."""
-        return backends.choose(self, override, seconds, probe, on_reference)
+        return choose(self, override, seconds, probe, on_reference)
 
-    # -- what backends.choose asks of an encoder
+    # -- what choose() asks of an encoder
 
     def machine(self) -> str:
         return runtime_signature()

@@ -10,7 +10,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipdesk.backends import choice as backends
+from clipdesk.backends import hardware, measuring
+from clipdesk.backends.choice import BACKEND_ENV, CHOICES_FILE, decide
+from clipdesk.backends.measuring import (
+    FAITHFUL_AGREEMENT,
+    FAITHFUL_COSINE,
+    TIMING_BATCH,
+    cosines,
+    probe_images,
+    top10_agreement,
+)
+from clipdesk.backends.runtimes import (
+    BackendUnavailable,
+    ImageBackend,
+    TorchBackend,
+    openvino_backend,
+)
 from clipdesk.errors import ModelUnavailableError
 from clipdesk.imaging import load_rgb
 from clipdesk.models.encoder import ClipEncoder
@@ -22,7 +37,7 @@ CLOTHING_TEST = FIXTURES / "clothing-test"
 
 def _available_backends() -> list[str]:
     names = []
-    if backends.cpu_has_native_bf16():
+    if hardware.cpu_has_native_bf16():
         names.append("torch-bf16")
     try:
         import openvino as ov
@@ -57,7 +72,7 @@ def clothing_batch(clothing_encoder: ClipEncoder) -> tuple[list[Path], np.ndarra
     return paths, np.stack(tensors)
 
 
-def _encode(backend: backends.ImageBackend, batch: np.ndarray, step: int = 64) -> np.ndarray:
+def _encode(backend: ImageBackend, batch: np.ndarray, step: int = 64) -> np.ndarray:
     parts = [backend.encode(batch[i : i + step]) for i in range(0, len(batch), step)]
     features = np.concatenate(parts)
     return features / np.linalg.norm(features, axis=1, keepdims=True)  # type: ignore[no-any-return]
@@ -72,19 +87,19 @@ def test_backend_fidelity_on_the_trained_model_and_real_photos(
     backend = clothing_encoder._make_backend(name)
     fast = _encode(backend, batch)
     cosine = float(np.sum(reference * fast, axis=1).min())
-    agreement = backends.top10_agreement(reference, fast)
+    agreement = top10_agreement(reference, fast)
     print(f"{name}: min cosine {cosine:.6f}, same top-10 for {agreement:.1%} of 372 photos")
     # The choice applies exactly the criterion: cosine >= 0.999 and >= 95 % same top-10.
     probe = batch[::4]
-    measured = backends.measure(clothing_encoder.image_backend, [lambda: backend], probe, 0.05)
+    measured = measuring.measure(clothing_encoder.image_backend, [lambda: backend], probe, 0.05)
     probe_cosine = float(np.sum(reference[::4] * _encode(backend, probe), axis=1).min())
-    probe_agreement = backends.top10_agreement(reference[::4], _encode(backend, probe))
+    probe_agreement = top10_agreement(reference[::4], _encode(backend, probe))
     assert measured[1].faithful == (
-        probe_cosine >= backends.FAITHFUL_COSINE and probe_agreement >= backends.FAITHFUL_AGREEMENT
+        probe_cosine >= FAITHFUL_COSINE and probe_agreement >= FAITHFUL_AGREEMENT
     )
     if "fp32" in name:  # an exact fp32 runtime must match the reference outright
         assert cosine >= 0.99999 and agreement == 1.0 and measured[1].faithful
-    if cosine >= backends.FAITHFUL_COSINE and agreement >= backends.FAITHFUL_AGREEMENT:
+    if cosine >= FAITHFUL_COSINE and agreement >= FAITHFUL_AGREEMENT:
         # Faithful on all 372 photos: text searches rank them the same way too.
         for label in ("dress", "hat", "shoes", "pants"):
             query = clothing_encoder.encode_texts([f"a photo of a {label}"])[0]
@@ -95,18 +110,18 @@ def test_backend_fidelity_on_the_trained_model_and_real_photos(
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_backend_is_faithful_with_random_weights(name: str, tiny_encoder: Any) -> None:
-    batch = backends.probe_images(tiny_encoder.image_size, count=24, seed=3)
+    batch = probe_images(tiny_encoder.image_size, count=24, seed=3)
     reference = _encode(tiny_encoder.image_backend, batch)
     fast = _encode(tiny_encoder._make_backend(name), batch)
-    assert np.sum(reference * fast, axis=1).min() >= backends.FAITHFUL_COSINE
+    assert np.sum(reference * fast, axis=1).min() >= FAITHFUL_COSINE
 
 
-class _Perturbed(backends.ImageBackend):
+class _Perturbed(ImageBackend):
     """Fast but wrong: what the choice must never take."""
 
     name, description = "perturbed", "a broken backend"
 
-    def __init__(self, inner: backends.ImageBackend) -> None:
+    def __init__(self, inner: ImageBackend) -> None:
         self.inner = inner
 
     def encode(self, batch: Any) -> np.ndarray:
@@ -117,17 +132,17 @@ class _Perturbed(backends.ImageBackend):
 def test_the_choice_keeps_only_faithful_backends(tiny_encoder: Any) -> None:
     reference = tiny_encoder.image_backend
 
-    def unavailable() -> backends.ImageBackend:
-        raise backends.BackendUnavailable("no such hardware here")
+    def unavailable() -> ImageBackend:
+        raise BackendUnavailable("no such hardware here")
 
-    batch = backends.probe_images(tiny_encoder.image_size, count=8)
-    measured = backends.measure(
+    batch = probe_images(tiny_encoder.image_size, count=8)
+    measured = measuring.measure(
         reference, [lambda: _Perturbed(reference), unavailable], batch, seconds=0.05
     )
     assert [m.faithful for m in measured] == [True, False, False]
     assert measured[1].images_per_s == 0.0  # an unfaithful backend is not even timed
     assert "no such hardware" in measured[2].error
-    choice = backends.decide("cpu", measured)
+    choice = decide("cpu", measured)
     assert choice.name == reference.name  # never the perturbed one, however fast
 
 
@@ -137,35 +152,35 @@ def test_fp32_from_a_half_precision_model_gets_its_own_fp32_tower(tiny_encoder: 
     import copy
 
     half = copy.deepcopy(tiny_encoder.model).half()
-    backend = backends.TorchBackend(half, "cpu", "fp32")
+    backend = TorchBackend(half, "cpu", "fp32")
     assert next(backend.visual.parameters()).dtype.is_floating_point
     assert str(next(backend.visual.parameters()).dtype) == "torch.float32"
     assert str(next(half.visual.parameters()).dtype) == "torch.float16"  # left as it was
-    batch = backends.probe_images(tiny_encoder.image_size, count=4)
+    batch = probe_images(tiny_encoder.image_size, count=4)
     got = backend.encode(batch)
     expected = tiny_encoder.image_backend.encode(batch)
-    assert float(np.min(backends.cosines(expected, got))) > 0.999
+    assert float(np.min(cosines(expected, got))) > 0.999
 
 
 def test_a_large_probe_is_timed_in_its_own_fidelity_pass(
     tiny_encoder: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reference = tiny_encoder.image_backend
-    batch = backends.probe_images(tiny_encoder.image_size, count=4 * backends.TIMING_BATCH)
+    batch = probe_images(tiny_encoder.image_size, count=4 * TIMING_BATCH)
 
     def no_extra_timing(*_args: Any) -> float:
         raise AssertionError("timed apart although the probe was large enough")
 
-    monkeypatch.setattr(backends, "_speed", no_extra_timing)
-    measured = backends.measure(reference, [lambda: _Copy(reference, "copy")], batch)
+    monkeypatch.setattr(measuring, "_speed", no_extra_timing)
+    measured = measuring.measure(reference, [lambda: _Copy(reference, "copy")], batch)
     assert [m.faithful for m in measured] == [True, True]
     assert all(m.images_per_s > 0 for m in measured)
 
 
-class _Copy(backends.ImageBackend):
+class _Copy(ImageBackend):
     """The reference under another name: faithful by construction."""
 
-    def __init__(self, inner: backends.ImageBackend, name: str) -> None:
+    def __init__(self, inner: ImageBackend, name: str) -> None:
         self.inner, self.name, self.description = inner, name, name
 
     def encode(self, batch: Any) -> np.ndarray:
@@ -176,11 +191,11 @@ def test_a_slower_sibling_is_not_measured_when_the_faster_one_is_faithful(
     tiny_encoder: Any,
 ) -> None:
     reference = tiny_encoder.image_backend
-    batch = backends.probe_images(tiny_encoder.image_size, count=8)
+    batch = probe_images(tiny_encoder.image_size, count=8)
     built: list[str] = []
 
     def factory(make: Any, name: str, skip_if: str | None = None) -> Any:
-        def build() -> backends.ImageBackend:
+        def build() -> ImageBackend:
             built.append(name)
             return make()  # type: ignore[no-any-return]
 
@@ -191,20 +206,20 @@ def test_a_slower_sibling_is_not_measured_when_the_faster_one_is_faithful(
 
     faithful_bf16 = factory(lambda: _Copy(reference, "fast-bf16"), "fast-bf16")
     slow_fp32 = factory(lambda: _Copy(reference, "slow-fp32"), "slow-fp32", "fast-bf16")
-    measured = backends.measure(reference, [faithful_bf16, slow_fp32], batch, seconds=0.05)
+    measured = measuring.measure(reference, [faithful_bf16, slow_fp32], batch, seconds=0.05)
     assert built == ["fast-bf16"]  # the fp32 sibling was never even built
     assert measured[2].name == "slow-fp32" and not measured[2].faithful
     assert "fast-bf16 is faithful" in measured[2].error
 
     built.clear()
 
-    def perturbed_bf16() -> backends.ImageBackend:
+    def perturbed_bf16() -> ImageBackend:
         broken = _Perturbed(reference)
         broken.name = "fast-bf16"  # the sibling's name: only its fidelity differs
         return broken
 
     broken_bf16 = factory(perturbed_bf16, "fast-bf16")
-    measured = backends.measure(reference, [broken_bf16, slow_fp32], batch, seconds=0.05)
+    measured = measuring.measure(reference, [broken_bf16, slow_fp32], batch, seconds=0.05)
     assert built == ["fast-bf16", "slow-fp32"]  # bf16 unfaithful: fp32 is measured
     assert measured[1].name == "fast-bf16" and not measured[1].faithful
     assert measured[2].faithful and measured[2].images_per_s > 0
@@ -213,26 +228,26 @@ def test_a_slower_sibling_is_not_measured_when_the_faster_one_is_faithful(
 def test_a_measured_choice_is_remembered_per_model_and_machine(
     tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
     first = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
     choice = first.select_backend(seconds=0.05)
     assert choice.measurements and choice.measurements[0].name == "torch-fp32"
     assert first.device_reason.startswith("cpu: ")
-    assert (tmp_path / backends.CHOICES_FILE).is_file()
+    assert (tmp_path / CHOICES_FILE).is_file()
 
     def no_measuring(*_args: Any, **_kwargs: Any) -> None:
         raise AssertionError("measured again")
 
-    monkeypatch.setattr(backends, "measure", no_measuring)
+    monkeypatch.setattr(measuring, "measure", no_measuring)
     second = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
     assert second.select_backend().name == choice.name
     assert second.image_backend.name == choice.name
 
 
-class _Slowed(backends.ImageBackend):
+class _Slowed(ImageBackend):
     """The reference, made slower: every candidate beats it."""
 
-    def __init__(self, inner: backends.ImageBackend) -> None:
+    def __init__(self, inner: ImageBackend) -> None:
         self.inner, self.name, self.description = inner, inner.name, inner.description
 
     def encode(self, batch: Any) -> np.ndarray:
@@ -245,14 +260,14 @@ class _Slowed(backends.ImageBackend):
 def test_the_chosen_backend_is_the_one_measured_not_built_again(
     tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
-    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)  # torch-bf16 is a candidate
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)  # torch-bf16 is a candidate
     encoder = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
     fast = encoder.image_backend
     encoder.image_backend = _Slowed(fast)
-    made: list[backends.ImageBackend] = []
+    made: list[ImageBackend] = []
 
-    def make(name: str) -> backends.ImageBackend:
+    def make(name: str) -> ImageBackend:
         made.append(_Copy(fast, name))
         return made[-1]
 
@@ -268,7 +283,7 @@ def test_the_chosen_backend_is_the_one_measured_not_built_again(
 def test_an_override_is_used_as_given_and_a_bad_one_is_refused(
     tiny_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
     forced = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
     assert forced.select_backend("torch-fp32").name == "torch-fp32"
     assert "chosen by setting" in forced.device_reason
@@ -289,7 +304,7 @@ def test_streams_split_a_batch_and_put_it_back_in_order(tiny_encoder: Any) -> No
     assert streams.name == "openvino-fp32-streams"
     if (os.cpu_count() or 1) > 1:
         assert len(streams.requests) >= 2  # so the batches below are really split
-    batch = backends.probe_images(tiny_encoder.image_size, count=33, seed=5)
+    batch = probe_images(tiny_encoder.image_size, count=33, seed=5)
     for size in (1, 2, 3, 33):
         expected = one_request.encode(batch[:size])
         got = streams.encode(batch[:size])
@@ -304,5 +319,5 @@ def test_streams_split_a_batch_and_put_it_back_in_order(tiny_encoder: Any) -> No
 def test_a_backend_name_that_is_not_one_is_refused_before_any_export(tiny_encoder: Any) -> None:
     with pytest.raises(ModelUnavailableError, match="unknown encoder backend"):
         tiny_encoder._make_backend("openvino-fp64-turbo")
-    with pytest.raises(backends.BackendUnavailable, match="no OpenVINO backend"):
-        backends.openvino_backend("openvino-int4", Path("unused.xml"))
+    with pytest.raises(BackendUnavailable, match="no OpenVINO backend"):
+        openvino_backend("openvino-int4", Path("unused.xml"))

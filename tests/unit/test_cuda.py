@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipdesk.backends import choice as backends
+from clipdesk.backends.choice import BACKEND_ENV
+from clipdesk.backends.measuring import (
+    FAITHFUL_AGREEMENT,
+    FAITHFUL_COSINE,
+    cosines,
+    top10_agreement,
+)
+from clipdesk.backends.runtimes import TorchBackend
 from clipdesk.imaging import load_rgb
 from clipdesk.models.encoder import ClipEncoder
 from clipdesk.spec import ModelSpec
@@ -47,12 +54,12 @@ def test_fp16_on_the_gpu_is_faithful_to_fp32_on_the_cpu(
     expected = np.concatenate([cpu.encode_batch(held_out[i : i + 64]) for i in starts])
     got = np.concatenate([gpu.encode_batch(held_out[i : i + 64]) for i in starts])
     cosine = np.sum(expected * got, axis=1)
-    agreement = backends.top10_agreement(expected, got)
+    agreement = top10_agreement(expected, got)
     print(f"fp16 on CUDA: min cosine {cosine.min():.6f}, same top-10 {agreement:.1%}")
-    assert cosine.min() >= backends.FAITHFUL_COSINE
+    assert cosine.min() >= FAITHFUL_COSINE
     texts = ["a photo of a hat", "a photo of shoes"]
     text_cosine = np.sum(cpu.encode_texts(texts) * gpu.encode_texts(texts), axis=1)
-    assert text_cosine.min() >= backends.FAITHFUL_COSINE
+    assert text_cosine.min() >= FAITHFUL_COSINE
 
 
 def test_the_batch_grows_with_free_memory(clothing_spec: ModelSpec) -> None:
@@ -72,11 +79,11 @@ def test_fp32_by_setting_on_the_gpu_runs_in_fp32(
     crashed on fp32 input against fp16 weights)."""
     cpu = ClipEncoder(clothing_spec, "cpu")
     gpu = ClipEncoder(clothing_spec, "cuda")
-    fp32 = backends.TorchBackend(gpu.model, "cuda", "fp32")
+    fp32 = TorchBackend(gpu.model, "cuda", "fp32")
     assert next(fp32.visual.parameters()).dtype == torch.float32
     got = fp32.encode(held_out[:64])
     expected = cpu.image_backend.encode(held_out[:64])
-    assert float(np.min(backends.cosines(expected, got))) >= backends.FAITHFUL_COSINE
+    assert float(np.min(cosines(expected, got))) >= FAITHFUL_COSINE
 
 
 def test_index_and_search_on_the_gpu_find_what_the_cpu_finds(
@@ -88,7 +95,7 @@ def test_index_and_search_on_the_gpu_find_what_the_cpu_finds(
     results: dict[str, list[str]] = {}
     for device in ("cpu", "cuda"):
         # the CPU as the fp32 reference; the GPU as a user gets it (auto: fp16)
-        monkeypatch.setenv(backends.BACKEND_ENV, "torch-fp32" if device == "cpu" else "auto")
+        monkeypatch.setenv(BACKEND_ENV, "torch-fp32" if device == "cpu" else "auto")
         app: Any = Clipdesk(Library(tmp_path / f"library-{device}"))
         try:
             app.add_folders([photos])
@@ -118,10 +125,10 @@ def test_nvjpeg_decodes_as_the_cpu_path(clothing_spec: ModelSpec, held_out: np.n
     print(f"nvJPEG pixels: max difference {np.abs(got - held_out).max() * 0.27 * 255:.1f} levels")
     expected, decoded = cpu.encode_batch(held_out), cpu.encode_batch(got)
     cosine = np.sum(expected * decoded, axis=1)
-    agreement = backends.top10_agreement(expected, decoded)
+    agreement = top10_agreement(expected, decoded)
     print(f"nvJPEG: min cosine {cosine.min():.6f}, same top-10 {agreement:.1%}")
-    assert cosine.min() >= backends.FAITHFUL_COSINE
-    assert agreement >= backends.FAITHFUL_AGREEMENT
+    assert cosine.min() >= FAITHFUL_COSINE
+    assert agreement >= FAITHFUL_AGREEMENT
 
 
 def test_the_gpu_pipeline_decodes_on_the_gpu_and_words_bad_files(

@@ -15,14 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipdesk.backends import choice as backends
+from clipdesk.backends.choice import BACKEND_ENV, CHOICES_FILE
+from clipdesk.backends.measuring import MeasurementCancelled, measure, probe_images, watched
+from clipdesk.backends.runtimes import BACKEND_NAMES, ImageBackend
 from clipdesk.progress import CancelToken, Progress
 
 
-class _Sleepy(backends.ImageBackend):
+class _Sleepy(ImageBackend):
     """The reference's vectors, ``pause`` seconds per batch: a slow candidate."""
 
-    def __init__(self, inner: backends.ImageBackend, name: str, pause: float) -> None:
+    def __init__(self, inner: ImageBackend, name: str, pause: float) -> None:
         self.inner, self.name, self.description, self.pause = inner, name, name, pause
         self.calls = 0
 
@@ -33,7 +35,7 @@ class _Sleepy(backends.ImageBackend):
 
 
 def _factory(make: Any, name: str, built: list[str]) -> Any:
-    def build() -> backends.ImageBackend:
+    def build() -> ImageBackend:
         built.append(name)
         return make()  # type: ignore[no-any-return]
 
@@ -45,7 +47,7 @@ def test_a_cancel_after_the_reference_pass_stops_the_measurement_at_once(
     tiny_encoder: Any,
 ) -> None:
     reference = tiny_encoder.image_backend
-    batch = backends.probe_images(tiny_encoder.image_size, count=8)
+    batch = probe_images(tiny_encoder.image_size, count=8)
     cancel, built = CancelToken(), []
     slow = [
         _factory(lambda n=n: _Sleepy(reference, n, 0.5), n, built) for n in ("slow-a", "slow-b")
@@ -56,8 +58,8 @@ def test_a_cancel_after_the_reference_pass_stops_the_measurement_at_once(
         cancel.cancel()
         cancelled_at.append(time.perf_counter())
 
-    with pytest.raises(backends.MeasurementCancelled):
-        backends.measure(reference, slow, batch, 2.0, on_reference=ctrl_c, cancel=cancel)
+    with pytest.raises(MeasurementCancelled):
+        measure(reference, slow, batch, 2.0, on_reference=ctrl_c, cancel=cancel)
     # uncancelled: two candidates of >= 2 s of timing each
     assert time.perf_counter() - cancelled_at[0] < 0.5
     assert built == []
@@ -65,19 +67,19 @@ def test_a_cancel_after_the_reference_pass_stops_the_measurement_at_once(
 
 def test_a_cancel_during_a_candidates_timing_stops_within_a_batch(tiny_encoder: Any) -> None:
     reference = tiny_encoder.image_backend
-    batch = backends.probe_images(tiny_encoder.image_size, count=8)
+    batch = probe_images(tiny_encoder.image_size, count=8)
     cancel, built = CancelToken(), []
     sleepy = _Sleepy(reference, "slow", 0.2)
 
     started: list[float] = []
 
-    def stop_soon() -> backends.ImageBackend:
+    def stop_soon() -> ImageBackend:
         started.append(time.perf_counter())
         threading.Timer(0.5, cancel.cancel).start()
         return sleepy
 
-    with pytest.raises(backends.MeasurementCancelled), backends.watched(cancel):
-        backends.measure(reference, [_factory(stop_soon, "slow", built)], batch, seconds=1.0)
+    with pytest.raises(MeasurementCancelled), watched(cancel):
+        measure(reference, [_factory(stop_soon, "slow", built)], batch, seconds=1.0)
     assert time.perf_counter() - started[0] < 0.9  # >= 1 s of timing otherwise
     assert sleepy.calls <= 5
 
@@ -87,15 +89,15 @@ def _slow_candidates_encoder(
 ) -> Any:
     from clipdesk.models.encoder import ClipEncoder
 
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
     encoder = ClipEncoder(spec, "cpu", choices_dir=choices)
     reference = encoder.image_backend
     built: list[str] = []
 
-    def candidates(measured: dict[str, backends.ImageBackend]) -> list[Any]:
+    def candidates(measured: dict[str, ImageBackend]) -> list[Any]:
         # Each fake registers what it built, as the real candidates do: when one of them
         # wins (timing noise, a loaded machine), it is adopted as measured.
-        def make(name: str) -> backends.ImageBackend:
+        def make(name: str) -> ImageBackend:
             measured[name] = _Sleepy(reference, name, pause)
             return measured[name]
 
@@ -127,7 +129,7 @@ def test_ctrl_c_during_a_first_indexs_measurement_stops_it_promptly(
     assert time.perf_counter() - cancelled_at < 1.5
     assert "embed" not in [p.phase for p in phases]
     assert encoder.backend_choice is None
-    assert not (tmp_path / "choices" / backends.CHOICES_FILE).exists()
+    assert not (tmp_path / "choices" / CHOICES_FILE).exists()
 
 
 def test_the_measurement_reports_counted_steps_with_an_eta(
@@ -417,7 +419,7 @@ def test_an_unknown_backend_in_backends_json_is_measured_again_and_replaced(
 
     from clipdesk.models.encoder import ClipEncoder
 
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
 
     def one_candidate(self: Any, _built: Any = None) -> list[Any]:  # no OpenVINO export
         return [_factory(lambda: _Sleepy(self.image_backend, "torch-fp32", 0.0), "copy", [])]
@@ -425,7 +427,7 @@ def test_an_unknown_backend_in_backends_json_is_measured_again_and_replaced(
     monkeypatch.setattr(ClipEncoder, "_backend_candidates", one_candidate)
     first = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
     first.select_backend(seconds=0.05)
-    store = tmp_path / backends.CHOICES_FILE
+    store = tmp_path / CHOICES_FILE
     data = json.loads(store.read_text())
     for entry in data["choices"].values():
         entry["name"] = "openvino-fp64-turbo"
@@ -433,6 +435,6 @@ def test_an_unknown_backend_in_backends_json_is_measured_again_and_replaced(
     again = ClipEncoder(tiny_spec, "cpu", choices_dir=tmp_path)
     with caplog.at_level("WARNING"):
         choice = again.select_backend(seconds=0.05)
-    assert choice.name in backends.BACKEND_NAMES and choice.measurements
+    assert choice.name in BACKEND_NAMES and choice.measurements
     assert str(store) in caplog.text and "openvino-fp64-turbo" in caplog.text
     assert "openvino-fp64-turbo" not in store.read_text()  # the bad entry was replaced

@@ -77,25 +77,32 @@ def test_export_of_the_trained_model_is_faithful(
 def test_fp16_weights_are_widened_where_that_is_faster_with_the_same_vectors(
     clothing_export: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipdesk.backends import choice as backends
+    from clipdesk.backends.hardware import cpu_has_avx512, cpu_has_native_bf16
+    from clipdesk.backends.measuring import cosines, probe_images
+    from clipdesk.backends.runtimes import (
+        WIDEN_F16_ENV,
+        openvino_backend,
+        widen_f16_weights,
+        widens_f16_weights,
+    )
 
     visual = clothing_export / "visual.xml"
     size = export_files.ExportManifest.read(clothing_export).image_size
-    batch = backends.probe_images(size, count=8)
-    monkeypatch.setenv(backends.WIDEN_F16_ENV, "0")
-    kept = backends.openvino_backend("openvino-fp32", visual)
-    monkeypatch.setenv(backends.WIDEN_F16_ENV, "1")
-    widened = backends.openvino_backend("openvino-fp32", visual)
+    batch = probe_images(size, count=8)
+    monkeypatch.setenv(WIDEN_F16_ENV, "0")
+    kept = openvino_backend("openvino-fp32", visual)
+    monkeypatch.setenv(WIDEN_F16_ENV, "1")
+    widened = openvino_backend("openvino-fp32", visual)
     assert kept.widened == 0 and widened.widened > 10  # every weight matrix and bias
-    assert float(np.min(backends.cosines(kept.encode(batch), widened.encode(batch)))) > 0.99999
-    if backends.cpu_has_native_bf16():  # bf16 compute: the weights are narrowed anyway
-        assert backends.openvino_backend("openvino-bf16", visual).widened == 0
-    monkeypatch.delenv(backends.WIDEN_F16_ENV)
-    assert backends.widens_f16_weights() is not backends.cpu_has_avx512()
+    assert float(np.min(cosines(kept.encode(batch), widened.encode(batch)))) > 0.99999
+    if cpu_has_native_bf16():  # bf16 compute: the weights are narrowed anyway
+        assert openvino_backend("openvino-bf16", visual).widened == 0
+    monkeypatch.delenv(WIDEN_F16_ENV)
+    assert widens_f16_weights() is not cpu_has_avx512()
     import openvino as ov
 
     model = ov.Core().read_model(str(visual))
-    assert backends.widen_f16_weights(model) == widened.widened
+    assert widen_f16_weights(model) == widened.widened
     left = [
         op
         for op in model.get_ops()
@@ -384,11 +391,12 @@ def test_cancelling_during_the_export_stops_it_at_once(
 def test_an_export_runs_in_streams_when_asked_and_refuses_torch_backends(
     clothing_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipdesk.backends import choice as backends
+    from clipdesk.backends.choice import BACKEND_ENV
+    from clipdesk.backends.measuring import probe_images
 
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
     encoder = exported.ExportedEncoder(clothing_export, choices_dir=tmp_path)
-    probe = backends.probe_images(encoder.image_size, count=5)
+    probe = probe_images(encoder.image_size, count=5)
     one_request = encoder.image_backend.encode(probe)
     choice = encoder.select_backend("openvino-fp32-streams")
     assert choice.name == encoder.image_backend.name == "openvino-fp32-streams"

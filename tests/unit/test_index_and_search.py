@@ -284,14 +284,15 @@ def _measuring_encoder(
 ) -> tuple[Any, list[int]]:
     """A fresh encoder whose first index measures one candidate (the reference itself), and
     the sizes of the batches the pipeline gives it."""
-    from clipdesk.backends import choice as backends
+    from clipdesk.backends.choice import BACKEND_ENV
+    from clipdesk.backends.runtimes import ImageBackend
     from clipdesk.models.encoder import ClipEncoder
 
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
     encoder = ClipEncoder(spec, "cpu", choices_dir=choices)  # type: ignore[arg-type]
     reference = encoder.image_backend
 
-    def same() -> backends.ImageBackend:
+    def same() -> ImageBackend:
         return reference
 
     same.backend_name = reference.name  # type: ignore[attr-defined]

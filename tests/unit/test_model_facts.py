@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipdesk.backends import choice as backends
+from clipdesk.backends.choice import BACKEND_ENV, CHOICES_FILE, BackendChoice, choose
+from clipdesk.backends.measuring import BackendFactory
+from clipdesk.backends.runtimes import ImageBackend
 from clipdesk.models import hub
 from clipdesk.models import store as models
 from clipdesk.spec import ModelSpec, file_weights, model_key
@@ -37,7 +39,7 @@ def test_one_key_for_the_same_weights_however_they_arrive(tmp_path: Path) -> Non
     assert ModelSpec("ViT-B-32", "random").key == "ViT-B-32:random-seed0"
 
 
-class _Backend(backends.ImageBackend):
+class _Backend(ImageBackend):
     def __init__(self, name: str, delay: float = 0.0) -> None:
         self.name, self.description, self.delay = name, f"{name} here", delay
 
@@ -47,7 +49,7 @@ class _Backend(backends.ImageBackend):
 
 
 class _Encoder:
-    """The least an encoder offers :func:`backends.choose`."""
+    """The least an encoder offers :func:`choose`."""
 
     device = "cpu"
     image_size = 8
@@ -56,8 +58,8 @@ class _Encoder:
         self.spec = ModelSpec("ViT-B-32", "random")
         self.choices_dir = choices_dir
         self.backend_lock = threading.Lock()
-        self.backend_choice: backends.BackendChoice | None = None
-        self.image_backend: backends.ImageBackend = _Backend("torch-fp32", delay=0.01)
+        self.backend_choice: BackendChoice | None = None
+        self.image_backend: ImageBackend = _Backend("torch-fp32", delay=0.01)
         self.built: list[str] = []
 
     def machine(self) -> str:
@@ -66,13 +68,11 @@ class _Encoder:
     def takes_override(self, name: str) -> bool:
         return name.startswith("torch-")
 
-    def unmeasured_reason(self, reference: backends.ImageBackend) -> str:
+    def unmeasured_reason(self, reference: ImageBackend) -> str:
         return f"cpu: {reference.description}"
 
-    def _backend_candidates(
-        self, built: dict[str, backends.ImageBackend]
-    ) -> list[backends.BackendFactory]:
-        def make() -> backends.ImageBackend:
+    def _backend_candidates(self, built: dict[str, ImageBackend]) -> list[BackendFactory]:
+        def make() -> ImageBackend:
             self.built.append("torch-bf16")
             built["torch-bf16"] = _Backend("torch-bf16")
             return built["torch-bf16"]
@@ -80,7 +80,7 @@ class _Encoder:
         make.backend_name = "torch-bf16"  # type: ignore[attr-defined]
         return [make]
 
-    def adopt(self, name: str, built: backends.ImageBackend | None) -> None:
+    def adopt(self, name: str, built: ImageBackend | None) -> None:
         if name != self.image_backend.name:
             self.image_backend = built or _Backend(name)
 
@@ -89,13 +89,13 @@ def test_two_callers_at_once_measure_once_and_share_the_choice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The exported encoder measured without a lock: two threads measured twice."""
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
     encoder = _Encoder(tmp_path)
     probe = np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32)
-    choices: list[backends.BackendChoice] = []
+    choices: list[BackendChoice] = []
 
     def pick() -> None:
-        choices.append(backends.choose(encoder, seconds=0.05, probe=probe))
+        choices.append(choose(encoder, seconds=0.05, probe=probe))
 
     threads = [threading.Thread(target=pick) for _ in range(2)]
     for thread in threads:
@@ -105,17 +105,17 @@ def test_two_callers_at_once_measure_once_and_share_the_choice(
     assert encoder.built == ["torch-bf16"]  # built and measured once
     assert choices[0] is choices[1] is encoder.backend_choice
     assert choices[0].name == "torch-bf16" == encoder.image_backend.name  # the faster one
-    assert (tmp_path / backends.CHOICES_FILE).is_file()
+    assert (tmp_path / CHOICES_FILE).is_file()
 
 
 def test_an_override_the_encoder_cannot_run_is_measured_instead(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
     probe = np.random.default_rng(1).normal(size=(4, 3, 8, 8)).astype(np.float32)
-    kept = backends.choose(_Encoder(None), "torch-fp32", probe=probe)
+    kept = choose(_Encoder(None), "torch-fp32", probe=probe)
     assert kept.name == "torch-fp32" and "chosen by setting" in kept.reason
-    measured = backends.choose(_Encoder(None), "openvino-fp32", seconds=0.05, probe=probe)
+    measured = choose(_Encoder(None), "openvino-fp32", seconds=0.05, probe=probe)
     assert measured.measurements and measured.name == "torch-bf16"
 
 

@@ -18,7 +18,17 @@ import numpy as np
 import pytest
 import threadpoolctl
 
-from clipdesk.backends import choice as backends
+from clipdesk.backends import measuring
+from clipdesk.backends.choice import (
+    BACKEND_ENV,
+    CHOICES_FILE,
+    MEASUREMENTS_UNDER_LOAD,
+    BackendChoice,
+    ChoiceStore,
+    decide,
+)
+from clipdesk.backends.measuring import LoadMeter, Measurement, watched
+from clipdesk.backends.runtimes import ImageBackend, TorchBackend
 from clipdesk.services import Clipdesk
 from clipdesk.throttle import Throttle, hnswlib_threads, usable_cores
 
@@ -102,7 +112,7 @@ def _hogs(count: int, seconds: float) -> list[subprocess.Popen[bytes]]:
 
 @pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="others' CPU time: /proc/stat")
 def test_the_load_meter_sees_other_programs_and_not_itself() -> None:
-    meter = backends.LoadMeter(threads=usable_cores())
+    meter = LoadMeter(threads=usable_cores())
     with meter.span():  # this process alone, busy
         end = time.monotonic() + 0.5
         while time.monotonic() < end:
@@ -113,7 +123,7 @@ def test_the_load_meter_sees_other_programs_and_not_itself() -> None:
     hogs = _hogs(1, 1.5)
     try:
         time.sleep(0.2)  # started
-        busy = backends.LoadMeter(threads=usable_cores())
+        busy = LoadMeter(threads=usable_cores())
         with busy.span():
             time.sleep(1.0)  # this process idle, one other core busy
     finally:
@@ -121,23 +131,23 @@ def test_the_load_meter_sees_other_programs_and_not_itself() -> None:
             hog.wait()
     assert busy.own / busy.wall < 0.2
     assert busy.others is not None and busy.others / busy.wall > 0.7
-    if backends._busy_ticks() is not None and busy.cpus == usable_cores():
+    if measuring._busy_ticks() is not None and busy.cpus == usable_cores():
         assert (busy.stolen() or 0) > 0.2  # a busy core of the ones asked for
 
 
-def _m(name: str, speed: float, stolen: float | None) -> backends.Measurement:
-    return backends.Measurement(name, name, speed, 1.0, True, stolen=stolen)
+def _m(name: str, speed: float, stolen: float | None) -> Measurement:
+    return Measurement(name, name, speed, 1.0, True, stolen=stolen)
 
 
 def test_a_pick_is_disturbed_only_when_the_load_could_have_changed_it() -> None:
     """The bar is the measured margin: a near-tie falls to a little load, 2.5x does not."""
     ref = _m("torch-fp32", 100.0, 0.0)
-    assert backends.decide("cpu", [ref, _m("openvino-fp32", 95.0, 0.10)]).provisional
-    assert not backends.decide("cpu", [ref, _m("openvino-fp32", 95.0, 0.02)]).provisional
+    assert decide("cpu", [ref, _m("openvino-fp32", 95.0, 0.10)]).provisional
+    assert not decide("cpu", [ref, _m("openvino-fp32", 95.0, 0.02)]).provisional
     wide = [_m("torch-fp32", 40.0, 0.5), _m("torch-bf16", 100.0, 0.0)]
-    assert not backends.decide("cpu", wide).provisional
-    assert not backends.decide("cpu", [ref, _m("openvino-fp32", 95.0, None)]).provisional
-    slow = backends.decide("cpu", [_m("torch-fp32", 40.0, 0.7), _m("torch-bf16", 100.0, 0.0)])
+    assert not decide("cpu", wide).provisional
+    assert not decide("cpu", [ref, _m("openvino-fp32", 95.0, None)]).provisional
+    slow = decide("cpu", [_m("torch-fp32", 40.0, 0.7), _m("torch-bf16", 100.0, 0.0)])
     assert slow.provisional and slow.name == "torch-bf16"
     assert "measured under load" in slow.reason and "70%" in slow.reason
 
@@ -147,11 +157,11 @@ def _candidate_is_the_reference(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     close pick is); returns the list the measurements are counted in."""
     from clipdesk.models.encoder import ClipEncoder
 
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
 
     def candidates(self: ClipEncoder, built: dict[str, Any] | None = None) -> list[Any]:
-        def make() -> backends.ImageBackend:
-            backend = backends.TorchBackend(self.model, self.device, "fp32")
+        def make() -> ImageBackend:
+            backend = TorchBackend(self.model, self.device, "fp32")
             backend.name = "openvino-fp32"  # a different name, the same speed
             if built is not None:
                 built[backend.name] = backend
@@ -162,16 +172,16 @@ def _candidate_is_the_reference(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(ClipEncoder, "_backend_candidates", candidates)
     counted: list[int] = []
-    real_measure = backends.measure
+    real_measure = measuring.measure
 
     def measure(
         reference: Any, candidates: Any, batch: Any, _seconds: float = 2.0, **kwargs: Any
-    ) -> list[backends.Measurement]:
+    ) -> list[Measurement]:
         counted.append(1)
         # timed for half a second instead of two: the test's time, not what it proves
         return real_measure(reference, candidates, batch, 0.5, **kwargs)
 
-    monkeypatch.setattr(backends, "measure", measure)
+    monkeypatch.setattr(measuring, "measure", measure)
     return counted
 
 
@@ -186,7 +196,7 @@ def _new_photos(folder: Path, count: int, seed: int) -> None:
 
 
 def _entry(models: Path) -> dict[str, Any]:
-    data = json.loads((models / backends.CHOICES_FILE).read_text())
+    data = json.loads((models / CHOICES_FILE).read_text())
     assert data["version"] == 2
     (entry,) = data["choices"].values()
     return entry  # type: ignore[no-any-return]
@@ -233,10 +243,10 @@ def test_a_choice_measured_under_load_is_measured_again_and_remeasure_measures(
     assert entry["provisional"] is False or entry["tries"] == 2  # this machine may be busy
 
     # 3. measured under load as often as allowed: kept, not measured again
-    data = json.loads((models / backends.CHOICES_FILE).read_text())
+    data = json.loads((models / CHOICES_FILE).read_text())
     for choice in data["choices"].values():
-        choice.update(provisional=True, tries=backends.MEASUREMENTS_UNDER_LOAD)
-    (models / backends.CHOICES_FILE).write_text(json.dumps(data))
+        choice.update(provisional=True, tries=MEASUREMENTS_UNDER_LOAD)
+    (models / CHOICES_FILE).write_text(json.dumps(data))
     _new_photos(photos / "more", 3, seed=2)
     assert main([*lib, "index"]) == 0
     assert len(counted) == 2
@@ -257,14 +267,14 @@ def test_a_choice_measured_under_load_is_measured_again_and_remeasure_measures(
 def test_a_version_1_choices_file_is_still_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = backends.ChoiceStore(tmp_path)
+    store = ChoiceStore(tmp_path)
     measured = {"name": "torch-fp32", "description": "fp32 via torch", "images_per_s": 9.0}
     measured |= {"min_cosine": 1.0, "faithful": True, "error": "", "top10_agreement": 1.0}
     old = {"name": "torch-fp32", "reason": "cpu: fp32", "measurements": [measured]}
     store.path.write_text(json.dumps({"version": 1, "choices": {"m || cpu": old}}))
-    with backends.watched(None):
+    with watched(None):
         choice = store.get("m", "cpu")
     assert choice is not None and not choice.provisional
     assert choice.measurements[0].stolen is None
-    store.put("n", "cpu", backends.BackendChoice("torch-fp32", "cpu: fp32", []))
+    store.put("n", "cpu", BackendChoice("torch-fp32", "cpu: fp32", []))
     assert store.get("m", "cpu") is not None  # kept when the file is written as version 2

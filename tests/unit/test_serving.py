@@ -50,10 +50,10 @@ def test_one_models_folder_per_app(
 def test_the_backend_setting_is_a_verb_that_refuses_unknown_names(
     app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipdesk.backends import choice as backends
+    from clipdesk.backends.choice import BACKEND_ENV
     from clipdesk.errors import ClipdeskError
 
-    monkeypatch.delenv(backends.BACKEND_ENV, raising=False)
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
     app.set_backend("torch-fp32")
     assert app.fixed_backend() == "torch-fp32"
     with pytest.raises(ClipdeskError, match="unknown encoder backend 'bogus'"):

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipdesk.backends import choice as backends
 from clipdesk.backends import onnx_export
+from clipdesk.backends.measuring import probe_images
+from clipdesk.backends.runtimes import TorchBackend, openvino_backend
 from clipdesk.models.encoder import ClipEncoder
 from clipdesk.spec import ModelSpec
 from tests.helpers import FIXTURES
@@ -35,7 +36,7 @@ def _vit(**vision: Any) -> Any:
 
 
 def _assert_same_features(plain: Any, lean: Any, image_size: int) -> None:
-    batch = backends.probe_images(image_size, count=6, seed=5)
+    batch = probe_images(image_size, count=6, seed=5)
     want, got = _features(plain, batch), _features(lean, batch)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
@@ -62,7 +63,7 @@ def test_the_models_own_tower_is_left_as_it_was_and_weights_are_shared() -> None
 
 def test_the_tokens_first_layout_of_older_open_clip_versions() -> None:
     visual = _vit().eval()
-    batch = backends.probe_images(64, count=4, seed=1)
+    batch = probe_images(64, count=4, seed=1)
     want = _features(visual, batch)
     # open_clip before 2.24-ish ran its transformer as (tokens, batch, width)
     visual.transformer.batch_first = False
@@ -93,13 +94,13 @@ def test_the_torch_backend_and_the_export_run_the_class_token_tower(
     tiny_encoder: Any, tmp_path: Path
 ) -> None:
     plain = tiny_encoder.model.visual
-    batch = backends.probe_images(tiny_encoder.image_size, count=8, seed=2)
+    batch = probe_images(tiny_encoder.image_size, count=8, seed=2)
     want = _features(plain, batch)
     for precision in ("fp32", "bf16"):
-        backend = backends.TorchBackend(tiny_encoder.model, "cpu", precision)
+        backend = TorchBackend(tiny_encoder.model, "cpu", precision)
         assert isinstance(backend.visual.transformer.resblocks[-1], ClassTokenBlock)
     np.testing.assert_allclose(
-        backends.TorchBackend(tiny_encoder.model, "cpu", "fp32").encode(batch),
+        TorchBackend(tiny_encoder.model, "cpu", "fp32").encode(batch),
         want,
         rtol=1e-4,
         atol=1e-6,
@@ -111,7 +112,7 @@ def test_the_torch_backend_and_the_export_run_the_class_token_tower(
     last = len(plain.transformer.resblocks) - 1
     assert any(name.startswith(f"transformer.resblocks.{last}.block.") for name in weights)
     if importlib.util.find_spec("openvino"):
-        got = backends.openvino_backend("openvino-fp32", target).encode(batch)
+        got = openvino_backend("openvino-fp32", target).encode(batch)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
