@@ -1,6 +1,6 @@
 """Write a torch module to ONNX: the one place clipdesk calls torch's exporter.
 
-The image tower the backends are measured on (:mod:`clipdesk.backends.choice`, OpenVINO) and the
+The image tower the backends are measured on (:mod:`clipdesk.backends.runtimes`, OpenVINO) and the
 towers an export ships (:mod:`clipdesk.models.export`) are traced here alike. Needs torch, which is
 imported inside the functions: importing this module is cheap.
 """
