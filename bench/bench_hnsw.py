@@ -247,6 +247,7 @@ def bench_clipdesk(n: int, args) -> None:
     from sqlalchemy import text
 
     from clipdesk.library import Library
+    from clipdesk.search.results import photo_rows
     from clipdesk.search.vector_index import VectorIndex
     from clipdesk.services import Clipdesk
 
@@ -333,7 +334,7 @@ def bench_clipdesk(n: int, args) -> None:
                 t = time.perf_counter()
                 hits = fresh.search(q, K)
                 t1 = time.perf_counter()
-                app._photo_rows([pid for pid, _ in hits])
+                photo_rows(app.library, [pid for pid, _ in hits])
                 t2 = time.perf_counter()
                 fresh._index.knn_query(q.reshape(1, -1), k=K)
                 raw_ms.append((time.perf_counter() - t2) * 1e3)

@@ -143,6 +143,7 @@ def main() -> int:
     print(f"CLI `status`, cold process: {time.perf_counter() - started:.2f} s")
 
     from clipdesk.library import Library
+    from clipdesk.search.results import photo_rows
     from clipdesk.services import Clipdesk
 
     rss0 = _rss_mb()
@@ -226,10 +227,10 @@ def main() -> int:
     )
     one_shot = (
         "import os, sys, types\n"
-        "import clipdesk.services as services\n"
+        "import clipdesk.search.results as results\n"
         "shim = types.ModuleType('os'); shim.__dict__.update(os.__dict__)\n"
         "shim.path = types.SimpleNamespace(**vars(os.path)); shim.path.exists = lambda p: True\n"
-        "services.os = shim  # only the search's file check, nothing else\n"
+        "results.os = shim  # only the search's file check, nothing else\n"
         "from clipdesk.cli.main import main; sys.exit(main(sys.argv[1:]))"
     )
     command = [sys.executable, "-c", one_shot, "--library", str(library_dir)]
@@ -261,7 +262,7 @@ def main() -> int:
     for query in queries:  # type: ignore[attr-defined]
         t0 = time.perf_counter()
         raw = again.search(query, 28)
-        reopened._photo_rows([pid for pid, _ in raw])
+        photo_rows(reopened.library, [pid for pid, _ in raw])
         times.append(1000 * (time.perf_counter() - t0))
     times.sort()
     print(

@@ -12,6 +12,7 @@ import threading
 import time
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from clipdesk.errors import ModelUnavailableError, NotIndexedError
 from clipdesk.library import Library, db
@@ -25,6 +26,10 @@ MODEL_SETTING = "model_key"
 TARGET_SETTING = "target_model_key"
 DEVICE_SETTING = "device"
 DEVICE_USED_SETTING = "device_used"
+
+
+def _row_of(s: Session, key: str) -> db.Model | None:
+    return s.scalar(select(db.Model).where(db.Model.key == key))
 
 
 class ModelServer:
@@ -58,7 +63,7 @@ class ModelServer:
     def model_row(self, key: str) -> db.Model | None:
         """The library's row for the model ``key``; None where it was never used here."""
         with self.library.session() as s:
-            return s.scalar(select(db.Model).where(db.Model.key == key))
+            return _row_of(s, key)
 
     def model_id(self, key: str | None) -> int | None:
         row = None if key is None else self.model_row(key)
@@ -67,7 +72,7 @@ class ModelServer:
     def record_model(self, spec: ModelSpec, dim: int) -> db.Model:
         """The row for ``spec``, written the first time the library uses it."""
         with self.library.session() as s:
-            row = s.scalar(select(db.Model).where(db.Model.key == spec.key))
+            row = _row_of(s, spec.key)
             if row is None:
                 row = db.Model(
                     key=spec.key,

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from sqlalchemy import select
 
 from clipdesk.library import Library, db
 from clipdesk.library.queries import under_folder
+from clipdesk.library.scanning import normalise_folder
 
 _EXIF_MAKE = 0x010F
 _EXIF_MODEL = 0x0110
@@ -91,6 +93,14 @@ def list_photo_ids(
     if photo_ids is not None:
         ids = ids[np.isin(ids, np.fromiter(photo_ids, dtype=np.int64, count=len(photo_ids)))]
     return ids
+
+
+def find_photo(library: Library, path: str | Path) -> db.Photo | None:
+    """The library's photo at ``path`` (as given, or with its links resolved), or None."""
+    raw = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    candidates = list(dict.fromkeys([raw, normalise_folder(path)]))
+    with library.session() as s:
+        return s.scalar(select(db.Photo).where(db.Photo.path.in_(candidates)).limit(1))
 
 
 def photo_refs(library: Library, photo_ids: list[int]) -> dict[int, PhotoRef]:

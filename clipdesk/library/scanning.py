@@ -119,6 +119,15 @@ def folder_unavailable(root: db.Root, library: Library) -> str | None:
     return reason if device is None else root.unavailable
 
 
+def unavailable_folders(library: Library) -> list[tuple[str, str]]:
+    """Library folders whose photos cannot be shown now (path, why): kept, not shown."""
+    return [
+        (root.path, reason)
+        for root in library.roots()
+        if (reason := folder_unavailable(root, library)) is not None
+    ]
+
+
 def remove_folder(library: Library, folder: str | Path) -> int:
     """Forget a folder and its photos (the files themselves are not touched)."""
     target = normalise_folder(folder)

@@ -321,7 +321,7 @@ def export_model_aside(
 ) -> None:
     """:func:`export_model` in a child process (:mod:`clipdesk.models.aside`); ``cancel`` kills
     it at once (closing the app must not wait a minute). ``steps``: the sending end of a
-    pipe, sent a line per step (services._export_once shows them)."""
+    pipe, sent a line per step (clipdesk.indexing.exporting.export_once shows them)."""
     cache = str(cache_dir) if cache_dir else None
     args = (spec_fields(spec), cache, str(exports_dir), probe_paths, steps)
     code = run_aside(_export_in_child, args, cancel)

@@ -437,6 +437,17 @@ def tags_of_photos(
     ]
 
 
+def tag_filter(library: Library, model_id: int, label: str) -> set[int]:
+    """:func:`photos_with_tag`, for a search or a listing that names ``label``: a label
+    no set has is an error (a typo would otherwise just find nothing)."""
+    with library.session() as s:
+        names = list(s.scalars(select(db.Label.name).distinct().order_by(db.Label.name)))
+    if label not in names:
+        known = ", ".join(names) if names else "none yet; see `clipdesk labels --help`"
+        raise ClipdeskError(f"no label named {label!r} (labels: {known})")
+    return photos_with_tag(library, model_id, label)
+
+
 def photos_with_tag(library: Library, model_id: int, label: str) -> set[int]:
     with library.session() as s:
         return set(

@@ -172,8 +172,9 @@ def test_the_automatic_export_reports_its_steps(
     tiny_encoder: Any, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 17: about 45 s of silent export after a first index."""
+    from clipdesk.indexing.exporting import EXPORT_STEPS
     from clipdesk.library import Library
-    from clipdesk.services import EXPORT_STEPS, Clipdesk
+    from clipdesk.services import Clipdesk
 
     monkeypatch.setenv("CLIPDESK_AUTO_EXPORT", "1")
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))

@@ -335,9 +335,9 @@ def test_a_first_index_keeps_the_backend_measurements_reference_vectors(
 def test_a_probe_of_some_photos_leaves_the_rest_to_the_pipeline(
     app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipdesk import services
+    from clipdesk.indexing import probe
 
-    monkeypatch.setattr(services, "PROBE_PHOTOS", 24)  # 30 photos, a step of 1: the first 24
+    monkeypatch.setattr(probe, "PROBE_PHOTOS", 24)  # 30 photos, a step of 1: the first 24
     encoder, piped = _measuring_encoder(app, tiny_spec, tmp_path / "choices", monkeypatch)
     app.add_folders([photos])
     progress = _index(app, encoder.spec, batch_size=8)
