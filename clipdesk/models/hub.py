@@ -23,7 +23,7 @@ from typing import IO
 from urllib.parse import urljoin, urlparse
 
 from clipdesk import __version__
-from clipdesk.errors import ClipdeskError, ModelUnavailableError
+from clipdesk.errors import ClipdeskError, FetchFailure, ModelUnavailableError
 from clipdesk.files import SHA256_HEX
 from clipdesk.models import catalog
 from clipdesk.models.catalog import CatalogEntry
@@ -39,25 +39,42 @@ class DownloadCancelled(ClipdeskError):
     """A download stopped by its cancel token; the partial file is kept for a resume."""
 
 
-def no_network_message(what: str, reason: str = "no network") -> str:
-    """The one message for a model that cannot be fetched (CLI, encoder and GUI alike):
-    for a catalog model, which file to get from where, and the import command that takes it."""
+def no_network_error(
+    what: str, reason: str = "no network", why: FetchFailure = "no_network"
+) -> ModelUnavailableError:
+    """The one error for a model that cannot be fetched (CLI, encoder and GUI alike): its
+    message says, for a catalog model, which file to get from where, and the import command
+    that takes it; its fields (``reason``, ``summary``: the same without the commands) let
+    the window say it its own way."""
     entry = next(
         (e for e in catalog.CATALOG if e.spec in what or what.split(" ", 1)[0] == e.name), None
     )
     if entry is None:
-        return (
-            f"could not download {what}: {reason}; import a weights file with "
+        summary = f"could not download {what}: {reason}"
+        advice = (
+            "; import a weights file with "
             "`clipdesk models import --name NAME --arch ARCH --weights FILE` (or connect and "
             "run `clipdesk models download NAME`)"
         )
-    return (
-        f"could not download {what}: {reason}. On a computer with network, get "
-        f"{' or '.join(entry.files)} from https://huggingface.co/{entry.hf_repo}/tree/"
-        f"{entry.revision}, then `clipdesk models import --name {entry.name} --arch "
-        f"{entry.arch} --weights FILE` (or connect and run `clipdesk models download "
-        f"{entry.name}`)"
+    else:
+        summary = (
+            f"could not download {what}: {reason}. On a computer with network, get "
+            f"{' or '.join(entry.files)} from https://huggingface.co/{entry.hf_repo}/tree/"
+            f"{entry.revision}"
+        )
+        advice = (
+            f", then `clipdesk models import --name {entry.name} --arch "
+            f"{entry.arch} --weights FILE` (or connect and run `clipdesk models download "
+            f"{entry.name}`)"
+        )
+    return ModelUnavailableError(
+        summary + advice, reason=why, summary=summary, by_hand=entry is not None
     )
+
+
+def no_network_message(what: str, reason: str = "no network") -> str:
+    """:func:`no_network_error`'s message."""
+    return str(no_network_error(what, reason))
 
 
 def hub_reachable(endpoint: str | None = None, timeout: float = 3.0) -> bool:
@@ -87,7 +104,7 @@ def locate(entry: CatalogEntry, endpoint: str | None) -> tuple[str, str, str, in
 
     what = f"{entry.name} ({entry.spec})"
     if constants.is_offline_mode():
-        raise ModelUnavailableError(no_network_message(what, "no network (HF_HUB_OFFLINE is set)"))
+        raise no_network_error(what, "no network (HF_HUB_OFFLINE is set)", "offline")
     last_error: Exception | None = None
     for filename in entry.files:
         url = hf_hub_url(entry.hf_repo, filename, revision=entry.revision, endpoint=endpoint)
@@ -103,7 +120,7 @@ def locate(entry: CatalogEntry, endpoint: str | None) -> tuple[str, str, str, in
             ) from exc
         except Exception as exc:
             if _is_network_error(exc):
-                raise ModelUnavailableError(no_network_message(what)) from exc
+                raise no_network_error(what) from exc
             raise
         etag = (meta.etag or "").lower()
         sha256 = entry.sha256 or (etag if SHA256_HEX.match(etag) else None)
@@ -151,7 +168,7 @@ def fetch(
             f"{part.parent} has {_mb(free)} free"
         )
     if constants.is_offline_mode():
-        raise ModelUnavailableError(no_network_message(name, "no network (HF_HUB_OFFLINE is set)"))
+        raise no_network_error(name, "no network (HF_HUB_OFFLINE is set)", "offline")
     drops = 0
     while done < size:
         headers = _hub_headers()
@@ -199,12 +216,11 @@ def fetch(
                 raise
             drops += 1
             if drops > MAX_DROPS:
-                raise ModelUnavailableError(
-                    no_network_message(
-                        name,
-                        f"the connection kept dropping ({done} of {size} bytes kept; run "
-                        "the download again to resume)",
-                    )
+                raise no_network_error(
+                    name,
+                    f"the connection kept dropping ({done} of {size} bytes kept; run "
+                    "the download again to resume)",
+                    "connection_dropped",
                 ) from exc
             time.sleep(min(0.2 * drops, 2.0))  # then resume with a Range from `done`
             continue
