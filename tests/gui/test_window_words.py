@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clipdesk.gui.main_window import model_wording
+from clipdesk.gui.words import model_wording
 
 
 @pytest.mark.parametrize(
