@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-
 # torch modules by nature (subclasses of torch.nn.Module): imported only inside the functions
 # that run a model, which the contracts in pyproject.toml and this test keep that way.
 TORCH_BY_NATURE = {"clipdesk.backends.towers"}
