@@ -1,6 +1,8 @@
 """The ``clipdesk`` command line: argument parsing, progress bars and output only.
 
-All work is done by :mod:`clipdesk.services`; this module draws and prints.
+All work is done by :mod:`clipdesk.services`; this module draws and prints. The rooms are
+imported inside each command (one-line reasons there): ``clipdesk --help`` starts without
+SQLAlchemy, numpy, torch or Qt (``bench/bench_startup.py``).
 """
 
 from __future__ import annotations
