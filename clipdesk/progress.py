@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -106,7 +106,7 @@ def run_reporting(
     past the service (a thread left running native code at exit can crash the process).
     """
     latest: list[Progress] = []
-    outcome: list[Any] = []
+    outcome: list[tuple[T] | BaseException] = []  # (what work returned,) or what it raised
     changed = threading.Event()
 
     def report(progress: Progress) -> None:
@@ -115,9 +115,9 @@ def run_reporting(
 
     def run() -> None:
         try:
-            outcome.append((True, work(report)))
+            outcome.append((work(report),))
         except BaseException as exc:  # handed to the caller's thread below
-            outcome.append((False, exc))
+            outcome.append(exc)
         changed.set()
 
     context = contextvars.copy_context()  # what the caller set (e.g. a measurement's watch)
@@ -138,7 +138,7 @@ def run_reporting(
         if not finished:
             cancel.cancel()
         thread.join()
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value  # type: ignore[no-any-return]
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result[0]

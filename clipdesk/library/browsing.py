@@ -12,11 +12,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Row, UnaryExpression, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from clipdesk.library import Library, db
 from clipdesk.library.queries import under_folder
@@ -54,13 +54,15 @@ _REF_COLUMNS = (
 )
 
 
-def _listing_query(columns: tuple[Any, ...], folder: str | None, newest_first: bool) -> Any:
-    """Readable photos (under ``folder``) by date taken, then id: one order for both listings."""
-    query = select(*columns).where(db.Photo.error.is_(None))
-    if folder is not None:
-        query = query.where(under_folder(folder))
-    order = db.Photo.taken_at.desc() if newest_first else db.Photo.taken_at.asc()
-    return query.order_by(order, db.Photo.id)
+def _readable(folder: str | None) -> ColumnElement[bool]:
+    """The photos a listing shows: readable ones (under ``folder``)."""
+    readable = db.Photo.error.is_(None)
+    return readable if folder is None else readable & under_folder(folder)
+
+
+def _by_date(newest_first: bool) -> tuple[UnaryExpression[float], InstrumentedAttribute[int]]:
+    """By date taken, then id: one order for both listings."""
+    return (db.Photo.taken_at.desc() if newest_first else db.Photo.taken_at.asc()), db.Photo.id
 
 
 def list_photos(
@@ -70,7 +72,7 @@ def list_photos(
     newest_first: bool = True,
 ) -> list[PhotoRef]:
     """The readable photos (under ``folder``; among ``photo_ids``), by date taken."""
-    query = _listing_query(_REF_COLUMNS, folder, newest_first)
+    query = select(*_REF_COLUMNS).where(_readable(folder)).order_by(*_by_date(newest_first))
     with library.session() as s:
         rows = s.execute(query).all()
     refs = [PhotoRef(*row) for row in rows]
@@ -87,7 +89,7 @@ def list_photo_ids(
 ) -> np.ndarray:
     """The ids of :func:`list_photos`, in the same order, as one int64 array: what a grid
     of a million photos holds (rows are fetched when shown, by :func:`photo_refs`)."""
-    query = _listing_query((db.Photo.id,), folder, newest_first)
+    query = select(db.Photo.id).where(_readable(folder)).order_by(*_by_date(newest_first))
     with library.engine.connect() as conn:
         ids = np.fromiter((row[0] for row in conn.execute(query)), dtype=np.int64)
     if photo_ids is not None:
@@ -207,7 +209,7 @@ def photo_details(library: Library, photo_id: int, model_id: int | None) -> Phot
     return details
 
 
-def _one_row_per_label(rows: Sequence[Any]) -> list[tuple[str, str, float]]:
+def _one_row_per_label(rows: Sequence[Row[str, str, float]]) -> list[tuple[str, str, float]]:
     """A label that two sets share is one tag (the tag filter and the counts take it so):
     its best score, with the sets that gave it."""
     best: dict[str, tuple[list[str], float]] = {}

@@ -8,9 +8,10 @@ file system's own bytes so that names which are not valid UTF-8 survive a round 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     Boolean,
@@ -25,8 +26,12 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+
+from clipdesk.errors import LibraryError
 
 
 class FsPath(TypeDecorator[str]):
@@ -40,10 +45,10 @@ class FsPath(TypeDecorator[str]):
     impl = LargeBinary
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> bytes | None:
         return None if value is None else os.fsencode(value)
 
-    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
+    def process_result_value(self, value: bytes | None, dialect: Dialect) -> str | None:
         return None if value is None else os.fsdecode(value)
 
 
@@ -243,7 +248,9 @@ MIGRATIONS: list[list[str]] = [_MIGRATION_1, _MIGRATION_2, _MIGRATION_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _on_connect(dbapi_connection: Any, _record: Any, read_only: bool = False) -> None:
+def _on_connect(
+    dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry, read_only: bool = False
+) -> None:
     cursor = dbapi_connection.cursor()
     if not read_only:  # already WAL; setting it would be a write
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -263,12 +270,7 @@ def open_engine(db_path: Path, read_only: bool = False, immutable: bool = False)
         engine = create_engine(f"sqlite:///{db_path}")
         event.listen(engine, "connect", _on_connect)
         return engine
-    import sqlite3
-    from urllib.parse import quote
-
     uri = f"file:{quote(os.fspath(db_path))}?mode=ro" + ("&immutable=1" if immutable else "")
-    from sqlalchemy.pool import QueuePool
-
     engine = create_engine(
         "sqlite://",
         creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
@@ -287,8 +289,6 @@ def migrate(engine: Engine, on_step: Callable[[int], None] | None = None) -> int
     with engine.begin() as conn:
         before = schema_version(conn)
         if before > SCHEMA_VERSION:
-            from clipdesk.errors import LibraryError
-
             raise LibraryError(
                 f"this library was written by a newer clipdesk (schema {before}, "
                 f"this version knows up to {SCHEMA_VERSION}); please upgrade clipdesk"

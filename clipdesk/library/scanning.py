@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Row, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from clipdesk.errors import ClipdeskError
@@ -32,6 +31,8 @@ from clipdesk.library.queries import in_chunks
 from clipdesk.progress import CancelToken, Progress, RateMeter
 
 _FLUSH_EVERY = 256  # files per transaction while scanning
+# A photo's row as a scan reads it: path, id, folder id, size, mtime_ns, error.
+_ScanRow = Row[str, int, int, int, int, str | None]
 _PROBE_KNOWN = 32  # photos looked for in a library folder now on another device
 
 MISSING = "folder is missing or not mounted"
@@ -286,7 +287,7 @@ def _delete_ids(s: Session, ids: list[int]) -> None:
         s.execute(delete(db.Photo).where(db.Photo.id.in_(chunk)))
 
 
-def _photos_of(rows: Sequence[Any], root_id: int) -> list[tuple[str, int]]:
+def _photos_of(rows: Sequence[_ScanRow], root_id: int) -> list[tuple[str, int]]:
     return [(row[0], row[3]) for row in rows if row[2] == root_id]
 
 
