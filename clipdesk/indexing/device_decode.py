@@ -19,12 +19,13 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, PlainJpeg, read_plain_jpeg
+from clipdesk.models.encoder import Encoder
 
 if TYPE_CHECKING:
-    from clipdesk.models.encoder import Encoder
+    import torch
 
 # "0" keeps decoding on the CPU on a CUDA machine; "1" also decodes this way without CUDA
 # (torchvision's CPU decoder: for tests of this code path).
@@ -92,7 +93,7 @@ def wanted(encoder: Encoder) -> bool:
     if not getattr(encoder, "takes_tensors", False) or resize_plan(encoder) is None:
         return False
     try:
-        from torchvision.io import decode_jpeg  # noqa: F401
+        from torchvision.io import decode_jpeg  # noqa: F401  # lazy: torch, seconds to import
     except ImportError:
         return False
     return True
@@ -102,7 +103,7 @@ class DeviceDecoder:
     """Decodes plain JPEGs on ``device`` and preprocesses them there, in batches."""
 
     def __init__(self, plan: ResizePlan, device: str) -> None:
-        import torch
+        import torch  # lazy: torch takes seconds to import
 
         # torchvision 0.29 points to TorchCodec for decoding; nvJPEG here is the same. Set
         # once: catch_warnings() per call would race with the decode threads' warnings.
@@ -132,10 +133,10 @@ class DeviceDecoder:
             return None
         return jpeg
 
-    def prepare(self, jpegs: Sequence[PlainJpeg]) -> list[Any]:
+    def prepare(self, jpegs: Sequence[PlainJpeg]) -> list[torch.Tensor | None]:
         """One (1, 3, size, size) float32 tensor on the device per JPEG, or None where
         this decoder failed (the caller decodes that one on the CPU)."""
-        out: list[Any] = []
+        out: list[torch.Tensor | None] = []
         for start in range(0, len(jpegs), _DECODE_CHUNK):
             chunk = jpegs[start : start + _DECODE_CHUNK]
             images = self._decode(chunk)
@@ -146,9 +147,9 @@ class DeviceDecoder:
                     out.append(None)
         return out
 
-    def _decode(self, jpegs: Sequence[PlainJpeg]) -> list[Any]:
-        import torch
-        from torchvision.io import ImageReadMode, decode_jpeg
+    def _decode(self, jpegs: Sequence[PlainJpeg]) -> list[torch.Tensor | None]:
+        import torch  # lazy: torch takes seconds to import
+        from torchvision.io import ImageReadMode, decode_jpeg  # lazy: torch, as above
 
         datas = [torch.frombuffer(bytearray(j.data), dtype=torch.uint8) for j in jpegs]
         if self.device == "cuda":
@@ -160,7 +161,7 @@ class DeviceDecoder:
             return list(batch)
         except Exception:
             pass  # one bad photo fails the whole call: find it, one by one
-        images: list[Any] = []
+        images: list[torch.Tensor | None] = []
         for data in datas:
             try:
                 images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
@@ -168,11 +169,11 @@ class DeviceDecoder:
                 images.append(None)
         return images
 
-    def _preprocess(self, image: Any, orientation: int) -> Any:
+    def _preprocess(self, image: torch.Tensor, orientation: int) -> torch.Tensor:
         """As open_clip's transform does it to a PIL image: upright, shorter side to
         ``size`` with PIL's antialiased bicubic (torch's antialias path uses PIL's
         a = -0.5), rounded to 8 bits as PIL stores it, centre crop, normalise."""
-        import torch.nn.functional as F
+        import torch.nn.functional as F  # lazy: torch takes seconds to import
 
         image = _upright(image, orientation)
         height, width = int(image.shape[-2]), int(image.shape[-1])
@@ -197,9 +198,9 @@ class DeviceDecoder:
         return (crop - self._mean) / self._std
 
 
-def _upright(image: Any, orientation: int) -> Any:
+def _upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
     """EXIF orientation 1-8 on a CxHxW tensor, as ImageOps.exif_transpose does."""
-    import torch
+    import torch  # lazy: torch takes seconds to import
 
     if orientation == 2:
         return image.flip(-1)

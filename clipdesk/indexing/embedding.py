@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from sqlalchemy import select, update
@@ -21,12 +21,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, PixelBudget, PlainJpeg, decoded_rgb
 from clipdesk.indexing.device_decode import DEVICE_BATCH_CAP, DeviceDecoder
 from clipdesk.library import Library, db
+from clipdesk.models.encoder import Encoder
 from clipdesk.progress import CancelToken, Progress, RateMeter
+from clipdesk.search.vector_index import VectorIndex
 from clipdesk.throttle import lower_this_thread
 
 if TYPE_CHECKING:
-    from clipdesk.models.encoder import Encoder
-    from clipdesk.search.vector_index import VectorIndex
+    import torch
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -110,14 +111,15 @@ def _assemble_batch(
     failed: list[tuple[PendingImage, str]],
     cpu_decode: Callable[[PendingImage], Decoded],
     device_decoder: DeviceDecoder | None,
-) -> Any:
+) -> np.ndarray | torch.Tensor | None:
     """The batch in ``done``'s order: one tensor on the device decoder's device, or with
     none, a numpy array with every JPEG decoded on the CPU. A JPEG the device decoder fails
     on is decoded on the CPU instead; if that fails too, it moves from ``done`` to
     ``failed``. None when nothing is left to encode."""
     jpegs = [p for p in inputs if isinstance(p, PlainJpeg)]
     prepared = iter(device_decoder.prepare(jpegs) if device_decoder else [None] * len(jpegs))
-    rows: list[Any] = []
+    rows: list[torch.Tensor] = []  # with a device decoder
+    arrays: list[np.ndarray] = []  # without
     kept, refused = [], []
     for item, part in zip(done, inputs, strict=True):
         row = next(prepared) if isinstance(part, PlainJpeg) else None
@@ -129,18 +131,20 @@ def _assemble_batch(
                     refused.append((item, reason or "unknown error"))
                     continue
             assert isinstance(pixels, np.ndarray)
-            row = pixels[None]
-            if device_decoder is not None:
-                import torch
+            if device_decoder is None:
+                arrays.append(pixels[None])
+                kept.append(item)
+                continue
+            import torch  # lazy: torch takes seconds to import; a device decoder has it
 
-                row = torch.from_numpy(row).to(device_decoder.device)
+            row = torch.from_numpy(pixels[None]).to(device_decoder.device)
         rows.append(row)
         kept.append(item)
-    batch: Any = None
+    batch: np.ndarray | torch.Tensor | None = None
     if device_decoder is None:
-        batch = np.concatenate(rows) if rows else None
+        batch = np.concatenate(arrays) if arrays else None
     else:
-        import torch
+        import torch  # lazy, as above
 
         batch = torch.cat(rows) if rows else None
     done[:] = kept  # only now: if anything above raised, the caller can start over
@@ -258,7 +262,7 @@ def embed_pending(
                 wanted = batch_size if finished > embedded_before else max(1, batch_size // 4)
                 if len(inputs) < wanted and inflight:
                     continue
-                batch: Any = None
+                batch: np.ndarray | torch.Tensor | None = None
                 if device_decoder is not None and inputs:
                     cpu_decode = _cpu_decoder(encoder, max_pixels, budget)
                     try:
@@ -268,10 +272,11 @@ def embed_pending(
                         # this once, decode it all on the CPU; one photo never stops a run
                         batch = _assemble_batch(inputs, done, failed, cpu_decode, None)
                 elif inputs:
-                    batch = np.stack(inputs)  # type: ignore[arg-type]  # all arrays here
+                    batch = np.stack(cast(list[np.ndarray], inputs))  # no device: all arrays
                 vectors = np.zeros((0, 0), np.float32)
                 if batch is not None:
-                    vectors = encoder.encode_batch(batch)
+                    # a tensor only for an encoder that takes_tensors (the protocol's ndarray)
+                    vectors = encoder.encode_batch(batch)  # type: ignore[arg-type]
                 commit_batch(library, model_id, done, vectors, failed, index)
                 finished += len(done) + len(failed)
                 failures += len(failed)

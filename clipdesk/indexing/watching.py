@@ -13,7 +13,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from clipdesk.imaging import is_image_name
 
@@ -40,7 +43,7 @@ class FolderWatcher:
     ) -> None:
         self.on_change = on_change
         self.quiet_s = quiet_s
-        self._observer: Any = None
+        self._observer: BaseObserver | None = None
         self._lock = threading.Lock()
         self._changed: set[str] = set()
         self._last_event = 0.0
@@ -50,7 +53,7 @@ class FolderWatcher:
         self.folders: list[str] = []
         self.problems: list[tuple[str, str]] = []
 
-    def _record(self, event: Any) -> None:
+    def _record(self, event: FileSystemEvent) -> None:
         paths = [event.src_path, getattr(event, "dest_path", "") or ""]
         relevant = {os.fsdecode(p) for p in paths if p and _relevant(p)}
         if not relevant:
@@ -63,14 +66,11 @@ class FolderWatcher:
     def start(self, folders: Iterable[str]) -> None:
         """Watch ``folders`` (recursively); a folder that cannot be watched is noted in
         ``problems`` and skipped, never fatal."""
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer
-
         self.stop()
         watcher = self
 
         class Handler(FileSystemEventHandler):
-            def on_any_event(self, event: Any) -> None:
+            def on_any_event(self, event: FileSystemEvent) -> None:
                 if event.is_directory and event.event_type == "modified":
                     return  # a folder's own timestamp: the entry events say what changed
                 if event.event_type in ("created", "modified", "moved", "deleted", "closed"):

@@ -28,10 +28,10 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 from sqlalchemy import select
@@ -58,6 +58,30 @@ _LOAD_CHUNK = 20_000
 _EXACT_FILTER_LIMIT = 20_000
 # A cold scan of the int8 copy re-ranks this many candidates (at least) with exact vectors.
 COLD_CANDIDATES = 256
+
+
+class _Graph(Protocol):
+    """What is used of ``hnswlib.Index`` (hnswlib has no type hints)."""
+
+    element_count: int
+
+    def init_index(self, max_elements: int, ef_construction: int, M: int) -> None: ...
+    def load_index(self, path: str, max_elements: int) -> None: ...
+    def save_index(self, path: str) -> None: ...
+    def set_ef(self, ef: int) -> None: ...
+    def get_max_elements(self) -> int: ...
+    def resize_index(self, size: int) -> None: ...
+    def get_ids_list(self) -> list[int]: ...
+    def get_items(self, ids: Sequence[int]) -> np.ndarray: ...
+    def add_items(self, data: np.ndarray, ids: np.ndarray, num_threads: int) -> None: ...
+    def mark_deleted(self, label: int) -> None: ...
+    def knn_query(
+        self,
+        data: np.ndarray,
+        k: int,
+        num_threads: int,
+        filter: Callable[[int], bool] | None,  # hnswlib's name for it
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -194,7 +218,7 @@ class VectorIndex:
         self._stem = hashlib.sha256(model_key.encode()).hexdigest()[:16]
         self.meta_path = library.index_dir / f"{self._stem}.json"
         self._lock = threading.RLock()
-        self._index: Any = None
+        self._index: _Graph | None = None
         self._live = 0  # labels present and not deleted
         self._generation = -1  # database generation the in-memory index matches
         self._saved_generation = -2  # what the file on disk matches (nothing yet)
@@ -206,12 +230,18 @@ class VectorIndex:
         self.cold_scan = False
         self._cold_rows = 0
 
+    @property
+    def _graph(self) -> _Graph:
+        """The graph in memory (its users load it first: :meth:`ensure_current`)."""
+        assert self._index is not None
+        return self._index
+
     # -- lifecycle ---------------------------------------------------------------------
 
-    def _new_index(self, capacity: int) -> Any:
-        import hnswlib
+    def _new_index(self, capacity: int) -> _Graph:
+        import hnswlib  # lazy: a cold search scans the int8 copy without it
 
-        index = hnswlib.Index(space="ip", dim=self.dim)
+        index: _Graph = hnswlib.Index(space="ip", dim=self.dim)
         index.init_index(max_elements=max(capacity, 1024), ef_construction=EF_CONSTRUCTION, M=M)
         index.set_ef(EF_SEARCH)
         return index
@@ -225,9 +255,9 @@ class VectorIndex:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _try_load(self) -> tuple[Any, int, int, bool] | None:
+    def _try_load(self) -> tuple[_Graph, int, int, bool] | None:
         """(index, generation, live, whether the pointer has checksums) or None."""
-        import hnswlib
+        import hnswlib  # lazy: as above
 
         for _attempt in range(2):  # a concurrent save may have just replaced the file
             try:
@@ -297,10 +327,10 @@ class VectorIndex:
 
     def _catch_up(self, generation: int) -> None:
         wanted = searchable_ids(self.library, self.model_id)
-        present = set(self._index.get_ids_list())
+        present = set(self._graph.get_ids_list())
         for label in present - wanted:
             with contextlib.suppress(RuntimeError):  # already marked deleted
-                self._index.mark_deleted(label)
+                self._graph.mark_deleted(label)
         # Photo ids are never reused and a deleted photo never comes back (a changed file
         # gets a new row), so a label marked deleted never needs undeleting.
         missing = sorted(wanted - present)
@@ -310,7 +340,7 @@ class VectorIndex:
         # an append after the graph took the rows): the next save then rewrites it.
         self._compact_in_sync = False
         for ids, vectors in load_vectors(self.library, self.model_id, missing):
-            self._index.add_items(vectors, ids, num_threads=hnswlib_threads())
+            self._graph.add_items(vectors, ids, num_threads=hnswlib_threads())
             if appending:
                 self.compact.append(ids, vectors)
         self._compact_in_sync = appending  # rows added without the writer lock are not
@@ -320,10 +350,10 @@ class VectorIndex:
         self._save_if_possible()
 
     def _grow(self, extra: int) -> None:
-        needed = self._index.element_count + extra
-        capacity = self._index.get_max_elements()
+        needed = self._graph.element_count + extra
+        capacity = self._graph.get_max_elements()
         if needed > capacity:
-            self._index.resize_index(max(needed, capacity * 2))
+            self._graph.resize_index(max(needed, capacity * 2))
 
     def _save_if_possible(self) -> None:
         """Save a graph that a search rebuilt or caught up; when the library cannot be
@@ -349,9 +379,9 @@ class VectorIndex:
             folder = self.meta_path.parent
             name = f"{self._stem}-{uuid.uuid4().hex[:12]}.hnsw"
             try:
-                self._index.save_index(str(folder / name))
+                self._graph.save_index(str(folder / name))
                 fsync_file(folder / name)
-                if _graph_file_cut_short(folder / name, self._index.element_count):
+                if _graph_file_cut_short(folder / name, self._graph.element_count):
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / name))
                 self._write_pointer(name)
             except BaseException:
@@ -385,7 +415,7 @@ class VectorIndex:
             "dim": self.dim,
             "generation": self._generation,
             "live": self._live,
-            "capacity": self._index.get_max_elements(),
+            "capacity": self._graph.get_max_elements(),
             "M": M,
             "ef_construction": EF_CONSTRUCTION,
             "size": size,
@@ -453,7 +483,7 @@ class VectorIndex:
                 return
             if len(ids):
                 self._grow(len(ids))
-                self._index.add_items(vectors, ids, num_threads=hnswlib_threads())
+                self._graph.add_items(vectors, ids, num_threads=hnswlib_threads())
                 self._live += len(ids)
                 appending = self._compact_in_sync and self.library.writing
                 self._compact_in_sync = False  # until the append is complete (see _catch_up)
@@ -489,9 +519,9 @@ class VectorIndex:
             want = min(k + (1 if exclude is not None else 0), self._live)
             if allowed is not None:
                 want = min(want, len(allowed))
-            self._index.set_ef(max(EF_SEARCH, want))
+            self._graph.set_ef(max(EF_SEARCH, want))
             try:
-                labels, distances = self._index.knn_query(
+                labels, distances = self._graph.knn_query(
                     vector.reshape(1, -1),
                     k=want,
                     num_threads=hnswlib_threads(),
@@ -545,17 +575,17 @@ class VectorIndex:
     def _exact_among(
         self, vector: np.ndarray, k: int, exclude: int | None, allowed: set[int]
     ) -> list[tuple[int, float]]:
-        present = set(self._index.get_ids_list())
+        present = set(self._graph.get_ids_list())
         ids = [i for i in allowed if i in present and i != exclude]
         if not ids:
             return []
         try:
-            vectors = np.asarray(self._index.get_items(ids), dtype=np.float32)
+            vectors = np.asarray(self._graph.get_items(ids), dtype=np.float32)
         except RuntimeError:  # some were marked deleted: take them one by one
             kept, rows = [], []
             for i in ids:
                 with contextlib.suppress(RuntimeError):
-                    rows.append(self._index.get_items([i])[0])
+                    rows.append(self._graph.get_items([i])[0])
                     kept.append(i)
             ids, vectors = kept, np.asarray(rows, dtype=np.float32).reshape(len(kept), -1)
         scores = vectors @ vector
