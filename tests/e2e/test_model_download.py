@@ -12,11 +12,15 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
 from tests.helpers import run_cli, tiny_state_dict
+
+if TYPE_CHECKING:
+    from clipdesk.models.store import ModelStore
 
 TINY_ARCH = "clipdesk-test-tiny-download"
 TINY_TAG = "test"
@@ -131,7 +135,7 @@ def tiny_weights() -> bytes:
     """A tiny open_clip model (tests/fixtures/tiny-clip.json), random init, as safetensors."""
     from safetensors.torch import save
 
-    return save(tiny_state_dict(TINY_ARCH, seed=1234))  # type: ignore[arg-type]
+    return save(tiny_state_dict(TINY_ARCH, seed=1234))
 
 
 @pytest.fixture()
@@ -179,13 +183,13 @@ def hub(tiny_weights: bytes, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHu
         huggingface_hub.close_session()
 
 
-def _store(tmp_path: Path, hub: FakeHub) -> object:
+def _store(tmp_path: Path, hub: FakeHub) -> ModelStore:
     from clipdesk.models.store import ModelStore
 
     return ModelStore(tmp_path / "models", endpoint=hub.url)
 
 
-def _installed(store: object, name: str) -> bool:
+def _installed(store: ModelStore, name: str) -> bool:
     from clipdesk.models.store import ModelStore
 
     assert isinstance(store, ModelStore)
@@ -228,7 +232,7 @@ def test_download_reports_progress_verifies_and_installs(tmp_path: Path, hub: Fa
 def test_a_dropped_connection_resumes_with_a_range(tmp_path: Path, hub: FakeHub) -> None:
     store = _store(tmp_path, hub)
     hub.state.drop_once_at = len(hub.weights) // 2 + 12345
-    spec = store.download("tiny-test")  # type: ignore[attr-defined]
+    spec = store.download("tiny-test")
 
     gets = hub.gets()
     assert len(gets) == 2, gets
@@ -252,14 +256,14 @@ def test_a_cancelled_download_resumes_in_the_next_run(tmp_path: Path, hub: FakeH
             cancel.cancel()
 
     with pytest.raises(DownloadCancelled, match="run it again to resume"):
-        store.download("tiny-test", stop_after_3mb, cancel)  # type: ignore[attr-defined]
+        store.download("tiny-test", stop_after_3mb, cancel)
     parts = list((tmp_path / "models").rglob("*.part"))
     assert len(parts) == 1
     kept = parts[0].stat().st_size
     assert 3_000_000 <= kept < len(hub.weights)
     assert not _installed(store, "tiny-test")
 
-    spec = store.download("tiny-test")  # type: ignore[attr-defined]
+    spec = store.download("tiny-test")
     assert hub.gets()[-1] == f"bytes={kept}-"
     assert Path(spec.pretrained).read_bytes() == hub.weights
     assert not list((tmp_path / "models").rglob("*.part"))
@@ -273,13 +277,13 @@ def test_a_corrupted_download_fails_its_checksum_and_installs_nothing(
     store = _store(tmp_path, hub)
     hub.state.corrupt.add(hub.weights_key)
     with pytest.raises(ModelUnavailableError) as caught:
-        store.download("tiny-test")  # type: ignore[attr-defined]
+        store.download("tiny-test")
     message = str(caught.value)
     assert "failed its checksum" in message
     assert hashlib.sha256(hub.weights).hexdigest() in message
     assert "nothing was installed" in message
     assert not _installed(store, "tiny-test")
-    assert store.spec_for("tiny-test") is None  # type: ignore[attr-defined]
+    assert store.spec_for("tiny-test") is None
     leftovers = [p for p in (tmp_path / "models").rglob("*") if p.is_file() and p.name != ".lock"]
     assert leftovers == []
 
@@ -313,7 +317,7 @@ def test_offline_mode_gives_the_clear_message(
     with pytest.raises(
         ModelUnavailableError, match=re.escape("no network (HF_HUB_OFFLINE is set)")
     ) as caught:
-        store.download("tiny-test")  # type: ignore[attr-defined]
+        store.download("tiny-test")
     assert "`clipdesk models import --name " in str(caught.value)
     assert hub.state.requests == []
 
@@ -327,8 +331,9 @@ def test_the_downloaded_model_loads_and_encodes(tmp_path: Path, hub: FakeHub) ->
     from clipdesk.models.loading import create_pretrained_model
 
     store = _store(tmp_path, hub)
-    store.download("tiny-test")  # type: ignore[attr-defined]
-    spec = store.spec_for("tiny-test")  # type: ignore[attr-defined]
+    store.download("tiny-test")
+    spec = store.spec_for("tiny-test")
+    assert spec is not None
     encoder = ClipEncoder(spec, "cpu")
     got = encoder.encode_texts(["a red shoe", "a blue hat"])
     assert got.shape == (2, 64)
@@ -343,7 +348,7 @@ def test_the_downloaded_model_loads_and_encodes(tmp_path: Path, hub: FakeHub) ->
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
 
     # The tag path (the encoder's pretrained branch) builds the same model from the file.
-    model = create_pretrained_model(TINY_ARCH, TINY_TAG, Path(spec.pretrained)).eval()
+    model: Any = create_pretrained_model(TINY_ARCH, TINY_TAG, Path(spec.pretrained)).eval()
     with torch.no_grad():
         again = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
     np.testing.assert_allclose(again.numpy(), want.numpy(), atol=1e-5)

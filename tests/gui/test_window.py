@@ -329,7 +329,7 @@ def test_the_first_index_exports_the_model_and_says_so(
     # what it is for (the CLI's start) means nothing in the window: not said there
     assert "command line" not in window.statusBar().currentMessage()
     assert window.job_label.text() == "Library up to date."
-    key = window.services.current_spec().key  # type: ignore[union-attr]
+    key = window.services.current_spec().key
     assert export_files.find_export(key) is not None
     _search(qtbot, window, "a photo of shoes")  # the window keeps its loaded model
     assert _labels_of_results(window, 1) == ["shoes"]

@@ -4,6 +4,7 @@ project's trained model and on random weights, and give the same search results.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -194,10 +195,10 @@ def test_a_slower_sibling_is_not_measured_when_the_faster_one_is_faithful(
     batch = probe_images(tiny_encoder.image_size, count=8)
     built: list[str] = []
 
-    def factory(make: Any, name: str, skip_if: str | None = None) -> Any:
+    def factory(make: Callable[[], ImageBackend], name: str, skip_if: str | None = None) -> Any:
         def build() -> ImageBackend:
             built.append(name)
-            return make()  # type: ignore[no-any-return]
+            return make()
 
         build.backend_name = name  # type: ignore[attr-defined]
         if skip_if:

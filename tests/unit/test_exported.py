@@ -330,7 +330,7 @@ def test_an_export_whose_weights_are_gone_is_the_model(
 
 @pytest.fixture()
 def exporting_app(
-    tiny_encoder: object, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_encoder: ClipEncoder, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Any]:
     """A library with the photos added, the tiny model loaded, and exporting after the
     first full index switched on (the test suite switches it off elsewhere)."""
@@ -341,21 +341,21 @@ def exporting_app(
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(tmp_path / "models"))
     library = Library(tmp_path / "library")
     app = Clipdesk(library)
-    app.preload(tiny_encoder)  # type: ignore[arg-type]
+    app.preload(tiny_encoder)
     app.add_folders([photos])
     yield app
     library.close()
 
 
 def test_the_first_full_index_exports_the_model_once(
-    exporting_app: Any, tiny_encoder: object, tmp_path: Path
+    exporting_app: Any, tiny_encoder: ClipEncoder, tmp_path: Path
 ) -> None:
     from clipdesk.services import Clipdesk
 
     app = exporting_app
-    phases = [(p.phase, p.message) for p in app.index(tiny_encoder.spec)]  # type: ignore[attr-defined]
+    phases = [(p.phase, p.message) for p in app.index(tiny_encoder.spec)]
     assert ("export", "searches from the command line now start without torch") in phases
-    folder = export_files.find_export(tiny_encoder.spec.key)  # type: ignore[attr-defined]
+    folder = export_files.find_export(tiny_encoder.spec.key)
     assert folder is not None and folder.parent == tmp_path / "models" / "exports"
     fresh = Clipdesk(app.library)
     assert isinstance(fresh.query_encoder(), exported.ExportedEncoder)
@@ -365,7 +365,7 @@ def test_the_first_full_index_exports_the_model_once(
 
 
 def test_cancelling_during_the_export_stops_it_at_once(
-    exporting_app: Any, tiny_encoder: object, tmp_path: Path
+    exporting_app: Any, tiny_encoder: ClipEncoder, tmp_path: Path
 ) -> None:
     import time
 
@@ -375,7 +375,7 @@ def test_cancelling_during_the_export_stops_it_at_once(
     cancel = CancelToken()
     messages = []
     started = None
-    for progress in app.index(tiny_encoder.spec, cancel=cancel):  # type: ignore[attr-defined]
+    for progress in app.index(tiny_encoder.spec, cancel=cancel):
         if progress.phase == "export" and progress.done == 0:
             cancel.cancel()  # as closing the window does
             started = time.monotonic()
@@ -384,7 +384,7 @@ def test_cancelling_during_the_export_stops_it_at_once(
     assert messages[-1] == "the model was not exported: the export was cancelled"
     assert progress.warning is JobWarning.EXPORT_FAILED  # what the window recognises
     exports = tmp_path / "models" / "exports"
-    assert export_files.find_export(tiny_encoder.spec.key) is None  # type: ignore[attr-defined]
+    assert export_files.find_export(tiny_encoder.spec.key) is None
     assert not exports.exists() or not list(exports.glob(".*.part"))  # no half export left
 
 

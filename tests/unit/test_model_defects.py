@@ -15,6 +15,8 @@ import pytest
 
 from clipdesk.cli.main import main
 from clipdesk.models import export_files, exported
+from clipdesk.services import Clipdesk
+from clipdesk.spec import ModelSpec
 from tests.helpers import run_cli
 
 # -- an export that names files outside itself (item 1) ----------------------------------
@@ -320,7 +322,7 @@ def test_a_bad_model_config_is_refused_and_never_becomes_the_target(
 
 
 def test_a_model_that_loads_but_cannot_encode_a_photo_is_not_made_the_target(
-    app: object, tiny_spec: object, photos: Path
+    app: Clipdesk, tiny_spec: ModelSpec, photos: Path
 ) -> None:
     """The last guard, for a config that passes the checks (or came from a library made
     before them): one blank photo through the model before it becomes the target."""
@@ -331,7 +333,7 @@ def test_a_model_that_loads_but_cannot_encode_a_photo_is_not_made_the_target(
 
     assert isinstance(app, Clipdesk)
     app.add_folders([photos])
-    list(app.index(tiny_spec))  # type: ignore[arg-type]  # the tiny model serves
+    list(app.index(tiny_spec))  # the tiny model serves
     serving = app.current_spec()
     config = json.loads(TINY_CONFIG.read_text(encoding="utf-8"))
     config["vision_cfg"]["image_size"] = -5  # builds; no photo can be encoded
@@ -357,7 +359,7 @@ def test_an_imported_model_shows_by_its_name(
     models = tmp_path / "models"
     monkeypatch.setenv("CLIPDESK_MODELS_DIR", str(models))
     weights = tmp_path / "my-weights.safetensors"
-    save_file(tiny_state_dict("clipdesk-test-named", seed=3), str(weights))  # type: ignore[arg-type]
+    save_file(tiny_state_dict("clipdesk-test-named", seed=3), str(weights))
     lib = ["--library", str(tmp_path / "library")]
     assert main([*lib, "models", "import", "--name", "holiday-model", "--weights", str(weights),
                  "--config", str(TINY_CONFIG), "--arch", "tiny-clip"]) == 0  # fmt: skip
@@ -427,13 +429,13 @@ def test_every_imported_package_is_declared_and_no_private_module_is_imported() 
 def test_download_redirects_keep_the_token_on_its_origin_and_never_downgrade() -> None:
     import io
     import urllib.request
-    from email.message import Message
+    from http.client import HTTPMessage
 
     from clipdesk.models.hub import _Redirects
 
     def follow(url: str, to: str, method: str = "GET") -> urllib.request.Request | None:
         req = urllib.request.Request(url, method=method, headers={"Authorization": "Bearer t"})
-        return _Redirects().redirect_request(req, io.BytesIO(), 302, "Found", Message(), to)
+        return _Redirects().redirect_request(req, io.BytesIO(), 302, "Found", HTTPMessage(), to)
 
     same = follow("https://hub.example/a", "https://hub.example/b")
     assert same is not None and same.get_header("Authorization") == "Bearer t"

@@ -9,6 +9,7 @@ import hashlib
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ class _Backend(ImageBackend):
     def __init__(self, name: str, delay: float = 0.0) -> None:
         self.name, self.description, self.delay = name, f"{name} here", delay
 
-    def encode(self, batch: np.ndarray) -> np.ndarray:
+    def encode(self, batch: Any) -> np.ndarray:
         time.sleep(self.delay)
         return np.asarray(batch, dtype=np.float32).reshape(len(batch), -1)[:, :16].copy()
 
@@ -128,6 +129,6 @@ def test_the_hub_is_not_reachable_in_offline_mode(monkeypatch: pytest.MonkeyPatc
     def no_connection(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("connected in offline mode")
 
-    monkeypatch.setattr(hub.socket, "create_connection", no_connection)
+    monkeypatch.setattr("clipdesk.models.hub.socket.create_connection", no_connection)
     assert hub.hub_reachable() is False
     assert models.ModelStore().reachable() is False

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.helpers import TINY_CONFIG, tiny_state_dict
+
+if TYPE_CHECKING:
+    import torch
+
+    from clipdesk.models.store import ModelStore
 
 REQUIRED = {
     ("ViT-B-32", "laion2b_s34b_b79k"),
@@ -19,13 +25,13 @@ REQUIRED = {
 
 
 @pytest.fixture(scope="module")
-def tiny_state() -> dict[str, object]:
+def tiny_state() -> dict[str, torch.Tensor]:
     """A random tiny-clip state dict, built by open_clip under a name of our own."""
     return tiny_state_dict("clipdesk-test-tiny-import", seed=7)
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> object:
+def store(tmp_path: Path) -> ModelStore:
     from clipdesk.models.store import ModelStore
 
     return ModelStore(tmp_path / "models")
@@ -58,12 +64,12 @@ def test_pretrained_overrides_follow_the_tag() -> None:
 
     openai = pretrained_overrides("ViT-B-32", "openai")
     assert openai["force_quick_gelu"] is True
-    mobile = pretrained_overrides("MobileCLIP-S1", "datacompdr")
+    mobile: Any = pretrained_overrides("MobileCLIP-S1", "datacompdr")  # its config: JSON
     assert mobile["force_quick_gelu"] is False
     assert tuple(mobile["force_preprocess_cfg"]["mean"]) == (0.0, 0.0, 0.0)
 
 
-def test_an_empty_store_lists_the_catalog_as_not_installed(store: object) -> None:
+def test_an_empty_store_lists_the_catalog_as_not_installed(store: ModelStore) -> None:
     from clipdesk.models.catalog import CATALOG
     from clipdesk.models.store import ModelStore
 
@@ -77,15 +83,15 @@ def test_an_empty_store_lists_the_catalog_as_not_installed(store: object) -> Non
     assert store.spec_for("no-such-model") is None
 
 
-def test_unknown_catalog_name_is_a_clear_error(store: object) -> None:
+def test_unknown_catalog_name_is_a_clear_error(store: ModelStore) -> None:
     from clipdesk.errors import ModelUnavailableError
 
     with pytest.raises(ModelUnavailableError, match=r"unknown model 'nope'.*clipdesk models list"):
-        store.download("nope")  # type: ignore[attr-defined]
+        store.download("nope")
 
 
 def test_import_safetensors_copies_validates_and_keys_like_a_file_spec(
-    tmp_path: Path, store: object, tiny_state: dict[str, object]
+    tmp_path: Path, store: ModelStore, tiny_state: dict[str, torch.Tensor]
 ) -> None:
     from safetensors.torch import save_file
 
@@ -96,7 +102,7 @@ def test_import_safetensors_copies_validates_and_keys_like_a_file_spec(
     assert isinstance(store, ModelStore)
     original = tmp_path / "mine" / "tiny.safetensors"
     original.parent.mkdir()
-    save_file(tiny_state, str(original))  # type: ignore[arg-type]
+    save_file(tiny_state, str(original))
     before = (original.read_bytes(), original.stat().st_mtime_ns)
 
     spec = store.import_model("my-tiny", original, TINY_CONFIG)
@@ -124,16 +130,16 @@ def test_import_safetensors_copies_validates_and_keys_like_a_file_spec(
 
 
 def test_import_a_torch_state_dict(
-    tmp_path: Path, store: object, tiny_state: dict[str, object]
+    tmp_path: Path, store: ModelStore, tiny_state: dict[str, torch.Tensor]
 ) -> None:
     import torch
 
     weights = tmp_path / "tiny.pt"
     torch.save(tiny_state, weights)
-    spec = store.import_model("tiny-pt", weights, TINY_CONFIG, arch="tiny-arch")  # type: ignore[attr-defined]
+    spec = store.import_model("tiny-pt", weights, TINY_CONFIG, arch="tiny-arch")
     assert spec.arch == "tiny-arch"
     assert Path(spec.pretrained).suffix == ".pt"
-    assert store.spec_for("tiny-pt") == spec  # type: ignore[attr-defined]
+    assert store.spec_for("tiny-pt") == spec
 
 
 class Custom:
@@ -141,7 +147,7 @@ class Custom:
 
 
 def test_a_pickle_that_needs_code_is_refused(
-    tmp_path: Path, store: object, tiny_state: dict[str, object]
+    tmp_path: Path, store: ModelStore, tiny_state: dict[str, torch.Tensor]
 ) -> None:
     import torch
 
@@ -150,17 +156,17 @@ def test_a_pickle_that_needs_code_is_refused(
     weights = tmp_path / "evil.pt"
     torch.save({"state_dict": tiny_state, "extra": Custom()}, weights)
     with pytest.raises(ModelUnavailableError) as caught:
-        store.import_model("evil", weights, TINY_CONFIG)  # type: ignore[attr-defined]
+        store.import_model("evil", weights, TINY_CONFIG)
     message = str(caught.value)
     assert message.startswith(f"refused: {weights} is a pickle that needs code to load")
     assert "Custom" in message
-    assert store.spec_for("evil") is None  # type: ignore[attr-defined]
+    assert store.spec_for("evil") is None
     assert not any(p.is_file() for p in (tmp_path / "models" / "imported").rglob("*"))
     assert weights.exists()  # the user's file is left alone
 
 
 def test_weights_that_do_not_fit_the_architecture_are_refused(
-    tmp_path: Path, store: object, tiny_state: dict[str, object]
+    tmp_path: Path, store: ModelStore, tiny_state: dict[str, torch.Tensor]
 ) -> None:
     import json
 
@@ -173,51 +179,51 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(
     other = tmp_path / "other-tiny.json"
     other.write_text(json.dumps(config))
     weights = tmp_path / "tiny.safetensors"
-    save_file(tiny_state, str(weights))  # type: ignore[arg-type]
+    save_file(tiny_state, str(weights))
     with pytest.raises(ModelUnavailableError, match="does not fit the architecture other-tiny"):
-        store.import_model("misfit", weights, other)  # type: ignore[attr-defined]
-    assert store.spec_for("misfit") is None  # type: ignore[attr-defined]
+        store.import_model("misfit", weights, other)
+    assert store.spec_for("misfit") is None
 
 
-def test_import_argument_errors(tmp_path: Path, store: object) -> None:
+def test_import_argument_errors(tmp_path: Path, store: ModelStore) -> None:
     from clipdesk.errors import ModelUnavailableError
 
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"not really")
     with pytest.raises(ModelUnavailableError, match="model name"):
-        store.import_model("bad/name", weights, TINY_CONFIG)  # type: ignore[attr-defined]
+        store.import_model("bad/name", weights, TINY_CONFIG)
     # A catalog name takes only that model's own weights (the offline import), not a config.
     with pytest.raises(ModelUnavailableError, match="--arch ViT-B-32, or choose another name"):
-        store.import_model("vit-b-32", weights, TINY_CONFIG)  # type: ignore[attr-defined]
+        store.import_model("vit-b-32", weights, TINY_CONFIG)
     with pytest.raises(ModelUnavailableError, match="weights file not found"):
-        store.import_model("x", tmp_path / "missing.safetensors", TINY_CONFIG)  # type: ignore[attr-defined]
+        store.import_model("x", tmp_path / "missing.safetensors", TINY_CONFIG)
     with pytest.raises(ModelUnavailableError, match="--arch ARCH"):
-        store.import_model("x", weights)  # type: ignore[attr-defined]
+        store.import_model("x", weights)
     with pytest.raises(ModelUnavailableError, match="not a valid safetensors file"):
-        store.import_model("x", weights, TINY_CONFIG)  # type: ignore[attr-defined]
+        store.import_model("x", weights, TINY_CONFIG)
     (tmp_path / "w.txt").write_text("hello")
     with pytest.raises(ModelUnavailableError, match="not a weights file"):
-        store.import_model("x", tmp_path / "w.txt", TINY_CONFIG)  # type: ignore[attr-defined]
+        store.import_model("x", tmp_path / "w.txt", TINY_CONFIG)
 
 
 def test_a_removed_file_is_no_longer_installed(
-    tmp_path: Path, store: object, tiny_state: dict[str, object]
+    tmp_path: Path, store: ModelStore, tiny_state: dict[str, torch.Tensor]
 ) -> None:
     from safetensors.torch import save_file
 
     weights = tmp_path / "tiny.safetensors"
-    save_file(tiny_state, str(weights))  # type: ignore[arg-type]
-    spec = store.import_model("gone", weights, TINY_CONFIG)  # type: ignore[attr-defined]
+    save_file(tiny_state, str(weights))
+    spec = store.import_model("gone", weights, TINY_CONFIG)
     Path(spec.pretrained).unlink()
-    assert store.spec_for("gone") is None  # type: ignore[attr-defined]
-    info = next(i for i in store.available() if i.name == "gone")  # type: ignore[attr-defined]
+    assert store.spec_for("gone") is None
+    info = next(i for i in store.available() if i.name == "gone")
     assert not info.installed
 
 
-def test_a_damaged_manifest_is_a_clear_error(tmp_path: Path, store: object) -> None:
+def test_a_damaged_manifest_is_a_clear_error(tmp_path: Path, store: ModelStore) -> None:
     from clipdesk.errors import ModelUnavailableError
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "manifest.json").write_text("{not json")
     with pytest.raises(ModelUnavailableError, match=r"manifest.*cannot be read"):
-        store.available()  # type: ignore[attr-defined]
+        store.available()

@@ -83,10 +83,10 @@ def test_a_throttled_rebuild_of_the_graph_uses_only_the_throttles_cores(
     app.add_folders([photos])
     list(app.index(tiny_spec, "cpu"))
     index = app.vector_index()
-    for graph in index.meta_path.parent.glob(f"{index._stem}-*"):  # type: ignore[attr-defined]
+    for graph in index.meta_path.parent.glob(f"{index._stem}-*"):
         graph.unlink()
     index.meta_path.unlink(missing_ok=True)
-    index._index = None  # type: ignore[attr-defined]
+    index._index = None
     app.serving.close_indexes()
     seen: list[Any] = []
     real_add_items = hnswlib.Index.add_items

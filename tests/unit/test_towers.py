@@ -46,7 +46,7 @@ def _assert_same_features(plain: Any, lean: Any, image_size: int) -> None:
 def test_real_architectures_give_the_plain_towers_features(arch: str) -> None:
     torch.manual_seed(0)
     visual = open_clip.create_model(arch, pretrained=None).visual.eval()
-    lean = class_token_tower(visual)
+    lean: Any = class_token_tower(visual)  # torch types submodules as Tensor | Module
     assert isinstance(lean.transformer.resblocks[-1], ClassTokenBlock)
     _assert_same_features(visual, lean, visual.image_size[0])
 
@@ -54,7 +54,7 @@ def test_real_architectures_give_the_plain_towers_features(arch: str) -> None:
 def test_the_models_own_tower_is_left_as_it_was_and_weights_are_shared() -> None:
     visual = _vit().eval()
     last = visual.transformer.resblocks[-1]
-    lean = class_token_tower(visual)
+    lean: Any = class_token_tower(visual)
     assert visual.transformer.resblocks[-1] is last  # the reference and text still use it
     assert lean.transformer.resblocks[-1].block is last
     assert {id(p) for p in lean.parameters()} == {id(p) for p in visual.parameters()}
@@ -97,7 +97,7 @@ def test_the_torch_backend_and_the_export_run_the_class_token_tower(
     batch = probe_images(tiny_encoder.image_size, count=8, seed=2)
     want = _features(plain, batch)
     for precision in ("fp32", "bf16"):
-        backend = TorchBackend(tiny_encoder.model, "cpu", precision)
+        backend: Any = TorchBackend(tiny_encoder.model, "cpu", precision)
         assert isinstance(backend.visual.transformer.resblocks[-1], ClassTokenBlock)
     np.testing.assert_allclose(
         TorchBackend(tiny_encoder.model, "cpu", "fp32").encode(batch),
