@@ -88,7 +88,7 @@ def folder_lock(folder: Path) -> Iterator[None]:
     if sys.platform == "win32":  # pragma: no cover
         yield
         return
-    import fcntl
+    import fcntl  # POSIX only (checked above)
 
     fd = os.open(folder, os.O_RDONLY)
     try:

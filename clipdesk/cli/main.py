@@ -16,6 +16,7 @@ import os
 import shlex
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from clipdesk import __version__
@@ -148,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         help="list each photo's tags (default: a summary)",
     )
 
-    from clipdesk.cli.models import add_models_parser
+    from clipdesk.cli.models import add_models_parser  # on use: --help starts fast
 
     add_models_parser(sub)
 
@@ -214,7 +215,7 @@ def _run_gui(args: argparse.Namespace) -> int:
         )
         return 0 if args.command is None else 2
     try:
-        from clipdesk.gui.app import run_gui
+        from clipdesk.gui.app import run_gui  # Qt: only for the window's check
     except ImportError as exc:
         print(
             f"clipdesk: error: the desktop app cannot start ({exc}). Install PySide6, or use "
@@ -278,9 +279,9 @@ def _print_hits(hits: Sequence[object], as_json: bool, app: Clipdesk) -> None:
 
 
 def _run_index(app: Clipdesk, args: argparse.Namespace) -> int:
-    from clipdesk.library.scanning import ScanReport
-    from clipdesk.spec import ModelSpec
-    from clipdesk.throttle import Throttle
+    from clipdesk.library.scanning import ScanReport  # on use: --help starts fast
+    from clipdesk.spec import ModelSpec  # on use: --help starts fast
+    from clipdesk.throttle import Throttle  # on use: --help starts fast
 
     if args.cores is not None and args.cores < 1:
         raise ClipdeskError("--cores needs a number of cores, 1 or more")
@@ -392,18 +393,18 @@ def _run_tag(app: Clipdesk, args: argparse.Namespace) -> int:
 
 
 def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
-    from clipdesk.cli.models import run_models_command
+    from clipdesk.cli.models import run_models_command  # on use: --help starts fast
 
     if args.models_command == "export":
         return _run_export(app, args)
     if args.models_command != "use":
         return run_models_command(args, app.models)
-    from clipdesk.spec import ModelSpec
+    from clipdesk.spec import ModelSpec  # on use: --help starts fast
 
     spec = app.models.spec_for(args.name) or _exported_spec(args.name)
     if spec is None:
         if ":" not in args.name:
-            from clipdesk.models.catalog import CATALOG, catalog_entry
+            from clipdesk.models.catalog import CATALOG, catalog_entry  # on use: --help starts fast
 
             if catalog_entry(args.name) is None:  # not a name clipdesk could download
                 raise ClipdeskError(
@@ -426,7 +427,7 @@ def _run_models(app: Clipdesk, args: argparse.Namespace) -> int:
 
 def _exported_spec(name: str) -> ModelSpec | None:
     """The model of an installed export, by folder name or label (``models list``)."""
-    from clipdesk.models.export_files import available_exports
+    from clipdesk.models.export_files import available_exports  # on use: --help starts fast
 
     for folder, manifest in available_exports():
         if name in (folder.name, manifest.label, manifest.name):
@@ -435,10 +436,8 @@ def _exported_spec(name: str) -> ModelSpec | None:
 
 
 def _run_export(app: Clipdesk, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from clipdesk.models.store import default_models_dir
-    from clipdesk.spec import ModelSpec
+    from clipdesk.models.store import default_models_dir  # on use: --help starts fast
+    from clipdesk.spec import ModelSpec  # on use: --help starts fast
 
     spec = None
     if args.name:
@@ -458,7 +457,7 @@ def _run_export(app: Clipdesk, args: argparse.Namespace) -> int:
 
 
 def _print_status(status: object, as_json: bool) -> None:
-    from clipdesk.services import LibraryStatus
+    from clipdesk.services import LibraryStatus  # on use: --help starts fast
 
     assert isinstance(status, LibraryStatus)
     if as_json:
@@ -529,14 +528,14 @@ def main(argv: Iterable[str] | None = None) -> int:
     if isinstance(sys.stdout, __import__("io").TextIOWrapper):
         sys.stdout.reconfigure(errors="surrogateescape")
     if args.self_test:
-        from clipdesk.cli.selftest import run_self_test
+        from clipdesk.cli.selftest import run_self_test  # on use: --help starts fast
 
         return run_self_test()
     if args.command in (None, "gui"):
         return _run_gui(args)
     try:
-        from clipdesk.library import Library
-        from clipdesk.services import Clipdesk
+        from clipdesk.library import Library  # on use: --help starts fast
+        from clipdesk.services import Clipdesk  # on use: --help starts fast
 
         app = Clipdesk(Library(args.library))
         app.cold_scan = args.command in ("search", "similar")  # one query, then exit

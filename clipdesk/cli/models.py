@@ -99,10 +99,10 @@ def add_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
 def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
     """Run ``models list|download|import`` (``use`` belongs to the library's CLI) on the
     app's models folder ``store``."""
-    from clipdesk.models.store import ModelStore
+    from clipdesk.models.store import ModelStore  # on use: --help starts fast
 
     command = args.models_command
-    from clipdesk.models.export_files import torch_available
+    from clipdesk.models.export_files import torch_available  # on use: --help starts fast
 
     if not torch_available() and (
         command == "download" or (command == "import" and not args.export)
@@ -119,7 +119,10 @@ def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
         mirror = ModelStore(store.models_dir, endpoint=args.mirror) if args.mirror else store
         return _download(mirror, args.name)
     if command == "import" and args.export:
-        from clipdesk.models.export_files import ExportManifest, install_export
+        from clipdesk.models.export_files import (  # on use: --help starts fast
+            ExportManifest,
+            install_export,
+        )
 
         folder = install_export(Path(args.export))
         manifest = ExportManifest.read(folder)
@@ -141,7 +144,10 @@ def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
-    from clipdesk.models.export_files import available_exports, torch_available
+    from clipdesk.models.export_files import (  # on use: --help starts fast
+        available_exports,
+        torch_available,
+    )
 
     exports = available_exports()
     exported_keys = {manifest.key for _folder, manifest in exports}
@@ -198,8 +204,8 @@ def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
 
 
 def _download(store: object, name: str) -> int:
-    from clipdesk.models.hub import DownloadCancelled
-    from clipdesk.models.store import ModelStore
+    from clipdesk.models.hub import DownloadCancelled  # on use: --help starts fast
+    from clipdesk.models.store import ModelStore  # on use: --help starts fast
 
     assert isinstance(store, ModelStore)
     progress = ByteBar(sys.stderr, name)

@@ -50,7 +50,7 @@ def samples_dir() -> Path | None:
 def self_test_spec(work: Path) -> ModelSpec:
     """The project's test model: its bundled export, else (a source checkout with torch)
     its weights in tests/fixtures (an installed wheel: clipdesk/self_test_data)."""
-    from clipdesk.models import export_files
+    from clipdesk.models import export_files  # on use: --help starts fast
 
     for _folder, manifest in export_files.available_exports(work / "models"):
         if manifest.extra.get("role") == SELF_TEST_ROLE:
@@ -79,8 +79,8 @@ def run_self_test(out: TextIO = sys.stdout, keep: bool = False) -> int:
         out.flush()
 
     try:
-        from clipdesk.library import Library
-        from clipdesk.services import Clipdesk
+        from clipdesk.library import Library  # on use: --help starts fast
+        from clipdesk.services import Clipdesk  # on use: --help starts fast
 
         photos = samples_dir()
         if photos is None:
@@ -111,10 +111,10 @@ def run_self_test(out: TextIO = sys.stdout, keep: bool = False) -> int:
             )
             if not ok:
                 failures.append(f"{query!r} did not find a photo in {folder}/ first")
-        from clipdesk.gui.selftest import window_check
+        from clipdesk.gui.selftest import window_check  # Qt: only for the window's check
 
         failures += window_check(services, work, QUERIES[0], say)
-        from clipdesk.models import export_files
+        from clipdesk.models import export_files  # on use: --help starts fast
 
         if export_files.torch_available():  # the full version: open_clip on torch runs too
             failures += _torch_check(spec, photos, say)
@@ -138,8 +138,8 @@ def run_self_test(out: TextIO = sys.stdout, keep: bool = False) -> int:
 
 def _torch_check(spec: ModelSpec, photos: Path, say: Callable[[str], None]) -> list[str]:
     """open_clip on torch builds the test model's architecture and encodes a photo."""
-    from clipdesk.imaging import load_rgb
-    from clipdesk.models.encoder import ClipEncoder
+    from clipdesk.imaging import load_rgb  # on use: --help starts fast
+    from clipdesk.models.encoder import ClipEncoder  # on use: --help starts fast
 
     random = ModelSpec(spec.arch, "random", spec.config_json)
     encoder = ClipEncoder(random, "auto")

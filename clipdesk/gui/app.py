@@ -13,6 +13,7 @@ from PySide6.QtGui import QGuiApplication, QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from clipdesk.errors import ClipdeskError
+from clipdesk.gui.main_window import MainWindow
 from clipdesk.library import LIBRARY_ENV, Library, default_library_dir
 from clipdesk.services import Clipdesk
 
@@ -70,11 +71,8 @@ class ScreenshotDirector(QObject):
     """``--screenshot``: wait for indexing, search, let thumbnails arrive, save a picture
     of the window and quit. Used by the Xvfb test and to make the README screenshots."""
 
-    def __init__(self, window: object, search: str | None, out: Path, timeout_s: float) -> None:
+    def __init__(self, window: MainWindow, search: str | None, out: Path, timeout_s: float) -> None:
         super().__init__()
-        from clipdesk.gui.main_window import MainWindow
-
-        assert isinstance(window, MainWindow)
         self.window = window
         self.search = search
         self.out = out
@@ -148,8 +146,6 @@ def run_gui(
     except ClipdeskError as exc:
         QMessageBox.critical(None, "clipdesk cannot open the library", str(exc))
         return 2
-    from clipdesk.gui.main_window import MainWindow
-
     services = Clipdesk(library)
     window = MainWindow(services, settings)
     director = None
