@@ -7,6 +7,7 @@ bad file is recorded and skipped instead of stopping a run.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import hashlib
 import io
@@ -409,8 +410,6 @@ def _malloc_trim() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        import ctypes
-
         trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
         return trim
     except (OSError, AttributeError):  # not glibc (musl): nothing to call

@@ -80,6 +80,7 @@ def limited_threads(cores: int | None) -> Iterator[None]:
     # BLAS only: torch's OpenMP team is set above, in its own way (threadpoolctl's openmp
     # limit would change the team of every OpenMP library loaded, OpenVINO's too).
     try:
+        # lazy: optional (a bundle may lack it), and 33 ms of every start-up otherwise
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # untyped
 
         blas: contextlib.AbstractContextManager[object] = threadpool_limits(

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import platformdirs
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, DBAPIError
@@ -43,8 +44,6 @@ def default_library_dir() -> Path:
     env = os.environ.get(LIBRARY_ENV)
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_data_dir("clipdesk", appauthor=False)) / "library"
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import numpy as np
 from sqlalchemy import delete, func, select
@@ -33,10 +33,8 @@ from sqlalchemy import delete, func, select
 from clipdesk.errors import ClipdeskError
 from clipdesk.library import Library, db
 from clipdesk.library.queries import under_folder
+from clipdesk.models.encoder import Encoder
 from clipdesk.progress import CancelToken, Progress, RateMeter
-
-if TYPE_CHECKING:
-    from clipdesk.models.encoder import Encoder
 
 # Made for personal photo collections: the ImageNet templates speak of "itap of" and
 # "a plastic {}", which fit web images more than someone's own pictures.
