@@ -1,6 +1,10 @@
 """What a search asks for: the syntax of the search field and of the CLI's TEXT, and the
 arithmetic that turns several terms into one query vector.
 
+Over 600 lines on purpose: most of it is the syntax's documentation (this docstring), and
+the reader (``parse_query``) and the writer (``format_query``, for the window's filter
+chips) must agree token for token, which is easiest to keep true in one place.
+
 The search syntax (user documentation)
 ======================================
 
