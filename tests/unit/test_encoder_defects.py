@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,10 @@ class _Sleepy(ImageBackend):
         return self.inner.encode(batch)
 
 
-def _factory(make: Any, name: str, built: list[str]) -> Any:
+def _factory(make: Callable[..., ImageBackend], name: str, built: list[str]) -> Any:
     def build() -> ImageBackend:
         built.append(name)
-        return make()  # type: ignore[no-any-return]
+        return make()
 
     build.backend_name = name  # type: ignore[attr-defined]
     return build
@@ -48,7 +49,7 @@ def test_a_cancel_after_the_reference_pass_stops_the_measurement_at_once(
 ) -> None:
     reference = tiny_encoder.image_backend
     batch = probe_images(tiny_encoder.image_size, count=8)
-    cancel, built = CancelToken(), []
+    cancel, built = CancelToken(), list[str]()
     slow = [
         _factory(lambda n=n: _Sleepy(reference, n, 0.5), n, built) for n in ("slow-a", "slow-b")
     ]
@@ -68,7 +69,7 @@ def test_a_cancel_after_the_reference_pass_stops_the_measurement_at_once(
 def test_a_cancel_during_a_candidates_timing_stops_within_a_batch(tiny_encoder: Any) -> None:
     reference = tiny_encoder.image_backend
     batch = probe_images(tiny_encoder.image_size, count=8)
-    cancel, built = CancelToken(), []
+    cancel, built = CancelToken(), list[str]()
     sleepy = _Sleepy(reference, "slow", 0.2)
 
     started: list[float] = []
@@ -360,7 +361,7 @@ def test_a_jpeg_header_claiming_15000x16000_is_refused_without_decoding(
         raise AssertionError("decoded")
 
     monkeypatch.setattr(Image.Image, "load", no_decoding)
-    monkeypatch.setattr(imaging.simplejpeg, "decode_jpeg", no_decoding)
+    monkeypatch.setattr("clipdesk.imaging.simplejpeg.decode_jpeg", no_decoding)
     with pytest.raises(imaging.ImageRejected, match="claims 15000x16000 px"):
         imaging.load_rgb(str(crafted), 224)
 

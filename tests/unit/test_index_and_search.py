@@ -11,15 +11,17 @@ import pytest
 from sqlalchemy import func, select
 
 from clipdesk.errors import ClipdeskError, NotIndexedError
-from clipdesk.library import db
+from clipdesk.library import Library, db
 from clipdesk.library.scanning import ScanReport, scan_folders
-from clipdesk.progress import CancelToken
+from clipdesk.models.encoder import ClipEncoder
+from clipdesk.progress import CancelToken, Progress
 from clipdesk.services import Clipdesk
+from clipdesk.spec import ModelSpec
 from tests.helpers import make_bad_files, stored_vectors, top_k
 
 
-def _index(app: Clipdesk, spec: object, **kwargs: object) -> list[object]:
-    return list(app.index(spec, "cpu", **kwargs))  # type: ignore[arg-type]
+def _index(app: Clipdesk, spec: ModelSpec | None, **kwargs: Any) -> list[Progress]:
+    return list(app.index(spec, "cpu", **kwargs))
 
 
 def test_search_before_indexing_says_what_to_do(app: Clipdesk) -> None:
@@ -28,11 +30,11 @@ def test_search_before_indexing_says_what_to_do(app: Clipdesk) -> None:
 
 
 def test_index_embeds_every_photo_with_unit_vectors(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     app.add_folders([photos])
     progress = _index(app, tiny_spec, batch_size=8)
-    embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
+    embeds = [p for p in progress if p.phase == "embed"]
     # Progress per batch, not per photo: a small first batch (2), then 8 at a time.
     assert [p.done for p in embeds] == [2, 10, 18, 26, 30]
     assert embeds[-1].done == embeds[-1].total == 30
@@ -46,7 +48,7 @@ def test_index_embeds_every_photo_with_unit_vectors(
 
 
 def test_search_and_similar_match_brute_force(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     app.add_folders([photos])
     _index(app, tiny_spec)
@@ -64,7 +66,7 @@ def test_search_and_similar_match_brute_force(
 
 
 def test_search_by_an_outside_image(
-    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec, tmp_path: Path
 ) -> None:
     app.add_folders([photos / "hat"])
     _index(app, tiny_spec)
@@ -78,7 +80,7 @@ def test_search_by_an_outside_image(
 
 
 def test_deleted_files_never_appear_in_results(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     app.add_folders([photos])
     _index(app, tiny_spec)
@@ -92,21 +94,21 @@ def test_deleted_files_never_appear_in_results(
     assert first[0].path not in [h.path for h in app.search_text("shoes", k=29)]
 
 
-def test_renamed_file_reuses_its_vector(app: Clipdesk, photos: Path, tiny_spec: object) -> None:
+def test_renamed_file_reuses_its_vector(app: Clipdesk, photos: Path, tiny_spec: ModelSpec) -> None:
     app.add_folders([photos])
     _index(app, tiny_spec)
     src = next((photos / "hat").glob("*.jpg"))
     dst = photos / "shoes" / "moved-hat.jpg"
     src.rename(dst)
     progress = _index(app, tiny_spec)
-    embed = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
+    embed = [p for p in progress if p.phase == "embed"]
     assert embed[-1].total == 0  # nothing was embedded again
     assert app.status().indexed == 30
     assert dst.as_posix() in [h.path for h in app.search_text("hat", k=30)]
 
 
 def test_bad_files_are_recorded_and_do_not_stop_the_run(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     expected = make_bad_files(photos / "bad", next(photos.rglob("*.jpg")))
     app.add_folders([photos])
@@ -130,7 +132,7 @@ def test_bad_files_are_recorded_and_do_not_stop_the_run(
 
 
 def test_status_keeps_the_backend_indexing_chose_after_a_search(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     app.add_folders([photos])
     _index(app, tiny_spec)
@@ -142,7 +144,7 @@ def test_status_keeps_the_backend_indexing_chose_after_a_search(
 
 
 def test_file_deleted_between_scan_and_decode(
-    app: Clipdesk, library: object, photos: Path, tiny_spec: object
+    app: Clipdesk, library: Library, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     app.add_folders([photos])
     for _ in scan_folders(app.library):
@@ -152,7 +154,7 @@ def test_file_deleted_between_scan_and_decode(
     # Index without rescanning: straight from the scan above to the embedding pipeline.
     from clipdesk.indexing.embedding import embed_pending
 
-    encoder = app.encoder(tiny_spec)  # type: ignore[arg-type]
+    encoder = app.encoder(tiny_spec)
     model = app.serving.record_model(encoder.spec, encoder.dim)
     progress = list(embed_pending(app.library, encoder, model.id))
     assert progress[-1].failed == 1 and progress[-1].done == 30
@@ -162,24 +164,24 @@ def test_file_deleted_between_scan_and_decode(
 
 
 def test_cancel_stops_between_batches_and_the_next_run_resumes(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     app.add_folders([photos])
     cancel = CancelToken()
     seen = []
-    for p in app.index(tiny_spec, "cpu", cancel, batch_size=4):  # type: ignore[arg-type]
+    for p in app.index(tiny_spec, "cpu", cancel, batch_size=4):
         seen.append(p)
         if p.phase == "embed":
             cancel.cancel()
     assert app.status().indexed == 1  # the (small) first batch was committed
     progress = _index(app, tiny_spec, batch_size=4)
-    embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
+    embeds = [p for p in progress if p.phase == "embed"]
     assert embeds[-1].total == 29  # only the rest
     assert app.status().indexed == 30
     assert len(app.search_text("a dress", k=30)) == 30
 
 
-def test_k_zero_and_empty_query(app: Clipdesk, photos: Path, tiny_spec: object) -> None:
+def test_k_zero_and_empty_query(app: Clipdesk, photos: Path, tiny_spec: ModelSpec) -> None:
     app.add_folders([photos])
     _index(app, tiny_spec)
     assert app.search_text("hat", k=0) == []
@@ -189,7 +191,7 @@ def test_k_zero_and_empty_query(app: Clipdesk, photos: Path, tiny_spec: object) 
 
 
 def test_read_only_photo_folder_is_never_written(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     def snapshot() -> dict[str, tuple[int, int]]:
         return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in photos.rglob("*")}
@@ -207,7 +209,7 @@ def test_read_only_photo_folder_is_never_written(
             folder.chmod(0o755)
 
 
-def test_scan_report_counts(app: Clipdesk, photos: Path, tiny_spec: object) -> None:
+def test_scan_report_counts(app: Clipdesk, photos: Path, tiny_spec: ModelSpec) -> None:
     app.add_folders([photos])
     report = ScanReport()
     _index(app, tiny_spec, report=report)
@@ -217,7 +219,7 @@ def test_scan_report_counts(app: Clipdesk, photos: Path, tiny_spec: object) -> N
 
 
 def test_switching_models_keeps_serving_the_old_vectors_until_complete(
-    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec, tmp_path: Path
 ) -> None:
     import open_clip
     import torch
@@ -242,13 +244,13 @@ def test_switching_models_keeps_serving_the_old_vectors_until_complete(
     assert "keep using" in message
     status = app.status()
     assert status.switching_to == second.spec and status.switching_done == 0
-    assert status.model_key == first.key  # type: ignore[attr-defined]
+    assert status.model_key == first.key
 
     cancel = CancelToken()
     for p in app.index(None, "cpu", cancel, batch_size=8):
         if p.phase == "embed":
             cancel.cancel()
-    assert app.current_spec().key == first.key  # type: ignore[union-attr, attr-defined]
+    assert app.current_spec().key == first.key
     assert len(app.search_text("a hat", k=30)) == 30  # old vectors still answer
     assert app.status().switching_done == 2  # the first, small batch
 
@@ -266,11 +268,11 @@ def test_switching_models_keeps_serving_the_old_vectors_until_complete(
 
 
 def test_idle_models_are_unloaded_and_load_again_on_demand(
-    app: Clipdesk, photos: Path, tiny_spec: object
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
     app.add_folders([photos])
     _index(app, tiny_spec)
-    key = tiny_spec.key  # type: ignore[attr-defined]
+    key = tiny_spec.key
     assert app.loaded_models() == [key]
     assert app.unload_models(idle_for=3600) == []  # just used: stays
     assert app.unload_models(idle_for=0) == [key]
@@ -280,16 +282,15 @@ def test_idle_models_are_unloaded_and_load_again_on_demand(
 
 
 def _measuring_encoder(
-    app: Clipdesk, spec: object, choices: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Any, list[int]]:
+    app: Clipdesk, spec: ModelSpec, choices: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[ClipEncoder, list[int]]:
     """A fresh encoder whose first index measures one candidate (the reference itself), and
     the sizes of the batches the pipeline gives it."""
     from clipdesk.backends.choice import BACKEND_ENV
     from clipdesk.backends.runtimes import ImageBackend
-    from clipdesk.models.encoder import ClipEncoder
 
     monkeypatch.delenv(BACKEND_ENV, raising=False)
-    encoder = ClipEncoder(spec, "cpu", choices_dir=choices)  # type: ignore[arg-type]
+    encoder = ClipEncoder(spec, "cpu", choices_dir=choices)
     reference = encoder.image_backend
 
     def same() -> ImageBackend:
@@ -300,14 +301,21 @@ def _measuring_encoder(
     app.preload(encoder)
     piped: list[int] = []
     encode_batch = encoder.encode_batch
-    monkeypatch.setattr(
-        encoder, "encode_batch", lambda batch: piped.append(len(batch)) or encode_batch(batch)
-    )
+
+    def counted(batch: np.ndarray) -> np.ndarray:
+        piped.append(len(batch))
+        return encode_batch(batch)
+
+    monkeypatch.setattr(encoder, "encode_batch", counted)
     return encoder, piped
 
 
 def test_a_first_index_keeps_the_backend_measurements_reference_vectors(
-    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app: Clipdesk,
+    photos: Path,
+    tiny_spec: ModelSpec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The measurement's fp32 pass over the probe photos is stored, not thrown away: the
     pipeline embeds only the rest, and every photo ends with the vector fp32 gives it."""
@@ -317,7 +325,7 @@ def test_a_first_index_keeps_the_backend_measurements_reference_vectors(
     app.add_folders([photos])
     progress = _index(app, encoder.spec, batch_size=8)
     assert encoder.backend_choice is not None and encoder.backend_choice.measurements
-    embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
+    embeds = [p for p in progress if p.phase == "embed"]
     # 30 photos, a probe of all of them (it takes up to PROBE_PHOTOS): nothing left to pipe
     assert sum(piped) == 0
     assert embeds[-1].done == embeds[-1].total == 30
@@ -333,7 +341,11 @@ def test_a_first_index_keeps_the_backend_measurements_reference_vectors(
 
 
 def test_a_probe_of_some_photos_leaves_the_rest_to_the_pipeline(
-    app: Clipdesk, photos: Path, tiny_spec: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app: Clipdesk,
+    photos: Path,
+    tiny_spec: ModelSpec,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from clipdesk.indexing import probe
 
@@ -341,7 +353,7 @@ def test_a_probe_of_some_photos_leaves_the_rest_to_the_pipeline(
     encoder, piped = _measuring_encoder(app, tiny_spec, tmp_path / "choices", monkeypatch)
     app.add_folders([photos])
     progress = _index(app, encoder.spec, batch_size=8)
-    embeds = [p for p in progress if p.phase == "embed"]  # type: ignore[attr-defined]
+    embeds = [p for p in progress if p.phase == "embed"]
     assert sum(piped) == 6
     # the progress counts the probe's 24 as done (its rate: tests/unit/test_progress.py)
     assert [(p.done, p.total) for p in embeds] == [(26, 30), (30, 30)]
