@@ -1,12 +1,15 @@
 """The services the CLI and the GUI both call: index, search, similar, status.
 
 Plain Python, no Qt, no printing. Long jobs are generators of :class:`Progress`.
+
+About 640 lines: one method per thing a person does, each a few lines that call the rooms
+below (the longest, ``index``, strings the indexing steps together under the writer lock).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +54,9 @@ from clipdesk.models.catalog import DEFAULT_NAME
 from clipdesk.models.encoder import Encoder
 from clipdesk.models.store import ModelStore, display_name
 from clipdesk.progress import CancelToken, Progress
+from clipdesk.search.filters import matching_photo_ids
+from clipdesk.search.query import Filters, ParsedQuery, Term, combine, format_query, parse_query
+from clipdesk.search.ranking import CUTOFF_K, PLAIN_K, Ranking, Sort, listed, rank, term_vectors
 from clipdesk.search.results import SearchHit, nearest_photos, stored_vector
 from clipdesk.search.vector_index import VectorIndex
 from clipdesk.serving import (
@@ -63,6 +69,7 @@ from clipdesk.serving import (
 from clipdesk.spec import ModelSpec
 from clipdesk.tagging.zero_shot import (
     PhotoTags,
+    background_embedding,
     create_label_set,
     delete_label_set,
     label_sets,
@@ -130,6 +137,7 @@ class Clipdesk:
         self.library = library
         self.serving = ModelServer(library, store)
         self.thumbnails = ThumbnailCache(library)
+        self._null_vectors: dict[str, np.ndarray] = {}
 
     @property
     def cold_scan(self) -> bool:
@@ -385,6 +393,111 @@ class Clipdesk:
         vector = self.query_encoder().encode_texts([query])[0]
         return self._hits(index, vector, k, tag=tag)
 
+    def search(
+        self,
+        query: str | ParsedQuery,
+        *,
+        k: int | None = None,
+        cutoff: bool = False,
+        sort: Sort = "relevance",
+        filters: Filters | None = None,
+        like: Sequence[db.Photo | str | Path] = (),
+    ) -> Ranking:
+        """One search as the search field and ``clipdesk search`` write it: terms (text,
+        image files, library photos; weighted, subtracted: :mod:`clipdesk.search.query`),
+        filters typed in the query and/or given in ``filters``, photos to look like
+        (``like``: "more like these"), the relevance ``cutoff`` and the ``sort``.
+        ``k``: the most photos returned (default 200 with the cutoff, 20 without). A query
+        of filters only lists the photos that pass them, in the date order (newest first
+        unless ``sort`` says oldest)."""
+        parsed = parse_query(query) if isinstance(query, str) else query
+        wanted = parsed.filters if filters is None else parsed.filters.merged(filters)
+        limit = k if k is not None else (CUTOFF_K if cutoff else PLAIN_K)
+        index = self.vector_index()
+        allowed = self._filtered(index, wanted)
+        vectors, weights, searched_by = term_vectors(
+            parsed.terms, self.query_encoder().encode_texts, self._term_vector
+        )
+        for item in like:
+            vector, photo_id = self._like_vector(item)
+            vectors.append(vector)
+            weights.append(1.0)
+            if photo_id is not None:
+                searched_by.add(photo_id)
+        if not vectors:
+            if parsed.filters.is_empty() and filters is None:
+                raise ClipdeskError("the search text is empty")
+            return listed(self.library, allowed, limit, newest_first=sort != "oldest")
+        vector = combine(np.stack(vectors), weights)
+        null = self._null_vector() if cutoff else None
+        return rank(
+            self.library,
+            index,
+            vector,
+            k=limit,
+            allowed=allowed,
+            exclude=searched_by,
+            cutoff=cutoff,
+            null_vector=null,
+            sort=sort,
+        )
+
+    def _filtered(self, index: VectorIndex, filters: Filters) -> set[int] | None:
+        """The photo ids the filters let through (None: no filter); a filter that lets
+        nothing through is an error that says so."""
+        allowed = matching_photo_ids(self.library, filters)
+        for tag in filters.tags:
+            tagged = tag_filter(self.library, index.model_id, tag)
+            allowed = tagged if allowed is None else allowed & tagged
+        if allowed is not None and not allowed:
+            raise ClipdeskError(
+                f"no photo passes the filters ({format_query(ParsedQuery((), filters))})"
+            )
+        return allowed
+
+    def _term_vector(self, term: Term) -> tuple[np.ndarray, int | None]:
+        if term.kind == "photo":
+            with self.library.session() as s:
+                photo = s.get(db.Photo, term.photo_id)
+            if photo is None:
+                raise ClipdeskError(f"no photo with id {term.photo_id} in the library")
+            return self._like_vector(photo)
+        if not term.path().is_file():
+            raise ClipdeskError(f"no such image: {term.value}")
+        return self._like_vector(term.path())
+
+    def _like_vector(self, item: db.Photo | str | Path) -> tuple[np.ndarray, int | None]:
+        """The vector of a library photo (stored) or an image file (encoded), and the
+        photo's id when it is one of the library's."""
+        photo: db.Photo | None
+        if isinstance(item, db.Photo):
+            photo, path = item, item.path
+        else:
+            photo, path = self.find_photo(item), os.fspath(item)
+        if photo is not None:
+            vector = self.photo_vector(photo)
+            if vector is not None:
+                return vector, photo.id
+            if photo.error:
+                raise ClipdeskError(f"{photo.path} could not be indexed: {photo.error}")
+        if not os.path.isfile(path):
+            raise ClipdeskError(f"no such photo: {path}")
+        try:
+            encoder = self.query_encoder()
+            rgb = load_rgb(path, encoder.decode_side)
+        except ImageRejected as exc:
+            raise ClipdeskError(f"cannot use {path} as a query image: {exc}") from exc
+        return encoder.encode_images([rgb])[0], None if photo is None else photo.id
+
+    def _null_vector(self) -> np.ndarray | None:
+        """The serving model's generic-prompt vector (the cutoff's null), encoded once."""
+        key = self.serving.serving_key()
+        if key is None:
+            return None
+        if key not in self._null_vectors:
+            self._null_vectors[key] = background_embedding(self.query_encoder())
+        return self._null_vectors[key]
+
     def find_photo(self, path: str | Path) -> db.Photo | None:
         return find_photo(self.library, path)
 
@@ -415,19 +528,8 @@ class Clipdesk:
     ) -> list[SearchHit]:
         """Nearest neighbours of a photo (itself left out); uses its stored vector when
         it has one, so no model is needed."""
-        if not isinstance(photo, db.Photo):
-            known = self.find_photo(photo)
-            if known is None:
-                if not os.path.isfile(os.fspath(photo)):
-                    raise ClipdeskError(f"no such photo: {photo}")
-                return self.search_image(os.fspath(photo), k, tag)
-            photo = known
-        vector = self.photo_vector(photo)
-        if vector is None:
-            if photo.error:
-                raise ClipdeskError(f"{photo.path} could not be indexed: {photo.error}")
-            return self.search_image(photo.path, k, tag)
-        return self._hits(self.vector_index(), vector, k, exclude=photo.id, tag=tag)
+        vector, photo_id = self._like_vector(photo)
+        return self._hits(self.vector_index(), vector, k, exclude=photo_id, tag=tag)
 
     # -- browsing ----------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,22 +56,27 @@ def nearest_photos(
     index: VectorIndex,
     vector: np.ndarray,
     k: int,
-    exclude: int | None = None,
+    exclude: int | Collection[int] | None = None,
     allowed: set[int] | None = None,
 ) -> list[SearchHit]:
     """Nearest photos that still exist, best first (deleted files never show); only
-    among ``allowed`` (a tag filter) where given."""
+    among ``allowed`` (the filters) where given, never those in ``exclude`` (the photos
+    searched by)."""
     if k <= 0:
         return []
     if allowed is not None and not allowed:
         return []
-    ask = k
+    left_out = {exclude} if isinstance(exclude, int) else set(exclude or ())
+    one = next(iter(left_out)) if len(left_out) == 1 else None  # the index leaves it out
+    ask = k + (len(left_out) if one is None else 0)
     while True:
-        raw = index.search(vector, ask + 8, exclude, allowed)
+        raw = index.search(vector, ask + 8, one, allowed)
         rows = photo_rows(library, [pid for pid, _ in raw])
         hits = []
         for pid, score in raw:
             photo = rows.get(pid)
+            if pid in left_out:
+                continue
             if photo is None or photo.error is not None or not os.path.exists(photo.path):
                 continue
             hits.append(
