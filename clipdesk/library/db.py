@@ -85,6 +85,8 @@ class Photo(Base):
     taken_at: Mapped[float] = mapped_column(Float)
     taken_from_exif: Mapped[bool] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # EXIF "Make Model" (None: not read yet, the photo was scanned before schema 4; "": none)
+    camera: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Model(Base):
@@ -163,6 +165,21 @@ class PhotoTag(Base):
         ForeignKey("models.id", ondelete="CASCADE"), primary_key=True
     )
     score: Mapped[float] = mapped_column(Float)
+
+
+class Album(Base):
+    """A smart album: a saved search, run again whenever it is shown (so it follows the
+    photos as they are indexed, renamed or deleted, and a model switch)."""
+
+    __tablename__ = "albums"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    query: Mapped[str] = mapped_column(Text)  # as typed: terms and filters (search.query)
+    cutoff: Mapped[bool] = mapped_column(Boolean)
+    sort: Mapped[str] = mapped_column(String)
+    k: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 _BUMP = "UPDATE generation SET value = value + 1 WHERE id = 1;"
@@ -244,7 +261,23 @@ _MIGRATION_3 = [
     "ALTER TABLE roots ADD COLUMN unavailable TEXT",
 ]
 
-MIGRATIONS: list[list[str]] = [_MIGRATION_1, _MIGRATION_2, _MIGRATION_3]
+# The camera model (EXIF Make/Model; NULL: not read yet, '' none) for the camera: filter;
+# smart albums: a saved search (the query as typed, with its filters), its cutoff and order.
+_MIGRATION_4 = [
+    "ALTER TABLE photos ADD COLUMN camera TEXT",
+    """CREATE TABLE albums (
+        id INTEGER PRIMARY KEY,
+        name VARCHAR NOT NULL UNIQUE,
+        query TEXT NOT NULL,
+        cutoff BOOLEAN NOT NULL,
+        sort VARCHAR NOT NULL,
+        k INTEGER,
+        created_at FLOAT NOT NULL,
+        updated_at FLOAT NOT NULL
+    )""",
+]
+
+MIGRATIONS: list[list[str]] = [_MIGRATION_1, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
