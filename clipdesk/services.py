@@ -18,7 +18,7 @@ import numpy as np
 from clipdesk.backends.choice import fixed_backend as backend_fixed_by
 from clipdesk.backends.choice import measure_again
 from clipdesk.backends.runtimes import BACKEND_NAMES
-from clipdesk.errors import ClipdeskError, ModelUnavailableError
+from clipdesk.errors import ClipdeskError, ModelUnavailableError, NotIndexedError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.indexing import device_decode
 from clipdesk.indexing.embedding import (
@@ -54,7 +54,19 @@ from clipdesk.models.catalog import DEFAULT_NAME
 from clipdesk.models.encoder import Encoder
 from clipdesk.models.store import ModelStore, display_name
 from clipdesk.progress import CancelToken, Progress
-from clipdesk.search.filters import matching_photo_ids
+from clipdesk.search.albums import (
+    AlbumCount,
+    AlbumCounts,
+    SavedAlbum,
+    delete_album,
+    get_album,
+    library_state,
+    list_albums,
+    rename_album,
+    save_album,
+    uses_tags,
+)
+from clipdesk.search.filters import NoPhotoPassesError, matching_photo_ids
 from clipdesk.search.query import Filters, ParsedQuery, Term, combine, format_query, parse_query
 from clipdesk.search.ranking import CUTOFF_K, PLAIN_K, Ranking, Sort, listed, rank, term_vectors
 from clipdesk.search.results import SearchHit, nearest_photos, stored_vector
@@ -80,6 +92,7 @@ from clipdesk.tagging.zero_shot import (
 )
 from clipdesk.throttle import Throttle, applied, limited_threads
 
+ALBUM_LISTED_K = 100_000  # an album of filters only lists every photo that passes them
 BACKEND_SETTING = "backend"  # "auto" (measure once per model and machine) or a backend name
 
 
@@ -138,6 +151,7 @@ class Clipdesk:
         self.serving = ModelServer(library, store)
         self.thumbnails = ThumbnailCache(library)
         self._null_vectors: dict[str, np.ndarray] = {}
+        self._album_counts = AlbumCounts()
 
     @property
     def cold_scan(self) -> bool:
@@ -450,7 +464,7 @@ class Clipdesk:
             tagged = tag_filter(self.library, index.model_id, tag)
             allowed = tagged if allowed is None else allowed & tagged
         if allowed is not None and not allowed:
-            raise ClipdeskError(
+            raise NoPhotoPassesError(
                 f"no photo passes the filters ({format_query(ParsedQuery((), filters))})"
             )
         return allowed
@@ -530,6 +544,66 @@ class Clipdesk:
         it has one, so no model is needed."""
         vector, photo_id = self._like_vector(photo)
         return self._hits(self.vector_index(), vector, k, exclude=photo_id, tag=tag)
+
+    # -- smart albums -------------------------------------------------------------------
+
+    def save_album(
+        self,
+        name: str,
+        query: str,
+        cutoff: bool = True,
+        sort: Sort = "relevance",
+        k: int | None = None,
+        replace: bool = False,
+    ) -> SavedAlbum:
+        """Save a search as a smart album (the query is checked by reading it); an album
+        of that name is replaced only with ``replace``."""
+        return save_album(
+            self.library, name, query, cutoff=cutoff, sort=sort, k=k, replace_existing=replace
+        )
+
+    def albums(self) -> list[AlbumCount]:
+        """Every album with how many photos it shows. A count is searched again only once
+        the library changed since it was found (``search.albums.library_state``)."""
+        key = self.serving.serving_key()
+        states: dict[bool, tuple[object, ...]] = {}
+        counts = []
+        for album in list_albums(self.library):
+            tags = uses_tags(album)
+            if tags not in states:
+                states[tags] = library_state(self.library, key, tags)
+            known = self._album_counts.get(album, states[tags])
+            if known is None:
+                try:
+                    known = AlbumCount(album, len(self._run_album(album).hits))
+                except NotIndexedError:
+                    known = AlbumCount(album, 0)
+                except ClipdeskError as exc:
+                    known = AlbumCount(album, None, str(exc))
+                self._album_counts.put(states[tags], known)
+            counts.append(known)
+        return counts
+
+    def album(self, name: str) -> Ranking:
+        """The album's photos now: its search run again (new, moved and deleted photos
+        and the serving model are followed)."""
+        return self._run_album(get_album(self.library, name))
+
+    def _run_album(self, album: SavedAlbum) -> Ranking:
+        parsed = album.parsed
+        k = album.k if album.k is not None or parsed.terms else ALBUM_LISTED_K
+        try:
+            return self.search(parsed, k=k, cutoff=album.cutoff, sort=album.sort)
+        except NoPhotoPassesError:  # none yet: the album fills as photos come
+            return Ranking([], None, 0)
+
+    def rename_album(self, old: str, new: str) -> SavedAlbum:
+        self._album_counts.forget(old)
+        return rename_album(self.library, old, new)
+
+    def delete_album(self, name: str) -> None:
+        self._album_counts.forget(name)
+        delete_album(self.library, name)
 
     # -- browsing ----------------------------------------------------------------------
 

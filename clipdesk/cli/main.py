@@ -149,9 +149,11 @@ def _parser() -> argparse.ArgumentParser:
         help="list each photo's tags (default: a summary)",
     )
 
+    from clipdesk.cli.albums import add_albums_parser  # on use: --help starts fast
     from clipdesk.cli.models import add_models_parser  # on use: --help starts fast
 
     add_models_parser(sub)
+    add_albums_parser(sub)
 
     status = sub.add_parser("status", help="photos, indexed, failures, model and device")
     status.add_argument("--json", action="store_true")
@@ -561,6 +563,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             return _run_tag(app, args)
         elif args.command == "models":
             return _run_models(app, args)
+        elif args.command == "albums":
+            from clipdesk.cli.albums import run_albums_command  # on use: --help starts fast
+
+            return run_albums_command(app, args)
         elif args.command == "status":
             _print_status(app.status(), args.json)
         return 0

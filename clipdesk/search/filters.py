@@ -84,6 +84,10 @@ def filter_conditions(library: Library, filters: Filters) -> list[ColumnElement[
     return conditions
 
 
+class NoPhotoPassesError(ClipdeskError):
+    """The filters let no photo through (a search says so; a smart album shows none)."""
+
+
 def matching_photo_ids(library: Library, filters: Filters) -> set[int] | None:
     """The ids of the readable photos that pass every filter but the tags; None when no
     such filter is set (every photo may be returned)."""
