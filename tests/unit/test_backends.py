@@ -76,7 +76,8 @@ def clothing_batch(clothing_encoder: ClipEncoder) -> tuple[list[Path], np.ndarra
 def _encode(backend: ImageBackend, batch: np.ndarray, step: int = 64) -> np.ndarray:
     parts = [backend.encode(batch[i : i + step]) for i in range(0, len(batch), step)]
     features = np.concatenate(parts)
-    return features / np.linalg.norm(features, axis=1, keepdims=True)  # type: ignore[no-any-return]
+    unit: np.ndarray = features / np.linalg.norm(features, axis=1, keepdims=True)
+    return unit
 
 
 @pytest.mark.parametrize("name", BACKENDS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -130,7 +131,12 @@ def test_browse_ids_lists_the_same_photos_in_the_same_order(app: Clipdesk, photo
 def test_a_label_two_sets_share_is_one_tag_with_its_best_score_and_both_sets() -> None:
     from clipdesk.library.browsing import _one_row_per_label
 
-    rows = [("B", "red", 0.83), ("B", "green", 0.72), ("A", "red", 0.62), ("A", "blue", 0.9)]
+    rows: list[Any] = [
+        ("B", "red", 0.83),
+        ("B", "green", 0.72),
+        ("A", "red", 0.62),
+        ("A", "blue", 0.9),
+    ]
     assert _one_row_per_label(rows) == [
         ("A", "blue", 0.9),
         ("A, B", "red", 0.83),

@@ -4,13 +4,15 @@ a GPU can show (nvJPEG itself, its speed) is in test_cuda.py and bench/bench_gpu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from clipdesk.imaging import load_rgb, load_rgb_full, read_plain_jpeg
+from clipdesk.imaging import PlainJpeg, load_rgb, load_rgb_full, read_plain_jpeg
 from clipdesk.indexing import device_decode
 from clipdesk.indexing.device_decode import DeviceDecoder, resize_plan
 from clipdesk.library import Library
@@ -25,6 +27,9 @@ from tests.helpers import (
     stored_vectors,
     top_k,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 pytest.importorskip("torchvision")
 
@@ -45,7 +50,7 @@ def _device_path(encoder: ClipEncoder, paths: list[Path]) -> np.ndarray:
     assert plan is not None
     jpegs = [read_plain_jpeg(str(p)) for p in paths]
     assert all(j is not None for j in jpegs)
-    tensors = DeviceDecoder(plan, "cpu").prepare(jpegs)  # type: ignore[arg-type]
+    tensors = DeviceDecoder(plan, "cpu").prepare([j for j in jpegs if j is not None])
     return np.concatenate([t.numpy() for t in tensors])
 
 
@@ -141,7 +146,7 @@ def test_a_failed_resize_on_the_device_is_per_photo(
     real = decoder._preprocess
     calls: list[int] = []
 
-    def second_fails(image: object, orientation: int) -> object:
+    def second_fails(image: torch.Tensor, orientation: int) -> torch.Tensor:
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("CUDA out of memory")
@@ -160,8 +165,8 @@ def test_other_preprocessing_stays_on_the_cpu(clothing: ClipEncoder) -> None:
     assert plan is not None and plan.size == clothing.image_size
     squash = open_clip.image_transform(64, is_train=False, resize_mode="squash")
     other = type("Other", (), {"_pil_steps": squash.transforms[:-2], "_mean": clothing._mean})
-    other._std = clothing._std  # type: ignore[attr-defined]
-    assert resize_plan(other) is None  # type: ignore[arg-type]
+    other._std = clothing._std  # type: ignore[attr-defined]  # a stand-in class, built above
+    assert resize_plan(other) is None  # type: ignore[arg-type]  # the stand-in, not an Encoder
 
 
 def test_when_it_is_used(monkeypatch: pytest.MonkeyPatch, clothing: ClipEncoder) -> None:
@@ -197,8 +202,8 @@ def test_the_pipeline_with_device_decoding(
     prepared: list[int] = []
     real_prepare = DeviceDecoder.prepare
 
-    def counting(self: DeviceDecoder, jpegs: list[object]) -> list[object]:
-        out = real_prepare(self, jpegs)  # type: ignore[arg-type]
+    def counting(self: DeviceDecoder, jpegs: Sequence[PlainJpeg]) -> list[torch.Tensor | None]:
+        out = real_prepare(self, jpegs)
         prepared.extend(1 for tensor in out if tensor is not None)
         return out
 

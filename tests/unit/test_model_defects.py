@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +24,7 @@ from tests.helpers import run_cli
 # -- an export that names files outside itself (item 1) ----------------------------------
 
 
-def _fake_export(folder: Path, **overrides: object) -> dict[str, object]:
+def _fake_export(folder: Path, **overrides: object) -> dict[str, Any]:
     """A folder with the files and manifest of an export (not a runnable one: installing
     only reads and copies files); returns the manifest's fields, written as given."""
     folder.mkdir(parents=True)
@@ -41,7 +43,7 @@ def _fake_export(folder: Path, **overrides: object) -> dict[str, object]:
     return fields
 
 
-def _rewrite(folder: Path, fields: dict[str, object]) -> None:
+def _rewrite(folder: Path, fields: dict[str, Any]) -> None:
     (folder / export_files.MANIFEST_NAME).write_text(json.dumps(fields), encoding="utf-8")
 
 
@@ -70,7 +72,7 @@ def test_a_manifest_naming_a_file_outside_the_export_writes_nothing_outside(
     export = tmp_path / "download" / "a" / "b" / "export"
     fields = _fake_export(export)
     (tmp_path / "download" / "victim.txt").write_text("written by the export")
-    files = dict(fields["files"])  # type: ignore[call-overload]
+    files = dict(fields["files"])
     files["../../../victim.txt"] = hashlib.sha256(b"written by the export").hexdigest()
     _rewrite(export, {**fields, "files": files})
 
@@ -81,7 +83,7 @@ def test_a_manifest_naming_a_file_outside_the_export_writes_nothing_outside(
     assert not any(p.is_file() for p in _files_under(models))  # nothing installed
 
     # An absolute name, and an export name that leaves the exports folder, are refused too.
-    files = dict(fields["files"])  # type: ignore[call-overload]
+    files = dict(fields["files"])
     files[str(victim)] = hashlib.sha256(b"the user's own file").hexdigest()
     _rewrite(export, {**fields, "files": files})
     code, err = _import_export(export, models, capsys, monkeypatch)
@@ -134,7 +136,7 @@ def test_a_fifo_or_a_device_is_refused_without_hanging(kind: str, tmp_path: Path
         (export / "visual.bin").unlink()
         (export / "visual.bin").symlink_to("/dev/zero")  # reading it never ends
     elif kind == "dev-zero-name":
-        files = dict(fields["files"])  # type: ignore[call-overload]
+        files = dict(fields["files"])
         files["/dev/zero"] = "0" * 64
         _rewrite(export, {**fields, "files": files})
     else:
@@ -261,7 +263,7 @@ def test_an_export_openvino_cannot_read_is_checked_and_named(
 # -- a bad --model-config (item 11) ------------------------------------------------------
 
 
-def _config(tmp_path: Path, name: str, change: object) -> Path:
+def _config(tmp_path: Path, name: str, change: str | Callable[[Any], object]) -> Path:
     """tests/fixtures/tiny-clip.json changed by ``change`` (a function of the dict), or
     ``change`` itself when it is text."""
     from tests.helpers import TINY_CONFIG
@@ -271,7 +273,7 @@ def _config(tmp_path: Path, name: str, change: object) -> Path:
         path.write_text(change, encoding="utf-8")
         return path
     config = json.loads(TINY_CONFIG.read_text(encoding="utf-8"))
-    change(config)  # type: ignore[operator]
+    change(config)
     path.write_text(json.dumps(config), encoding="utf-8")
     return path
 
@@ -292,7 +294,7 @@ def test_a_bad_model_config_is_refused_and_never_becomes_the_target(
 
     deep = 50  # json reads it; open_clip's own configs nest 3 levels
     nested = '{"embed_dim": 8, "vision_cfg": {}, "text_cfg": ' + "[" * deep + "]" * deep + "}"
-    cases = {
+    cases: dict[str, tuple[str | Callable[[Any], object], str]] = {
         "negative": (lambda c: c["vision_cfg"].update(image_size=-5), "vision_cfg.image_size"),
         "zero": (lambda c: c.update(embed_dim=0), "embed_dim is 0"),
         "text": (lambda c: c["text_cfg"].update(layers="two"), "text_cfg.layers is 'two'"),

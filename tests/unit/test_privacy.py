@@ -42,7 +42,8 @@ def _run_probe(home: Path, first_import: str) -> list[list[str]]:
         timeout=300,
         check=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    events: list[list[str]] = json.loads(out.stdout.strip().splitlines()[-1])
+    return events
 
 
 def test_openvino_through_clipdesk_writes_no_client_id_and_connects_nowhere(tmp_path: Path) -> None:

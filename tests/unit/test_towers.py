@@ -27,7 +27,8 @@ from clipdesk.models.tokenizer import trim_tokens  # noqa: E402
 
 def _features(tower: Any, batch: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
-        return tower(torch.from_numpy(batch)).float().numpy()  # type: ignore[no-any-return]
+        features: np.ndarray = tower(torch.from_numpy(batch)).float().numpy()
+    return features
 
 
 def _vit(**vision: Any) -> Any:
@@ -123,7 +124,8 @@ TEXTS = ["dog", "a dog on a beach at sunset", "", " ".join(["receipts"] * 90), "
 
 def _plain_text_features(model: Any, tokens: Any) -> np.ndarray:
     with torch.inference_mode():
-        return model.encode_text(tokens).float().numpy()  # type: ignore[no-any-return]
+        features: np.ndarray = model.encode_text(tokens).float().numpy()
+    return features
 
 
 @pytest.mark.parametrize("arch", ["ViT-B-32", "ViT-B-16"])
