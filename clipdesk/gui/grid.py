@@ -268,6 +268,12 @@ class PhotoGridView(QListView):
         ref = self.currentIndex().data(REF_ROLE)
         return ref if isinstance(ref, PhotoRef) else None
 
+    def selected_refs(self) -> list[PhotoRef]:
+        """The selected photos, in the grid's order."""
+        rows = sorted(index.row() for index in self.selectionModel().selectedIndexes())
+        refs = [self.model().index(row, 0).data(REF_ROLE) for row in rows]
+        return [ref for ref in refs if isinstance(ref, PhotoRef)]
+
     def _double_clicked(self, index: QModelIndex) -> None:
         ref = index.data(REF_ROLE)
         if isinstance(ref, PhotoRef):
@@ -300,5 +306,9 @@ class PhotoGridView(QListView):
         index = self.indexAt(event.pos())
         ref = index.data(REF_ROLE)
         if isinstance(ref, PhotoRef):
-            self.setCurrentIndex(index)
+            selection = self.selectionModel()
+            if selection.isSelected(index):  # keep a selection for "More like these"
+                selection.setCurrentIndex(index, selection.SelectionFlag.NoUpdate)
+            else:
+                self.setCurrentIndex(index)
             self.menu_requested.emit(ref, event.globalPos())

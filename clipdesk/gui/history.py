@@ -6,30 +6,42 @@ import os
 from dataclasses import dataclass, replace
 
 from clipdesk.library.browsing import PhotoRef
+from clipdesk.search.ranking import Sort
 
 
 @dataclass(frozen=True)
 class View:
     """``kind``: "all", "folder" (``text`` = folder), "text" (``text`` = query), "image"
-    (``text`` = an image file), "similar" (``ref``). ``tag`` filters any of them."""
+    (``text`` = an image file), "similar" (``ref``), "like" (``refs``: more like these).
+    ``tag`` filters any of them; a search keeps its ``sort`` and relevance ``cutoff``."""
 
     kind: str = "all"
     text: str = ""
     ref: PhotoRef | None = None
     tag: str | None = None
+    refs: tuple[PhotoRef, ...] = ()
+    sort: Sort = "relevance"
+    cutoff: bool = True
 
     def with_tag(self, tag: str | None) -> View:
         return replace(self, tag=tag)
 
     @property
     def is_search(self) -> bool:
-        return self.kind in ("text", "image", "similar")
+        return self.kind in ("text", "image", "similar", "like")
 
     def describe(self, count: int) -> str:
         photos = f"{count:,} photo" + ("" if count == 1 else "s")
+        if self.is_search and self.cutoff:
+            photos = f"{count:,} relevant photo" + ("" if count == 1 else "s")
         tagged = f" tagged “{self.tag}”" if self.tag else ""
+        order = {"newest": "newest first", "oldest": "oldest first"}.get(
+            self.sort, "best match first"
+        )
         if self.kind == "text":
-            return f"“{self.text}”: {photos}{tagged}, best match first"
+            return f"“{self.text}”: {photos}{tagged}, {order}"
+        if self.kind == "like":
+            return f"{photos}{tagged} like these {len(self.refs)}, {order}"
         if self.kind == "image":
             return f"{photos}{tagged} that look like {os.path.basename(self.text)}"
         if self.kind == "similar" and self.ref is not None:

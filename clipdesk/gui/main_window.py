@@ -40,6 +40,7 @@ from clipdesk.gui.jobs import JobControl
 from clipdesk.gui.latest import LatestRequest
 from clipdesk.gui.model_actions import ModelActions
 from clipdesk.gui.photo_actions import PhotoActions
+from clipdesk.gui.search_bar import SearchOptionsBar
 from clipdesk.gui.sidebar import SidebarWidget
 from clipdesk.gui.thumbnails import ThumbnailProvider
 from clipdesk.gui.widgets import ElidedLabel, SearchField, WelcomeWidget
@@ -50,12 +51,14 @@ from clipdesk.indexing.watching import FolderWatcher
 from clipdesk.library.browsing import PhotoRef
 from clipdesk.models.export_files import torch_available
 from clipdesk.progress import CancelToken
+from clipdesk.search.query import Filters
+from clipdesk.search.ranking import CUTOFF_K, Ranking
 from clipdesk.services import Clipdesk, LibraryStatus
 
 log = logging.getLogger(__name__)
 
 SEARCH_DELAY_MS = 250  # typing pauses shorter than this do not start a search
-SEARCH_RESULTS = 300
+SEARCH_RESULTS = 300  # without the relevance cutoff (with it: the service's CUTOFF_K)
 
 
 class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWindow):
@@ -94,6 +97,7 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
         self._reindex_after_job = False
         self._partial_search = False  # the results shown were found while indexing
         self._watched: list[str] = []
+        self.search_summary = ""  # what the status bar last said of a search
         self.watcher = FolderWatcher(self.folders_changed.emit) if watch_folders else None
         self.folders_changed.connect(self._folders_changed)
         self._model_ready = False
@@ -139,6 +143,7 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
         self.search_field.textChanged.connect(self._text_changed)
         self.search_field.image_pasted.connect(self._image_pasted)
         self.search_field.down_pressed.connect(self._focus_results)
+        self.search_field.textChanged.connect(self._sync_chips)
         toolbar.addWidget(self.search_field)
         self.zoom_slider = QSlider(Qt.Orientation.Horizontal)
         self.zoom_slider.setRange(MIN_ZOOM, MAX_ZOOM)
@@ -191,6 +196,12 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
         grid_layout = QVBoxLayout(grid_page)
         grid_layout.setContentsMargins(0, 0, 0, 0)
         grid_layout.setSpacing(0)
+        self.search_bar = SearchOptionsBar()
+        self.search_bar.chip_removed.connect(self._remove_chip)
+        self.search_bar.filters_added.connect(self._add_filters)
+        self.search_bar.sort_changed.connect(lambda _: self._search_options_changed())
+        self.search_bar.relevant_toggled.connect(self._relevant_toggled)
+        grid_layout.addWidget(self.search_bar)
         grid_layout.addWidget(self.header_label)
         grid_layout.addWidget(self.empty_label, 1)
         grid_layout.addWidget(self.grid, 1)
@@ -276,6 +287,11 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
         edit_menu.addAction(
             "&Copy path", lambda: self.copy_path(self.grid.current_ref())
         ).setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        edit_menu.addSeparator()
+        self.more_like_action = edit_menu.addAction(
+            "&More like these", QKeySequence("Ctrl+Shift+F"), self.more_like_selected
+        )
+        self.more_like_action.setToolTip("Photos like all the selected ones")
         view_menu = bar.addMenu("&View")
         view_menu.addAction(self.back_action)
         view_menu.addAction(self.forward_action)
@@ -387,26 +403,38 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
         self._update_history_actions()
         if view.kind != "text" and self.search_field.text():
             self.search_field.clear()  # the field shows the text query, and only that
+        if view.kind == "folder":
+            self.search_bar.set_current_folder(view.text)
+        if view.is_search:
+            self.search_bar.set_sort(view.sort)
         services = self.services
 
-        def query(token: CancelToken) -> tuple[list[PhotoRef] | np.ndarray, list[float] | None]:
+        def query(token: CancelToken) -> tuple[list[PhotoRef] | np.ndarray, Ranking | None]:
             if view.kind in ("all", "folder"):
                 folder = view.text if view.kind == "folder" else None
                 return services.browse_ids(folder, view.tag), None
-            if view.kind == "text":
-                hits = services.search_text(view.text, SEARCH_RESULTS, view.tag)
-            elif view.kind == "image":
-                # A photo of the library (dropped, or "Open with") is shown by its neighbours,
-                # itself left out, as with Find similar; any other image by its look.
-                hits = services.similar(view.text, SEARCH_RESULTS, view.tag)
-            else:
-                assert view.ref is not None
-                hits = services.similar(view.ref.path, SEARCH_RESULTS, view.tag)
-            return [hit.ref for hit in hits], [hit.score for hit in hits]
+            # A photo of the library (dropped, "Open with", Find similar, More like these)
+            # is searched by its stored vector, itself left out; any other image by its look.
+            like = {
+                "image": [view.text],
+                "similar": [view.ref.path] if view.ref is not None else [],
+                "like": [ref.path for ref in view.refs],
+            }.get(view.kind, [])
+            ranking = services.search(
+                view.text if view.kind == "text" else "",
+                k=None if view.cutoff else SEARCH_RESULTS,
+                cutoff=view.cutoff,
+                sort=view.sort,
+                filters=Filters(tags=(view.tag,)) if view.tag else None,
+                like=like,
+            )
+            return [hit.ref for hit in ranking.hits], ranking
 
-        def shown(result: tuple[list[PhotoRef] | np.ndarray, list[float] | None]) -> None:
+        def shown(result: tuple[list[PhotoRef] | np.ndarray, Ranking | None]) -> None:
             if self._requests.is_latest(request):
-                self._show_results(view, *result)
+                refs, ranking = result
+                scores = None if ranking is None else [hit.score for hit in ranking.hits]
+                self._show_results(view, refs, scores, ranking=ranking)
 
         def failed(message: str) -> None:
             if self._requests.is_latest(request):
@@ -425,6 +453,7 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
         refs: list[PhotoRef] | np.ndarray,
         scores: list[float] | None,
         error: str = "",
+        ranking: Ranking | None = None,
     ) -> None:
         self.thumbnails.drop_waiting()
         if isinstance(refs, np.ndarray):
@@ -439,12 +468,19 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
         self.header_label.setText(header)
         if error:
             self.empty_label.setText(error)
+        elif not len(refs) and ranking is not None and ranking.cutoff is not None:
+            self.empty_label.setText(
+                f"No photo matches{self._quoted(view)}.\n\nNone of the "
+                f"{ranking.searched:,} photos searched stands out from the rest for it. "
+                "Turn off “Relevant only” to see the closest ones anyway."
+            )
         elif not len(refs):
             self.empty_label.setText(
                 "Nothing here yet: add a folder, then wait for indexing to finish."
                 if not view.is_search
                 else "No photos match. Is the library indexed?"
             )
+        self._say_search_summary(view, ranking, error)
         self.empty_label.setVisible(bool(error) or not len(refs))
         self.grid.setVisible(bool(len(refs)))
         if len(refs):
@@ -457,6 +493,22 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
         if self.status is not None and self.status.folders:
             self.pages.setCurrentIndex(1)
         self.results_shown.emit(len(refs))
+
+    @staticmethod
+    def _quoted(view: View) -> str:
+        return f" “{view.text}”" if view.kind == "text" else " these"
+
+    def _say_search_summary(self, view: View, ranking: Ranking | None, error: str) -> None:
+        """How many photos the cutoff kept, in the status bar, for a while."""
+        self.search_summary = ""
+        if error or ranking is None or ranking.cutoff is None:
+            return
+        looked = min(ranking.searched, CUTOFF_K)  # the nearest ones the cutoff weighed
+        kept = ranking.cutoff.count
+        self.search_summary = f"{kept:,} relevant of {looked:,} looked at"
+        if ranking.searched > looked:
+            self.search_summary += f", the closest of {ranking.searched:,} photos"
+        self.statusBar().showMessage(self.search_summary, 10000)
 
     def _update_history_actions(self) -> None:
         self.back_action.setEnabled(self.history.can_go_back())

@@ -3,16 +3,18 @@ open, show in folder, copy the path, find similar, quick look, the details panel
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
 from typing import Any
 
 from PySide6.QtCore import QPoint
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage, QKeySequence
 from PySide6.QtWidgets import QMenu
 
 from clipdesk.gui import desktop
+from clipdesk.gui.chips import Chip, filter_chips, text_without_chip
 from clipdesk.gui.dialogs import QuickLookDialog, UnreadableDialog
 from clipdesk.gui.grid import SCORE_ROLE
 from clipdesk.gui.history import View
@@ -20,6 +22,13 @@ from clipdesk.gui.window_base import WindowPart
 from clipdesk.imaging import is_image_name, load_rgb
 from clipdesk.library.browsing import PhotoDetails, PhotoRef
 from clipdesk.progress import CancelToken
+from clipdesk.search.query import (
+    ParsedQuery,
+    QueryError,
+    filters_from_options,
+    format_query,
+    parse_query,
+)
 
 
 class PhotoActions(WindowPart):
@@ -46,12 +55,107 @@ class PhotoActions(WindowPart):
         text = self.search_field.text().strip()
         if not text:
             return
+        try:
+            parse_query(text)  # a mistake is said beside the field; the results stay
+        except QueryError as exc:
+            self.search_bar.show_message(str(exc))
+            return
+        self.search_bar.show_message("")
         current = self.history.current
-        view = View("text", text, tag=self._current_tag())
+        view = self._search_view("text", text=text)
         if current == view:
             return
         # Refining a query replaces it in the history instead of adding every keystroke.
         self.navigate(view, replace_current=current is not None and current.kind == "text")
+
+    def _search_view(self, kind: str, **fields: Any) -> View:
+        """A search view with the bar's sort and cutoff; a date order sorts the relevant
+        photos, so it always uses the cutoff."""
+        sort = self.search_bar.sort
+        cutoff = self.search_bar.relevant_box.isChecked() or sort != "relevance"
+        return View(kind, tag=self._current_tag(), sort=sort, cutoff=cutoff, **fields)
+
+    def _search_options_changed(self) -> None:
+        """The sort or the cutoff changed: the search shown runs again with them."""
+        by_date = self.search_bar.sort != "relevance"
+        self.search_bar.relevant_box.setEnabled(not by_date)
+        current = self.history.current
+        if current is None or not current.is_search:
+            return
+        sort = self.search_bar.sort
+        cutoff = self.search_bar.relevant_box.isChecked() or by_date
+        if (current.sort, current.cutoff) != (sort, cutoff):
+            view = dataclasses.replace(current, sort=sort, cutoff=cutoff)
+            self.navigate(view, replace_current=True)
+
+    def _relevant_toggled(self, on: bool) -> None:
+        self.settings.setValue("search/relevant_only", "true" if on else "false")
+        self._search_options_changed()
+
+    # -- the filter chips ----------------------------------------------------------------
+
+    def _sync_chips(self, text: str) -> None:
+        """The chips follow the text; while it cannot be read, they stay as they were."""
+        try:
+            parsed = parse_query(text)
+        except QueryError:
+            return
+        self.search_bar.set_chips(filter_chips(parsed.filters))
+        if self.search_bar.message_label.isVisible():
+            self.search_bar.show_message("")
+
+    def _remove_chip(self, chip: Chip) -> None:
+        try:
+            text = text_without_chip(parse_query(self.search_field.text()), chip)
+        except QueryError as exc:
+            self.search_bar.show_message(str(exc))
+            return
+        except ValueError:  # no text says the rest: the text stays as typed
+            self.search_bar.show_message("Edit the search text to take this filter out.")
+            return
+        self._set_query_text(text)
+
+    def _add_filters(self, values: dict[str, str]) -> None:
+        """Filters from the "Add filter" menu, written into the text (a date range or an
+        orientation replaces the one there)."""
+        try:
+            parsed = parse_query(self.search_field.text())
+            added = filters_from_options(
+                folders=[values["in"]] if "in" in values else (),
+                after=values.get("after"),
+                before=values.get("before"),
+                types=[values["type"]] if "type" in values else (),
+                orientation=values.get("orientation"),
+            )
+        except QueryError as exc:
+            self.search_bar.show_message(str(exc))
+            return
+        kept = parsed.filters
+        if added.after or added.before:
+            kept = dataclasses.replace(kept, after=None, before=None)
+        if added.orientation:
+            kept = dataclasses.replace(kept, orientation=None)
+        try:
+            text = format_query(ParsedQuery(parsed.terms, kept.merged(added)))
+        except (QueryError, ValueError):
+            words = [f"{key}:{value}" for key, value in values.items()]
+            text = " ".join([self.search_field.text().strip(), *words]).strip()
+        self._set_query_text(text)
+
+    def _set_query_text(self, text: str) -> None:
+        """A rewritten query: shown in the field and searched at once."""
+        self.search_field.setText(text)  # an empty text goes back to the photos
+        if text:
+            self._search_typed_text()
+
+    def more_like_selected(self) -> None:
+        """Photos like all the selected ones (one selected: Find similar)."""
+        refs = self.grid.selected_refs()
+        if len(refs) == 1:
+            self.find_similar(refs[0])
+        elif refs:
+            self.search_field.clear()
+            self.navigate(self._search_view("like", refs=tuple(refs)))
 
     def show_unreadable(self) -> None:
         if self.status is None or not self.status.failed:
@@ -68,7 +172,7 @@ class PhotoActions(WindowPart):
 
     def search_image_file(self, path: str) -> None:
         self.search_field.clear()
-        self.navigate(View("image", path, tag=self._current_tag()))
+        self.navigate(self._search_view("image", text=path))
 
     def _image_pasted(self, image: object) -> None:
         if isinstance(image, str):
@@ -111,7 +215,7 @@ class PhotoActions(WindowPart):
 
     def find_similar(self, ref: PhotoRef | None) -> None:
         if ref is not None:
-            self.navigate(View("similar", ref=ref, tag=self._current_tag()))
+            self.navigate(self._search_view("similar", ref=ref))
 
     def open_photo(self, ref: PhotoRef | None) -> None:
         if ref is not None and not desktop.open_file(ref.path):
@@ -131,6 +235,10 @@ class PhotoActions(WindowPart):
         menu.addAction("Open", lambda: self.open_photo(ref))
         menu.addAction("Show in folder", lambda: self.show_in_folder(ref))
         menu.addAction("Find similar", lambda: self.find_similar(ref))
+        selected = self.grid.selected_refs()
+        if len(selected) > 1:
+            action = menu.addAction(f"More like these {len(selected)}", self.more_like_selected)
+            action.setShortcut(QKeySequence("Ctrl+Shift+F"))
         menu.addAction("Quick look", lambda: self.quick_look(ref))
         menu.addSeparator()
         menu.addAction("Copy path", lambda: self.copy_path(ref))

@@ -27,6 +27,7 @@ from clipdesk.gui.dialogs import QuickLookDialog
 from clipdesk.gui.grid import PhotoDelegate, PhotoGridModel, PhotoGridView
 from clipdesk.gui.history import History, View
 from clipdesk.gui.latest import LatestRequest
+from clipdesk.gui.search_bar import SearchOptionsBar
 from clipdesk.gui.thumbnails import ThumbnailProvider
 from clipdesk.gui.widgets import ElidedLabel, SearchField, WelcomeWidget
 from clipdesk.gui.workers import TaskRunner, Worker
@@ -71,9 +72,11 @@ class WindowPart(_QtWindow):
     _partial_search: bool
     _model_ready: bool  # as the services said at the last status refresh
     _debounce: QTimer
+    search_summary: str  # what the status bar last said of a search's cutoff
 
     # Built in MainWindow._build.
     search_field: SearchField
+    search_bar: SearchOptionsBar
     zoom_slider: QSlider
     model: PhotoGridModel
     delegate: PhotoDelegate

@@ -78,6 +78,10 @@ class WindowSettings(WindowPart):
         splitter = self.settings.value("window/splitter")
         if isinstance(splitter, QByteArray) and not splitter.isEmpty():
             self.splitter.restoreState(splitter)
+        relevant = str(self.settings.value("search/relevant_only", "true")).lower() == "true"
+        self.search_bar.relevant_box.blockSignals(True)
+        self.search_bar.relevant_box.setChecked(relevant)
+        self.search_bar.relevant_box.blockSignals(False)
         zoom = int(self.settings.value("thumbnail_size", DEFAULT_ZOOM))  # type: ignore[call-overload]
         self.zoom_slider.setValue(min(max(zoom, MIN_ZOOM), MAX_ZOOM))
         self._set_zoom(self.zoom_slider.value())

@@ -99,7 +99,10 @@ def test_add_index_search_similar_and_history(
     assert window.model.scores is not None and window.model.scores == sorted(
         window.model.scores, reverse=True
     )
-    assert window.header_label.text() == "“a photo of shoes”: 60 photos, best match first"
+    kept = window.model.rowCount()  # the relevance cutoff is on by default
+    assert window.header_label.text() == (
+        f"“a photo of shoes”: {kept} relevant photos, best match first"
+    )
     first = window.model.refs[0]
 
     # Double-click the first photo: its neighbours, itself left out.
@@ -145,7 +148,7 @@ def test_the_latest_search_wins(
     qtbot.wait(50)
     assert len(shown) == 1  # the older searches were dropped, not shown in turn
     assert window.header_label.text().startswith("“a dress”")
-    expected = [h.photo_id for h in services.search_text("a dress", 300)]
+    expected = [h.photo_id for h in services.search("a dress", cutoff=True).hits]
     assert [ref.photo_id for ref in window.model.refs] == expected
 
 

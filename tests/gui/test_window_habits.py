@@ -158,9 +158,10 @@ def test_tag_filter_carries_into_a_search(qtbot: Any, indexed_window: MainWindow
     with qtbot.waitSignal(win.results_shown, timeout=20_000):
         win.sidebar.tag_requested.emit("hat")
     hats = {ref.photo_id for ref in win.model.refs}
+    win.search_bar.relevant_box.setChecked(False)  # every hat, ranked
     with qtbot.waitSignal(win.results_shown, timeout=20_000):
         qtbot.keyClicks(win.search_field, "something to wear")
-    assert win.history.current == View("text", "something to wear", tag="hat")
+    assert win.history.current == View("text", "something to wear", tag="hat", cutoff=False)
     assert {ref.photo_id for ref in win.model.refs} == hats
 
 
@@ -169,6 +170,7 @@ def test_dropping_a_library_photo_shows_its_neighbours_without_itself(
 ) -> None:
     win = indexed_window
     photo = win.model.refs[3]
+    win.search_bar.relevant_box.setChecked(False)  # every other photo, ranked
     with qtbot.waitSignal(win.results_shown, timeout=20_000):
         win.search_image_file(photo.path)
     ids = [ref.photo_id for ref in win.model.refs]

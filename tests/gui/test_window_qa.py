@@ -115,7 +115,10 @@ def test_a_search_made_while_indexing_says_so_and_runs_again_at_the_end(
     assert window.header_label.text().endswith("indexing: among the photos indexed so far")
     with qtbot.waitSignal(window.results_shown, timeout=20_000):
         window._job_finished()  # the index job ends: the same search, on everything
-    assert window.header_label.text() == "“a photo of shoes”: 60 photos, best match first"
+    kept = window.model.rowCount()  # the relevance cutoff is on by default
+    assert window.header_label.text() == (
+        f"“a photo of shoes”: {kept} relevant photos, best match first"
+    )
     assert window.history.current == View("text", "a photo of shoes")
 
 
