@@ -25,10 +25,54 @@ from clipdesk.errors import ClipdeskError
 from clipdesk.progress import Phase, Progress
 
 if TYPE_CHECKING:
+    from clipdesk.search.query import Filters
     from clipdesk.services import Clipdesk
     from clipdesk.spec import ModelSpec
 
 DEFAULT_K = 20
+CUTOFF_DEFAULT_K = 200  # clipdesk.search.ranking.CUTOFF_K (not imported: --help starts fast)
+
+
+def _add_search_options(cmd: argparse.ArgumentParser) -> None:
+    """The options ``search``, ``similar`` and ``albums save`` share: how many, the
+    relevance cutoff, the order, and the filters (the same as typed in TEXT)."""
+    cmd.add_argument(
+        "-k",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"at most N results (default {DEFAULT_K}, or {CUTOFF_DEFAULT_K} with --cutoff auto)",
+    )
+    cmd.add_argument(
+        "--cutoff",
+        choices=("auto", "none"),
+        default=None,
+        help="auto: only the photos this query's scores say are relevant (may be none); "
+        "none: the best N (the default, unless --sort is a date order)",
+    )
+    cmd.add_argument(
+        "--sort",
+        choices=("relevance", "newest", "oldest"),
+        default="relevance",
+        help="order of the results; a date order sorts the relevant photos (--cutoff auto)",
+    )
+    cmd.add_argument("--json", action="store_true", help="print JSON (path, score, ...)")
+    cmd.add_argument(
+        "--folder", action="append", default=[], metavar="DIR", help="only photos in DIR"
+    )
+    cmd.add_argument("--after", metavar="DATE", help="taken on or after DATE (YYYY[-MM[-DD]])")
+    cmd.add_argument("--before", metavar="DATE", help="taken before DATE (YYYY[-MM[-DD]])")
+    cmd.add_argument(
+        "--tag", action="append", default=[], metavar="LABEL", help="only photos tagged LABEL"
+    )
+    cmd.add_argument(
+        "--type", action="append", default=[], metavar="EXT", help="only files of type EXT (jpeg)"
+    )
+    cmd.add_argument("--orientation", choices=("landscape", "portrait", "square"))
+    cmd.add_argument("--camera", action="append", default=[], metavar="MODEL", help="camera model")
+    cmd.add_argument(
+        "--minpx", metavar="PIXELS", help="at least this many pixels (8M, 500k, 1920x1080)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,27 +141,24 @@ def _parser() -> argparse.ArgumentParser:
         "measured while the computer was busy is measured again by itself)",
     )
 
-    for name, helptext, arg, argname, arghelp in (
-        ("search", "find photos matching a text", "text", "TEXT", "what to look for, in words"),
-        (
-            "similar",
-            "find photos similar to an image",
-            "path",
-            "PATH",
-            "an image file: a photo in the library or any other",
-        ),
-    ):
-        cmd = sub.add_parser(name, help=helptext)
-        cmd.add_argument(arg, metavar=argname, help=arghelp)
-        cmd.add_argument(
-            "-k",
-            type=positive_int,
-            default=DEFAULT_K,
-            metavar="N",
-            help=f"number of results (default {DEFAULT_K})",
-        )
-        cmd.add_argument("--json", action="store_true", help="print JSON (path, score, ...)")
-        cmd.add_argument("--tag", metavar="LABEL", help="only photos tagged LABEL")
+    search = sub.add_parser(
+        "search",
+        help="find photos matching a text",
+        description="Find photos by meaning. TEXT may weigh, add and subtract terms, name "
+        "images and carry filters: 'beach -people', '2:sunset + ./boat.jpg', "
+        "'beach in:Holidays after:2023-07 before:2023-08' (see the README's search syntax).",
+    )
+    search.add_argument("text", metavar="TEXT", help="what to look for, in words")
+    similar = sub.add_parser(
+        "similar",
+        help="find photos similar to one or more images",
+        description="Photos like the given ones (several: like all of them).",
+    )
+    similar.add_argument(
+        "path", nargs="+", metavar="PATH", help="an image file: a photo in the library or any other"
+    )
+    for cmd in (search, similar):
+        _add_search_options(cmd)
 
     labels = sub.add_parser("labels", help="label sets for zero-shot tagging")
     labels_sub = labels.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
@@ -266,14 +307,38 @@ class ProgressBar:
         self.line.end()
 
 
-def _print_hits(hits: Sequence[object], as_json: bool, app: Clipdesk) -> None:
-    if as_json:
-        print(json.dumps([h.as_json() for h in hits], indent=1))  # type: ignore[attr-defined]
+def search_settings(args: argparse.Namespace) -> tuple[bool, Filters]:
+    """The cutoff (a date order implies it unless ``--cutoff none``) and the filters
+    given as options, checked as if typed in the query."""
+    from clipdesk.search.query import filters_from_options  # on use: --help starts fast
+
+    cutoff = args.cutoff == "auto" or (args.cutoff is None and args.sort != "relevance")
+    filters = filters_from_options(
+        folders=args.folder,
+        after=args.after,
+        before=args.before,
+        tags=args.tag,
+        types=args.type,
+        orientation=args.orientation,
+        cameras=args.camera,
+        min_pixels=args.minpx,
+    )
+    return cutoff, filters
+
+
+def _run_search(app: Clipdesk, args: argparse.Namespace, text: str, like: Sequence[str]) -> None:
+    cutoff, filters = search_settings(args)
+    result = app.search(text, k=args.k, cutoff=cutoff, sort=args.sort, filters=filters, like=like)
+    hits = result.hits
+    if args.json:
+        print(json.dumps([h.as_json() for h in hits], indent=1))
+    elif not hits and result.cutoff is not None:
+        print(f"no photo matches ({result.cutoff.reason}; --cutoff none shows the nearest)")
     else:
         if not hits:
             print("no results")
         for hit in hits:
-            print(f"{hit.score:.4f}  {printable(hit.path)}")  # type: ignore[attr-defined]
+            print(f"{hit.score:.4f}  {printable(hit.path)}")
     # Photos of an unplugged drive are kept but cannot be shown: say so, or "no results"
     # reads as "nothing matches".
     for folder, reason in app.unavailable_folders():
@@ -554,9 +619,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         elif args.command == "index":
             return _run_index(app, args)
         elif args.command == "search":
-            _print_hits(app.search_text(args.text, args.k, args.tag), args.json, app)
+            _run_search(app, args, args.text, ())
         elif args.command == "similar":
-            _print_hits(app.similar(args.path, args.k, args.tag), args.json, app)
+            _run_search(app, args, "", args.path)
         elif args.command == "labels":
             _run_labels(app, args)
         elif args.command == "tag":
