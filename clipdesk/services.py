@@ -58,13 +58,13 @@ from clipdesk.search.albums import (
     AlbumCount,
     AlbumCounts,
     SavedAlbum,
+    album_tags,
     delete_album,
     get_album,
     library_state,
     list_albums,
     rename_album,
     save_album,
-    uses_tags,
 )
 from clipdesk.search.filters import NoPhotoPassesError, matching_photo_ids
 from clipdesk.search.query import Filters, ParsedQuery, Term, combine, format_query, parse_query
@@ -566,10 +566,10 @@ class Clipdesk:
         """Every album with how many photos it shows. A count is searched again only once
         the library changed since it was found (``search.albums.library_state``)."""
         key = self.serving.serving_key()
-        states: dict[bool, tuple[object, ...]] = {}
+        states: dict[tuple[str, ...], tuple[object, ...]] = {}
         counts = []
         for album in list_albums(self.library):
-            tags = uses_tags(album)
+            tags = album_tags(album)
             if tags not in states:
                 states[tags] = library_state(self.library, key, tags)
             known = self._album_counts.get(album, states[tags])

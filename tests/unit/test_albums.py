@@ -87,6 +87,26 @@ def test_counts_are_searched_again_only_after_the_library_changed(
     assert _counts(app)["Hats"] == 3 and len(searches) == 5
 
 
+def test_an_album_of_a_tag_follows_the_tagging(
+    app: Clipdesk, photos: Path, tiny_spec: ModelSpec
+) -> None:
+    _indexed(app, photos, tiny_spec)
+    app.create_label_set("kinds", ["a hat", "a shoe"])
+    list(app.tag("kinds", photos / "hat"))  # only the hats get tags so far
+    app.save_album("Hats", 'tag:"a hat"')
+    before = len(app.browse(tag="a hat"))
+    assert before <= 3 and _counts(app) == {"Hats": before}
+    list(app.tag("kinds"))  # the whole library: no photo added, the tags changed
+    after = len(app.browse(tag="a hat"))
+    assert after > before and _counts(app) == {"Hats": after}
+    assert {hit.path for hit in app.album("Hats").hits} == {
+        ref.path for ref in app.browse(tag="a hat")
+    }
+    app.delete_label_set("kinds")  # the tag is gone: the album says why it cannot run
+    (entry,) = app.albums()
+    assert entry.count is None and "a hat" in str(entry.error)
+
+
 def test_an_album_of_filters_only_lists_every_photo_that_passes(
     app: Clipdesk, photos: Path, tiny_spec: ModelSpec
 ) -> None:
