@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ def test_each_filter_keeps_only_its_photos_and_the_best_of_them(
     paths = _paths_by_id(app)
     query = "a photo of a shirt"
     vector = app.query_encoder().encode_texts([query])[0]
-    cases = {
+    cases: dict[str, Callable[[str], bool]] = {
         "in:hat": lambda p: f"{os.sep}hat{os.sep}" in p,
         f"in:{photos / 'shoes'}": lambda p: p.startswith(str(photos / "shoes") + os.sep),
         "in:hat in:pants": lambda p: f"{os.sep}hat{os.sep}" in p or f"{os.sep}pants{os.sep}" in p,
@@ -71,10 +72,10 @@ def test_each_filter_keeps_only_its_photos_and_the_best_of_them(
         keep = {i for i, p in paths.items() if passes(p)}
         assert keep, filters
         result = app.search(f"{query} {filters}", k=10)
-        got = [hit.photo_id for hit in result.hits]
-        assert set(got) <= keep, filters
+        found = [hit.photo_id for hit in result.hits]
+        assert set(found) <= keep, filters
         assert result.searched == len(keep), filters
-        assert _recall(got, _exact(app, vector, keep, 10)) >= 0.98, filters
+        assert _recall(found, _exact(app, vector, keep, 10)) >= 0.98, filters
     # orientation and size read the stored pixel sizes
     sizes = {h.photo_id: (h.width, h.height) for h in app.search(query, k=100).hits}
     shapes = {
