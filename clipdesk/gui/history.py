@@ -12,8 +12,9 @@ from clipdesk.search.ranking import Sort
 @dataclass(frozen=True)
 class View:
     """``kind``: "all", "folder" (``text`` = folder), "text" (``text`` = query), "image"
-    (``text`` = an image file), "similar" (``ref``), "like" (``refs``: more like these).
-    ``tag`` filters any of them; a search keeps its ``sort`` and relevance ``cutoff``."""
+    (``text`` = an image file), "similar" (``ref``), "like" (``refs``: more like these),
+    "album" (``text``: its name). ``tag`` filters any of them; a search keeps its ``sort``
+    and relevance ``cutoff``."""
 
     kind: str = "all"
     text: str = ""
@@ -46,6 +47,8 @@ class View:
             return f"{photos}{tagged} that look like {os.path.basename(self.text)}"
         if self.kind == "similar" and self.ref is not None:
             return f"{photos}{tagged} similar to {os.path.basename(self.ref.path)}"
+        if self.kind == "album":
+            return f"Album “{self.text}”: {photos}"
         if self.kind == "folder":
             return f"{photos}{tagged} in {self.text}"
         return f"{photos}{tagged}" if self.tag else f"All {photos}, newest first"

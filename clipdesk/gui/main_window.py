@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from clipdesk import __version__
 from clipdesk.gui import desktop
+from clipdesk.gui.album_actions import AlbumActions
 from clipdesk.gui.details import DetailsPanel
 from clipdesk.gui.grid import MAX_ZOOM, MIN_ZOOM, PhotoDelegate, PhotoGridModel, PhotoGridView
 from clipdesk.gui.history import History, View
@@ -61,7 +62,7 @@ SEARCH_DELAY_MS = 250  # typing pauses shorter than this do not start a search
 SEARCH_RESULTS = 300  # without the relevance cutoff (with it: the service's CUTOFF_K)
 
 
-class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWindow):
+class MainWindow(JobControl, ModelActions, PhotoActions, AlbumActions, WindowSettings, QMainWindow):
     results_shown = Signal(int)  # rows now in the grid
     job_progressed = Signal(object)  # a Progress of the running job
     folders_changed = Signal(object)  # paths the watcher saw change (from its thread)
@@ -169,6 +170,7 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
         self.sidebar.edit_label_set_requested.connect(self.edit_label_set)
         self.sidebar.run_label_set_requested.connect(lambda n: self.start_tagging(n, None, False))
         self.sidebar.delete_label_set_requested.connect(self.delete_label_set)
+        self.connect_albums()
 
         self.model = PhotoGridModel(self)
         self.delegate = PhotoDelegate(self.thumbnails, self)
@@ -292,6 +294,7 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
             "&More like these", QKeySequence("Ctrl+Shift+F"), self.more_like_selected
         )
         self.more_like_action.setToolTip("Photos like all the selected ones")
+        edit_menu.addAction("&Save search as album…", self.save_search_as_album)
         view_menu = bar.addMenu("&View")
         view_menu.addAction(self.back_action)
         view_menu.addAction(self.forward_action)
@@ -410,6 +413,9 @@ class MainWindow(JobControl, ModelActions, PhotoActions, WindowSettings, QMainWi
         services = self.services
 
         def query(token: CancelToken) -> tuple[list[PhotoRef] | np.ndarray, Ranking | None]:
+            if view.kind == "album":  # its saved search, run again
+                ranking = services.album(view.text)
+                return [hit.ref for hit in ranking.hits], ranking
             if view.kind in ("all", "folder"):
                 folder = view.text if view.kind == "folder" else None
                 return services.browse_ids(folder, view.tag), None

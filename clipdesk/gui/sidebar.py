@@ -1,5 +1,6 @@
-"""The sidebar: the library's folders with counts and index state, tags with counts,
-and label sets. It only shows what a :class:`LibraryStatus` says and emits requests."""
+"""The sidebar: the library's folders with counts and index state, smart albums and tags
+with counts, and label sets. It only shows what a :class:`LibraryStatus` and the albums'
+counts say, and emits requests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QMenu,
+    QMessageBox,
     QPushButton,
     QStyle,
     QTreeWidget,
@@ -17,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from clipdesk.search.albums import AlbumCount
 from clipdesk.services import LibraryStatus
 
 KIND_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -35,6 +38,10 @@ class SidebarWidget(QWidget):
     edit_label_set_requested = Signal(str)
     run_label_set_requested = Signal(str)
     delete_label_set_requested = Signal(str)
+    album_requested = Signal(str)
+    rename_album_requested = Signal(str)
+    delete_album_requested = Signal(str)  # confirmed by the user already
+    save_album_requested = Signal()  # the search shown, as an album
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -58,7 +65,7 @@ class SidebarWidget(QWidget):
         layout.addWidget(self.tree, 1)
         layout.addLayout(buttons)
         self._sections: dict[str, QTreeWidgetItem] = {}
-        for title in ("Library", "Folders", "Tags", "Label sets"):
+        for title in ("Library", "Albums", "Folders", "Tags", "Label sets"):
             item = QTreeWidgetItem([title])
             font = item.font(0)
             font.setBold(True)
@@ -74,6 +81,7 @@ class SidebarWidget(QWidget):
         )
         self._unreadable_item.setToolTip(0, "Files clipdesk could not read, and why")
         self._unreadable_item.setHidden(True)
+        self.update_albums([])
 
     def _child(self, section: str, text: str, kind: str, value: str) -> QTreeWidgetItem:
         item = QTreeWidgetItem([text])
@@ -128,6 +136,38 @@ class SidebarWidget(QWidget):
             hint = self._child("Label sets", "None yet: create one to tag photos", "new_set", "")
             hint.setForeground(0, self.palette().placeholderText())
 
+    def update_albums(self, albums: list[AlbumCount]) -> None:
+        """Each smart album with how many photos it shows (or why it cannot run)."""
+        section = self._sections["Albums"]
+        section.takeChildren()
+        warn = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
+        for entry in albums:
+            name = entry.album.name
+            count = f"{entry.count:,}" if entry.count is not None else "!"
+            item = self._child("Albums", f"{name}  ({count})", "album", name)
+            item.setToolTip(0, entry.error or entry.album.query)
+            if entry.error:
+                item.setIcon(0, warn)
+        if not albums:
+            hint = self._child(
+                "Albums", "None yet: search, then save the search as an album", "save_album", ""
+            )
+            hint.setForeground(0, self.palette().placeholderText())
+
+    def album_names(self) -> list[str]:
+        section = self._sections["Albums"]
+        children = [section.child(i) for i in range(section.childCount())]
+        return [c.data(0, VALUE_ROLE) for c in children if c and c.data(0, KIND_ROLE) == "album"]
+
+    def _confirm_delete_album(self, name: str) -> None:
+        answer = QMessageBox.question(
+            self,
+            "Delete album",
+            f"Delete the album “{name}”? Only the saved search goes; no photo is touched.",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete_album_requested.emit(name)
+
     def _clicked(self, item: QTreeWidgetItem) -> None:
         kind, value = item.data(0, KIND_ROLE), item.data(0, VALUE_ROLE)
         if kind == "all":
@@ -136,6 +176,10 @@ class SidebarWidget(QWidget):
             self.folder_requested.emit(value)
         elif kind == "tag":
             self.tag_requested.emit(value)
+        elif kind == "album":
+            self.album_requested.emit(value)
+        elif kind == "save_album":
+            self.save_album_requested.emit()
         elif kind == "unreadable":
             self.unreadable_requested.emit()
         elif kind == "label_set":
@@ -166,6 +210,13 @@ class SidebarWidget(QWidget):
             menu.addAction("Delete label set", lambda: self.delete_label_set_requested.emit(value))
         elif kind == "tag":
             menu.addAction("Show photos with this tag", lambda: self.tag_requested.emit(value))
+        elif kind == "album":
+            menu.addAction("Show photos", lambda: self.album_requested.emit(value))
+            menu.addAction("Rename…", lambda: self.rename_album_requested.emit(value))
+            menu.addSeparator()
+            menu.addAction("Delete album…", lambda: self._confirm_delete_album(value))
+        elif kind == "save_album" or item is self._sections["Albums"]:
+            menu.addAction("Save search as album…", self.save_album_requested.emit)
         else:
             return
         menu.exec(self.tree.viewport().mapToGlobal(pos))
