@@ -2,8 +2,10 @@
 
 Plain Python, no Qt, no printing. Long jobs are generators of :class:`Progress`.
 
-About 640 lines: one method per thing a person does, each a few lines that call the rooms
-below (the longest, ``index``, strings the indexing steps together under the writer lock).
+Over 600 lines on purpose: it is the one facade, one method per thing a person does (add,
+index, search, albums, browse, tag, status), each a few lines that call the rooms below; the
+longest, ``index``, strings the indexing steps together under the writer lock. Work that
+is more than glue lives in the rooms (search.ranking, search.albums, indexing.probe ...).
 """
 
 from __future__ import annotations
