@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from clipdesk.cli.options import add_filter_options, add_ranking_options, filters_of
 from clipdesk.wording import plural, printable
 
 if TYPE_CHECKING:
@@ -30,30 +31,8 @@ def add_albums_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
         metavar="QUERY",
         help="what to look for, as in `clipdesk search` (filters typed in it count too)",
     )
-    save.add_argument(
-        "-k", type=_positive, metavar="N", help="at most N photos (default: the search's)"
-    )
-    save.add_argument(
-        "--cutoff",
-        choices=("auto", "none"),
-        default="auto",
-        help="auto (default): only the photos the query's scores say are relevant; "
-        "none: the best N",
-    )
-    save.add_argument(
-        "--sort",
-        choices=("relevance", "newest", "oldest"),
-        default="relevance",
-        help="order of the album's photos",
-    )
-    save.add_argument("--folder", action="append", default=[], metavar="DIR", help="only in DIR")
-    save.add_argument("--after", metavar="DATE", help="taken on or after DATE (YYYY[-MM[-DD]])")
-    save.add_argument("--before", metavar="DATE", help="taken before DATE (YYYY[-MM[-DD]])")
-    save.add_argument("--tag", action="append", default=[], metavar="LABEL", help="tagged LABEL")
-    save.add_argument(
-        "--type", action="append", default=[], metavar="EXT", help="files of type EXT (jpeg)"
-    )
-    save.add_argument("--orientation", choices=("landscape", "portrait", "square"))
+    add_ranking_options(save, cutoff_default="auto")
+    add_filter_options(save)
     save.add_argument(
         "--replace", action="store_true", help="replace an album of that name if there is one"
     )
@@ -73,34 +52,16 @@ def add_albums_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     delete.add_argument("name", metavar="NAME")
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
-
-
 def stored_query(args: argparse.Namespace) -> str:
     """QUERY with the filters given as options written into it, as the search field
     would show them (a bad date or type is a QueryError naming the option)."""
     from clipdesk.search.query import (  # on use: --help starts fast
         ParsedQuery,
-        filters_from_options,
         format_query,
         parse_query,
     )
 
-    options = filters_from_options(
-        folders=args.folder,
-        after=args.after,
-        before=args.before,
-        tags=args.tag,
-        types=args.type,
-        orientation=args.orientation,
-    )
+    options = filters_of(args)
     if options.is_empty():
         return str(args.query)
     parsed = parse_query(args.query)

@@ -21,6 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from clipdesk import __version__
+from clipdesk.cli.options import (
+    add_filter_options,
+    add_ranking_options,
+    filters_of,
+    positive_int,
+)
 from clipdesk.cli.output import StatusLine, bar, cancel_on_interrupt, duration, plural, printable
 from clipdesk.errors import ClipdeskError
 from clipdesk.progress import Phase, Progress
@@ -30,50 +36,12 @@ if TYPE_CHECKING:
     from clipdesk.services import Clipdesk
     from clipdesk.spec import ModelSpec
 
-DEFAULT_K = 20
-CUTOFF_DEFAULT_K = 200  # clipdesk.search.ranking.CUTOFF_K (not imported: --help starts fast)
-
 
 def _add_search_options(cmd: argparse.ArgumentParser) -> None:
-    """The options ``search``, ``similar`` and ``albums save`` share: how many, the
-    relevance cutoff, the order, and the filters (the same as typed in TEXT)."""
-    cmd.add_argument(
-        "-k",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help=f"at most N results (default {DEFAULT_K}, or {CUTOFF_DEFAULT_K} with --cutoff auto)",
-    )
-    cmd.add_argument(
-        "--cutoff",
-        choices=("auto", "none"),
-        default=None,
-        help="auto: only the photos this query's scores say are relevant (may be none); "
-        "none: the best N (the default, unless --sort is a date order)",
-    )
-    cmd.add_argument(
-        "--sort",
-        choices=("relevance", "newest", "oldest"),
-        default="relevance",
-        help="order of the results; a date order sorts the relevant photos (--cutoff auto)",
-    )
+    """The options ``search`` and ``similar`` share."""
+    add_ranking_options(cmd, cutoff_default=None)
     cmd.add_argument("--json", action="store_true", help="print JSON (path, score, ...)")
-    cmd.add_argument(
-        "--folder", action="append", default=[], metavar="DIR", help="only photos in DIR"
-    )
-    cmd.add_argument("--after", metavar="DATE", help="taken on or after DATE (YYYY[-MM[-DD]])")
-    cmd.add_argument("--before", metavar="DATE", help="taken before DATE (YYYY[-MM[-DD]])")
-    cmd.add_argument(
-        "--tag", action="append", default=[], metavar="LABEL", help="only photos tagged LABEL"
-    )
-    cmd.add_argument(
-        "--type", action="append", default=[], metavar="EXT", help="only files of type EXT (jpeg)"
-    )
-    cmd.add_argument("--orientation", choices=("landscape", "portrait", "square"))
-    cmd.add_argument("--camera", action="append", default=[], metavar="MODEL", help="camera model")
-    cmd.add_argument(
-        "--minpx", metavar="PIXELS", help="at least this many pixels (8M, 500k, 1920x1080)"
-    )
+    add_filter_options(cmd)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -311,20 +279,8 @@ class ProgressBar:
 def search_settings(args: argparse.Namespace) -> tuple[bool, Filters]:
     """The cutoff (a date order implies it unless ``--cutoff none``) and the filters
     given as options, checked as if typed in the query."""
-    from clipdesk.search.query import filters_from_options  # on use: --help starts fast
-
     cutoff = args.cutoff == "auto" or (args.cutoff is None and args.sort != "relevance")
-    filters = filters_from_options(
-        folders=args.folder,
-        after=args.after,
-        before=args.before,
-        tags=args.tag,
-        types=args.type,
-        orientation=args.orientation,
-        cameras=args.camera,
-        min_pixels=args.minpx,
-    )
-    return cutoff, filters
+    return cutoff, filters_of(args)
 
 
 def _run_search(app: Clipdesk, args: argparse.Namespace, text: str, like: Sequence[str]) -> None:
@@ -566,17 +522,6 @@ def _print_status(status: object, as_json: bool) -> None:
         print("failed:")
         for path, reason in status.failed:
             print(f"  {printable(path)}: {printable(reason)}")
-
-
-def positive_int(text: str) -> int:
-    """argparse type for counts: a clear usage error (exit 2) for 0, -1 or "ten"."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
 
 
 def main(argv: Iterable[str] | None = None) -> int:
