@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from datetime import date
 
 from clipdesk.search.query import Filters, ParsedQuery, format_query
 
@@ -26,6 +27,13 @@ def _pixels(pixels: int) -> str:
     return f"{pixels:,} px"
 
 
+def _day(day: date) -> str:
+    """As short as the query writes it: 2023, 2023-07, 2023-07-14."""
+    if day.day == 1:
+        return f"{day.year:04d}" if day.month == 1 else f"{day.year:04d}-{day.month:02d}"
+    return day.isoformat()
+
+
 def filter_chips(filters: Filters) -> list[Chip]:
     """The chips of ``filters``, in the order format_query writes them."""
     chips = [
@@ -39,9 +47,9 @@ def filter_chips(filters: Filters) -> list[Chip]:
     if filters.min_pixels:
         chips.append(Chip("minpx", filters.min_pixels, f"≥ {_pixels(filters.min_pixels)}"))
     if filters.after:
-        chips.append(Chip("after", filters.after, f"from {filters.after.isoformat()}"))
+        chips.append(Chip("after", filters.after, f"from {_day(filters.after)}"))
     if filters.before:
-        chips.append(Chip("before", filters.before, f"before {filters.before.isoformat()}"))
+        chips.append(Chip("before", filters.before, f"before {_day(filters.before)}"))
     return chips
 
 

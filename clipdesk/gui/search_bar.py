@@ -36,11 +36,15 @@ SORT_NAMES: dict[Sort, str] = {
 FILE_TYPES = ("jpg", "png", "heic", "webp", "tif", "gif")
 
 _CHIP_STYLE = """
-QFrame#chip { border: 1px solid palette(mid); border-radius: 11px;
-              background: palette(alternate-base); }
+QFrame#chip { border: 1px solid rgba(40, 110, 220, 0.45); border-radius: 11px;
+              background: rgba(40, 110, 220, 0.10); }
 QFrame#chip[focused="true"] { border: 2px solid palette(highlight); }
-QFrame#chip QToolButton { border: none; padding: 0px; font-weight: bold; }
+QFrame#chip QLabel { background: transparent; }
+QFrame#chip QToolButton { border: none; padding: 0px 2px; font-weight: bold;
+                          background: transparent; }
 QFrame#chip QToolButton:hover { color: palette(highlight); }
+QToolButton#add-filter { padding: 2px 8px; }
+QToolButton#add-filter::menu-indicator { image: none; width: 0px; }
 """
 
 
@@ -56,7 +60,7 @@ class FilterChip(QFrame):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setToolTip(f"{chip.key}:{chip.value} — Backspace or Delete removes it")
         row = QHBoxLayout(self)
-        row.setContentsMargins(9, 1, 3, 1)
+        row.setContentsMargins(10, 2, 4, 2)
         row.setSpacing(2)
         self.label = QLabel(chip.label)
         self.close_button = QToolButton()
@@ -141,7 +145,8 @@ class SearchOptionsBar(QWidget):
         row.setContentsMargins(8, 4, 8, 2)
         row.setSpacing(6)
         self.add_button = QToolButton()
-        self.add_button.setText("Add filter")
+        self.add_button.setObjectName("add-filter")
+        self.add_button.setText("+ Add filter")
         self.add_button.setToolTip(
             "Filters can also be typed: in:Holidays after:2023-07 before:2023-08 tag:family "
             "type:heic orientation:portrait"

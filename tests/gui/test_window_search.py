@@ -91,11 +91,21 @@ def test_chips_show_the_typed_filters_and_removing_one_rewrites_the_text(
     assert _chip_labels(win) == []
 
 
+def _menu_action(win: MainWindow, submenu: str, name: str) -> Any:
+    for action in win.search_bar.add_menu.actions():
+        if action.text() == submenu and action.menu() is not None:
+            return next(a for a in action.menu().actions() if a.text() == name)
+    raise AssertionError(f"no {submenu} → {name} in the Add filter menu")
+
+
 def test_add_filter_writes_the_filter_into_the_text(qtbot: Any, window: MainWindow) -> None:
     win = window
     _search(qtbot, win, "a red dress orientation:portrait")
+    win.search_bar.add_menu.aboutToShow.emit()  # fills the menu as opening it does
     with qtbot.waitSignal(win.results_shown, timeout=20_000):
-        win.search_bar.filters_added.emit({"orientation": "landscape", "type": "png"})
+        _menu_action(win, "Orientation", "Landscape").trigger()
+    with qtbot.waitSignal(win.results_shown, timeout=20_000):
+        _menu_action(win, "File type", "PNG").trigger()
     # an orientation replaces the one there; a type adds to the text
     assert parse_query(win.search_field.text()) == parse_query(
         "a red dress type:png orientation:landscape"
@@ -214,8 +224,8 @@ def test_chips_without_qt_follow_format_query() -> None:
     assert [c.label for c in chips] == [
         "in Summer 2023",
         "tag family",
-        "from 2023-07-01",
-        "before 2023-08-01",
+        "from 2023-07",
+        "before 2023-08",
     ]
     assert text_without_chip(parsed, chips[0]) == (
         "beach -people tag:family after:2023-07 before:2023-08"
