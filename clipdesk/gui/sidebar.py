@@ -65,7 +65,7 @@ class SidebarWidget(QWidget):
         layout.addWidget(self.tree, 1)
         layout.addLayout(buttons)
         self._sections: dict[str, QTreeWidgetItem] = {}
-        for title in ("Library", "Albums", "Folders", "Tags", "Label sets"):
+        for title in ("Library", "Folders", "Tags", "Albums", "Label sets"):
             item = QTreeWidgetItem([title])
             font = item.font(0)
             font.setBold(True)
