@@ -68,6 +68,8 @@ _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 36867
 _DATETIME_DIGITIZED = 36868
 _DATETIME = 306
+_MAKE = 271
+_MODEL = 272
 
 # Files up to this size are hashed whole; larger ones by size + head + tail, which tells
 # photos apart (their compressed data differs from the first bytes on) at a fixed cost.
@@ -92,6 +94,7 @@ class ImageHeader:
     width: int
     height: int
     taken_at: float | None  # seconds since the epoch, from EXIF, or None
+    camera: str = ""  # EXIF make and model ("Canon EOS 5D"), "" when the file has none
 
 
 def is_image_name(name: str) -> bool:
@@ -121,6 +124,25 @@ def _parse_exif_time(value: object) -> float | None:
         return time.mktime(time.strptime(value[:19], "%Y:%m:%d %H:%M:%S"))
     except (ValueError, OverflowError):
         return None
+
+
+def _exif_text(value: object) -> str:
+    """An EXIF ASCII field as text: NULs, padding and stray whitespace gone."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        return ""
+    return " ".join(value.replace("\x00", " ").split())
+
+
+def camera_name(make: object, model: object) -> str:
+    """The camera as people name it, from EXIF Make and Model: "Canon EOS 5D", not
+    "Canon Canon EOS 5D" where the model repeats the maker ("NIKON CORPORATION" +
+    "NIKON D750" gives "NIKON D750"); "" when neither is recorded."""
+    make_text, model_text = _exif_text(make), _exif_text(model)
+    if make_text and model_text.lower().startswith(make_text.split()[0].lower()):
+        return model_text
+    return " ".join(part for part in (make_text, model_text) if part)
 
 
 def _reason(exc: BaseException, path: str) -> str:
@@ -209,15 +231,17 @@ def _open(path: str) -> Image.Image:
 
 
 def read_header(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
-    """Pixel size and EXIF date, reading only the file's header."""
+    """Pixel size, EXIF date and camera, reading only the file's header."""
     try:
         with _open(path) as img:
             width, height = img.size
             _check_pixels(width, height, max_pixels)
             _check_claimed_size(img, path)
             taken = None
+            camera = ""
             exif = img.getexif()
             if exif:
+                camera = camera_name(exif.get(_MAKE), exif.get(_MODEL))
                 sub = exif.get_ifd(_EXIF_IFD)
                 for value in (
                     sub.get(_DATETIME_ORIGINAL),
@@ -230,7 +254,7 @@ def read_header(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
             orientation = exif.get(0x0112) if exif else None
             if orientation in (5, 6, 7, 8):  # shown rotated by 90 degrees
                 width, height = height, width
-            return ImageHeader(width, height, taken)
+            return ImageHeader(width, height, taken, camera)
     except ImageRejected:
         raise
     except Exception as exc:

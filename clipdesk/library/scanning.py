@@ -205,6 +205,7 @@ def _describe_new_file(root_id: int, path: str, st: os.stat_result, max_pixels: 
     error = None
     width = height = None
     taken = None
+    camera = None
     try:
         digest = fingerprint(path, st.st_size)
     except OSError as exc:
@@ -219,6 +220,7 @@ def _describe_new_file(root_id: int, path: str, st: os.stat_result, max_pixels: 
         try:
             header = read_header(path, max_pixels)
             width, height, taken = header.width, header.height, header.taken_at
+            camera = header.camera
         except ImageRejected as exc:
             error = str(exc)
     return db.Photo(
@@ -231,6 +233,7 @@ def _describe_new_file(root_id: int, path: str, st: os.stat_result, max_pixels: 
         height=height,
         taken_at=taken if taken is not None else st.st_mtime,
         taken_from_exif=taken is not None,
+        camera=camera,
         error=error,
     )
 
@@ -252,6 +255,7 @@ def _facts_of(photo: db.Photo) -> dict[str, object]:
         "height": photo.height,
         "taken_at": photo.taken_at,
         "taken_from_exif": photo.taken_from_exif,
+        "camera": photo.camera,
         "error": photo.error,
     }
 
@@ -344,6 +348,7 @@ _MOVED_COLUMNS = (
     db.Photo.height,
     db.Photo.taken_at,
     db.Photo.taken_from_exif,
+    db.Photo.camera,
     db.Photo.error,
 )
 
@@ -417,6 +422,40 @@ def _keep_moved(s: Session, gone: list[int], newest_before: int) -> tuple[list[i
     return [pid for pid in gone if pid not in kept], len(pairs)
 
 
+def _read_cameras(
+    library: Library, cancel: CancelToken, max_pixels: int, left_alone: set[int]
+) -> Iterator[Progress]:
+    """Give photos scanned before cameras were recorded (``camera`` NULL) their camera
+    model: a header read each, in batches, nothing else about the photo changes (its
+    vector and tags stay). A file that cannot be read now keeps NULL, for the next scan."""
+    with library.session() as s:
+        rows = s.execute(
+            select(db.Photo.id, db.Photo.path).where(
+                db.Photo.camera.is_(None),
+                db.Photo.error.is_(None),
+                db.Photo.root_id.not_in(left_alone),
+            )
+        ).all()
+    if not rows:
+        return
+    meter = RateMeter(total=len(rows))
+    for start in range(0, len(rows), _FLUSH_EVERY):
+        values = []
+        for photo_id, path in rows[start : start + _FLUSH_EVERY]:
+            try:
+                values.append({"id": photo_id, "camera": read_header(path, max_pixels).camera})
+            except ImageRejected:
+                continue
+        if values:
+            with library.session() as s:
+                s.execute(update(db.Photo), values)
+                s.commit()
+        done = min(start + _FLUSH_EVERY, len(rows))
+        yield meter.report("scan", done, message="reading camera models")
+        if cancel.cancelled:
+            return
+
+
 def scan_folders(
     library: Library,
     cancel: CancelToken | None = None,
@@ -431,7 +470,8 @@ def scan_folders(
     could not be read, and except in a library folder that is missing, on another drive
     than its photos, or where every photo vanished at once: an unplugged drive loses
     nothing, even when the folder is its mount point (``remove_folder`` forgets a
-    folder on purpose). A renamed or moved photo keeps its row, tags included.
+    folder on purpose). A renamed or moved photo keeps its row, tags included. Photos
+    recorded before camera models were (schema 4) get theirs, a header read each.
     """
     cancel = cancel or CancelToken()
     report = report if report is not None else ScanReport()
@@ -581,5 +621,8 @@ def scan_folders(
     report.moved = moved
     report.new -= moved
     report.removed = len(gone)
+    yield from _read_cameras(library, cancel, max_pixels, set(left_alone))
+    if cancel.cancelled:
+        return
     meter.total = report.seen
     yield meter.report("scan", report.seen, message="scan complete")

@@ -1,5 +1,5 @@
 """Which photos a search may return: the filters of a query (folder, dates, file type,
-orientation, size) turned into the set of photo ids the nearest-neighbour search keeps.
+orientation, size, camera) turned into the set of photo ids the nearest-neighbour search keeps.
 
 Tags are the tagging room's (the facade intersects them); everything here reads only the
 ``photos`` table, in one SQL statement.
@@ -77,11 +77,39 @@ def filter_conditions(library: Library, filters: Filters) -> list[ColumnElement[
     if filters.min_pixels is not None:
         conditions.append(width * height >= filters.min_pixels)
     if filters.cameras:
-        raise ClipdeskError(
-            "camera: filters need the camera model of each photo, which this library does "
-            "not record yet"
-        )
+        conditions.append(_camera_condition(library, filters.cameras))
     return conditions
+
+
+class CamerasNotReadError(ClipdeskError):
+    """Photos scanned before clipdesk recorded camera models have none yet: a camera:
+    filter would leave them out without saying so."""
+
+
+def _camera_condition(library: Library, cameras: tuple[str, ...]) -> ColumnElement[bool]:
+    """``camera:VALUE``: the camera model (EXIF make and model, as "Canon EOS 5D")
+    contains VALUE, in any case; several values: any of them. Refused while some readable
+    photos' models are not read yet (the next scan reads them), rather than answering
+    without those photos."""
+    with library.session() as s:
+        unread = s.scalar(
+            select(func.count())
+            .select_from(db.Photo)
+            .where(db.Photo.camera.is_(None), db.Photo.error.is_(None))
+        )
+    if unread:
+        raise CamerasNotReadError(
+            f"camera: cannot filter yet: the camera models of {unread:,} photos were not "
+            "recorded when they were scanned; they are read on the next scan "
+            "(`clipdesk index`, or the window's next indexing run)"
+        )
+    lowered = func.lower(db.Photo.camera)
+    return or_(
+        *(
+            lowered.like(f"%{_escape_like(camera.strip().lower())}%", escape="\\")
+            for camera in cameras
+        )
+    )
 
 
 class NoPhotoPassesError(ClipdeskError):
