@@ -10,6 +10,8 @@ is more than glue lives in the rooms (search.ranking, search.albums, indexing.pr
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +97,8 @@ from clipdesk.tagging.zero_shot import (
 from clipdesk.throttle import Throttle, applied, limited_threads
 
 ALBUM_LISTED_K = 100_000  # an album of filters only lists every photo that passes them
+log = logging.getLogger(__name__)
+NULL_VECTOR_SETTING = "null_vector"  # per model key: the generic prompts' vector (JSON)
 BACKEND_SETTING = "backend"  # "auto" (measure once per model and machine) or a backend name
 
 
@@ -432,7 +436,7 @@ class Clipdesk:
         index = self.vector_index()
         allowed = self._filtered(index, wanted)
         vectors, weights, searched_by = term_vectors(
-            parsed.terms, self.query_encoder().encode_texts, self._term_vector
+            parsed.terms, lambda texts: self.query_encoder().encode_texts(texts), self._term_vector
         )
         for item in like:
             vector, photo_id = self._like_vector(item)
@@ -506,12 +510,28 @@ class Clipdesk:
         return encoder.encode_images([rgb])[0], None if photo is None else photo.id
 
     def _null_vector(self) -> np.ndarray | None:
-        """The serving model's generic-prompt vector (the cutoff's null), encoded once."""
+        """The serving model's generic-prompt vector (the cutoff's null): encoded once per
+        model and kept in the library, so a search by stored vectors alone ("find similar")
+        needs no model loaded. None when no model can encode it (the cutoff then goes on
+        without it)."""
         key = self.serving.serving_key()
         if key is None:
             return None
         if key not in self._null_vectors:
-            self._null_vectors[key] = background_embedding(self.query_encoder())
+            setting = f"{NULL_VECTOR_SETTING}:{key}"
+            stored = self.library.get_setting(setting)
+            if stored is not None:
+                vector = np.asarray(json.loads(stored), dtype=np.float32)
+            else:
+                try:
+                    vector = background_embedding(self.query_encoder())
+                except ModelUnavailableError:
+                    return None
+                try:
+                    self.library.set_setting(setting, json.dumps([float(x) for x in vector]))
+                except Exception as exc:  # a read-only library: encoded again next time
+                    log.info("generic-prompt vector not kept: %s", exc)
+            self._null_vectors[key] = vector
         return self._null_vectors[key]
 
     def find_photo(self, path: str | Path) -> db.Photo | None:

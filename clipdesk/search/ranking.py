@@ -91,7 +91,10 @@ def rank(
     decided = None
     if cutoff and hits:
         rng = np.random.default_rng(seed)
-        bulk = sample_scores(library, index, vector, allowed, rng)
+        # The bulk is the whole library's, not the filtered photos': inside a filter that
+        # keeps only matches ("beach in:Beaches") the bulk would be all matches, and
+        # nothing would stand out from it.
+        bulk = sample_scores(library, index, vector, None, rng)
         null = None
         if null_vector is not None:
             best = index.search(null_vector, 1, None, allowed)

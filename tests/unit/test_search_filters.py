@@ -173,6 +173,10 @@ def test_parsed_queries_and_cli_filters_merge(
     assert {Path(h.path).parent.name for h in result.hits} == {"hat", "pants"}
 
 
+def _no_model() -> ClipEncoder:
+    raise AssertionError("a search by stored vectors loaded a model")
+
+
 @pytest.fixture(scope="module")
 def clothing_encoder() -> ClipEncoder:
     return ClipEncoder(ModelSpec.parse(CLOTHING_SPEC, CLOTHING_CONFIG), "cpu")
@@ -198,5 +202,15 @@ def test_the_cutoff_keeps_the_relevant_photos_and_finds_none_for_an_absent_class
         assert absent.cutoff is not None and len(absent.hits) <= 2
         newest = app.search("a photo of shoes", cutoff=True, sort="newest")
         assert {h.photo_id for h in newest.hits} == {h.photo_id for h in present.hits}
+        # a filter that keeps only matches: the bulk is still the library's
+        inside = app.search("a photo of shoes in:shoes", cutoff=True)
+        assert inside.searched == 3 and len(inside.hits) >= 2
+        # the generic-prompt vector is kept: a search by a stored vector needs no model
+        app.serving.forget(clothing_encoder.spec.key)
+        fresh = Clipdesk(library)
+        fresh.serving.query_encoder = _no_model  # type: ignore[method-assign]
+        shoe = sorted((photos / "shoes").iterdir())[0]
+        alike = fresh.search("", like=[shoe], cutoff=True)
+        assert alike.cutoff is not None and shoe.name not in {Path(h.path).name for h in alike.hits}
     finally:
         library.close()
