@@ -81,7 +81,7 @@ def limited_threads(cores: int | None) -> Iterator[None]:
     # limit would change the team of every OpenMP library loaded, OpenVINO's too).
     try:
         # lazy: optional (a bundle may lack it), and 33 ms of every start-up otherwise
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # untyped
+        from threadpoolctl import threadpool_limits
 
         blas: contextlib.AbstractContextManager[object] = threadpool_limits(
             limits=cores, user_api="blas"

@@ -164,9 +164,9 @@ class PhotoDelegate(QStyledItemDelegate):
         ref = index.data(REF_ROLE)
         if not isinstance(ref, PhotoRef):
             return
-        palette = option.palette  # type: ignore[attr-defined]
-        rect: QRect = option.rect  # type: ignore[attr-defined]
-        state = option.state  # type: ignore[attr-defined]
+        palette = option.palette
+        rect: QRect = option.rect
+        state = option.state
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         if state & QStyle.StateFlag.State_Selected:

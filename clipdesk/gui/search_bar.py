@@ -188,7 +188,7 @@ class SearchOptionsBar(QWidget):
     @property
     def sort(self) -> Sort:
         value = self.sort_combo.currentData()
-        return value if value in SORT_NAMES else "relevance"  # type: ignore[no-any-return]
+        return next((sort for sort in SORT_NAMES if sort == value), "relevance")
 
     def set_sort(self, sort: str) -> None:
         index = self.sort_combo.findData(sort)

@@ -102,4 +102,4 @@ class WindowSettings(WindowPart):
     @property
     def device(self) -> str:
         value = self.settings.value("device", "auto")
-        return value if value in DEVICES else "auto"  # type: ignore[return-value]
+        return value if isinstance(value, str) and value in DEVICES else "auto"

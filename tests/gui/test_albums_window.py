@@ -50,7 +50,7 @@ def _album_items(win: MainWindow) -> dict[str, QTreeWidgetItem]:
     section = next(
         tree.topLevelItem(i)
         for i in range(tree.topLevelItemCount())
-        if tree.topLevelItem(i).text(0) == "Albums"  # type: ignore[union-attr]
+        if tree.topLevelItem(i).text(0) == "Albums"
     )
     assert section is not None
     items = [section.child(i) for i in range(section.childCount())]
@@ -132,7 +132,7 @@ def test_the_search_shown_is_saved_as_an_album(
     qtbot.waitUntil(lambda: "Shoes" in _album_items(window), timeout=20_000)
     (entry,) = services.albums()
     assert entry.album.query == "a photo of shoes"
-    assert entry.album.cutoff == window.history.current.cutoff  # type: ignore[union-attr]
+    assert entry.album.cutoff == window.history.current.cutoff
     assert _album_text(window, "Shoes") == f"Shoes  ({entry.count:,})"
     with qtbot.waitSignal(window.results_shown, timeout=20_000):
         window.show_album("Shoes")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from PySide6.QtCore import QItemSelectionModel, Qt
 from PySide6.QtGui import QPixmapCache
+from PySide6.QtWidgets import QMenu
 
 from clipdesk.gui.chips import Chip, filter_chips, text_without_chip
 from clipdesk.gui.main_window import MainWindow
@@ -93,8 +94,9 @@ def test_chips_show_the_typed_filters_and_removing_one_rewrites_the_text(
 
 def _menu_action(win: MainWindow, submenu: str, name: str) -> Any:
     for action in win.search_bar.add_menu.actions():
-        if action.text() == submenu and action.menu() is not None:
-            return next(a for a in action.menu().actions() if a.text() == name)
+        menu = action.menu()
+        if action.text() == submenu and isinstance(menu, QMenu):
+            return next(a for a in menu.actions() if a.text() == name)
     raise AssertionError(f"no {submenu} → {name} in the Add filter menu")
 
 
