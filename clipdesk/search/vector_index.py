@@ -22,6 +22,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import struct
 import threading
@@ -40,7 +41,7 @@ from clipdesk.errors import ClipdeskError
 from clipdesk.files import atomic_write, fsync_file
 from clipdesk.library import Library, db, storage_error
 from clipdesk.library.queries import in_chunks
-from clipdesk.search.compact import CompactVectors, DamagedCopy
+from clipdesk.search.compact import CompactVectors, DamagedCopy, Snapshot
 from clipdesk.throttle import hnswlib_threads
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,53 @@ M = 16
 EF_CONSTRUCTION = 100
 EF_SEARCH = 512
 _LOAD_CHUNK = 20_000
-# A tag filter with at most this many photos is searched exactly, without the graph.
-_EXACT_FILTER_LIMIT = 20_000
+# Filtered searches (bench/bench_filtered.py, bench/README.md "Filtered search"): a filter
+# that keeps at most EXACT_FILTER_ROWS photos is ranked exactly (its rows' int8 codes scored,
+# the best re-ranked with SQLite's vectors); a wider one goes through the graph with the
+# filter as hnswlib's callback, its ef raised as the filter narrows (filtered_ef).
+EXACT_FILTER_ROWS = 20_000
+FILTER_EF_PER_HIT = 1.0  # ef = this x k / selectivity, within [EF_SEARCH, FILTER_EF_CAP]
+FILTER_EF_CAP = 8192
 # A cold scan of the int8 copy re-ranks this many candidates (at least) with exact vectors.
 COLD_CANDIDATES = 256
+
+
+def filtered_ef(want: int, selectivity: float) -> int:
+    """The graph's search breadth for ``want`` results under a filter that keeps the
+    ``selectivity`` share of the photos: hnswlib's filtered search collects ef matching
+    photos, so a narrow filter needs more of them to keep the k best among them."""
+    wide = FILTER_EF_PER_HIT * want / max(selectivity, 1e-9)
+    return int(max(EF_SEARCH, want, min(FILTER_EF_CAP, math.ceil(wide))))
+
+
+def exact_filter(allowed: int, live: int) -> bool:
+    """Whether a filter keeping ``allowed`` of ``live`` photos is ranked exactly (True) or
+    searched in the graph with ``filtered_ef`` (False)."""
+    return allowed <= EXACT_FILTER_ROWS
+
+
+def shortlist(
+    keys: np.ndarray,
+    rows: np.ndarray,
+    snapshot: Snapshot,
+    ids: np.ndarray,
+    vector: np.ndarray,
+    want: int,
+) -> np.ndarray:
+    """The ids among ``ids`` worth an exact score: the ``want`` best by the int8 copy
+    (``keys``: its ids sorted, ``rows``: their rows in it) and every id the copy lacks."""
+    if not len(keys):
+        return ids
+    at = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+    found = keys[at] == ids
+    inside, lacking = ids[found], ids[~found]
+    if len(inside) <= want:
+        return ids
+    where = rows[at[found]]
+    codes = np.asarray(snapshot.codes[where], dtype=np.float32)
+    scores = (codes @ np.asarray(vector, dtype=np.float32)) * snapshot.scales[where]
+    best = np.argpartition(-scores, want - 1)[:want]
+    return np.concatenate([inside[best], lacking])
 
 
 class _Graph(Protocol):
@@ -229,6 +273,9 @@ class VectorIndex:
         self._compact_in_sync = False  # rows appended here keep it equal to the graph
         self.cold_scan = False
         self._cold_rows = 0
+        # The int8 copy as filtered searches read it: its pointer's stamp, the snapshot,
+        # its ids sorted and their rows (see shortlist).
+        self._filter_copy: tuple[object, Snapshot, np.ndarray, np.ndarray] | None = None
 
     @property
     def _graph(self) -> _Graph:
@@ -505,21 +552,27 @@ class VectorIndex:
         allowed: set[int] | None = None,
     ) -> list[tuple[int, float]]:
         """The ``k`` nearest photo ids by cosine similarity, best first, optionally only
-        among ``allowed`` ids (a tag filter)."""
-        if self.cold_scan and allowed is None and self._index is None:
-            cold = self._cold_search(vector, k, exclude)
-            if cold is not None:
-                return cold
+        among ``allowed`` ids (the filters): ranked exactly when they are few, else
+        through the graph with a breadth that grows as the filter narrows."""
+        if self.cold_scan and self._index is None:
+            if allowed is not None and exact_filter(len(allowed), len(allowed)):
+                return self._exact_among(vector, k, exclude, allowed)  # the graph not needed
+            if allowed is None:
+                cold = self._cold_search(vector, k, exclude)
+                if cold is not None:
+                    return cold
         self.ensure_current()
         with self._lock:
             if self._live == 0:
                 return []
-            if allowed is not None and len(allowed) <= _EXACT_FILTER_LIMIT:
+            if allowed is not None and exact_filter(len(allowed), self._live):
                 return self._exact_among(vector, k, exclude, allowed)
             want = min(k + (1 if exclude is not None else 0), self._live)
-            if allowed is not None:
+            if allowed is None:
+                self._graph.set_ef(max(EF_SEARCH, want))
+            else:
                 want = min(want, len(allowed))
-            self._graph.set_ef(max(EF_SEARCH, want))
+                self._graph.set_ef(filtered_ef(want, min(1.0, len(allowed) / self._live)))
             try:
                 labels, distances = self._graph.knn_query(
                     vector.reshape(1, -1),
@@ -572,22 +625,43 @@ class VectorIndex:
         hits.sort(key=lambda hit: -hit[1])
         return hits[:k]
 
+    def _copy_for_filters(self) -> tuple[Snapshot, np.ndarray, np.ndarray] | None:
+        """The int8 copy with its ids sorted (kept while its pointer stays the same), or
+        None where there is none. A stale copy still serves: ids it lacks are scored
+        exactly, rows of deleted photos are never among the allowed."""
+        stamp = self.compact.pointer_stamp()
+        if stamp is None:
+            return None
+        if self._filter_copy is None or self._filter_copy[0] != stamp:
+            try:
+                snapshot = self.compact.open()
+            except DamagedCopy:
+                snapshot = None
+            if snapshot is None:
+                return None
+            ids = np.asarray(snapshot.ids)
+            rows = np.argsort(ids, kind="stable")
+            self._filter_copy = (stamp, snapshot, ids[rows], rows)
+        _, snapshot, keys, rows = self._filter_copy
+        return snapshot, keys, rows
+
     def _exact_among(
         self, vector: np.ndarray, k: int, exclude: int | None, allowed: set[int]
     ) -> list[tuple[int, float]]:
-        present = set(self._graph.get_ids_list())
-        ids = [i for i in allowed if i in present and i != exclude]
-        if not ids:
-            return []
-        try:
-            vectors = np.asarray(self._graph.get_items(ids), dtype=np.float32)
-        except RuntimeError:  # some were marked deleted: take them one by one
-            kept, rows = [], []
-            for i in ids:
-                with contextlib.suppress(RuntimeError):
-                    rows.append(self._graph.get_items([i])[0])
-                    kept.append(i)
-            ids, vectors = kept, np.asarray(rows, dtype=np.float32).reshape(len(kept), -1)
-        scores = vectors @ vector
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(ids[i], float(scores[i])) for i in order]
+        """The exact top ``k`` among ``allowed``: the int8 copy shortlists, SQLite's
+        vectors score (only photos with a vector under this model, not failed)."""
+        ids = np.fromiter(allowed, dtype=np.int64, count=len(allowed))
+        if exclude is not None:
+            ids = ids[ids != exclude]
+        ids.sort()
+        copy = self._copy_for_filters()
+        if copy is not None:
+            ids = shortlist(
+                copy[1], copy[2], copy[0], ids, vector, max(COLD_CANDIDATES, 4 * (k + 1))
+            )
+        hits: list[tuple[int, float]] = []
+        for found, vectors in load_vectors(self.library, self.model_id, ids.tolist()):
+            scores = vectors @ np.asarray(vector, dtype=np.float32)
+            hits += zip(found.tolist(), scores.tolist(), strict=True)
+        hits.sort(key=lambda hit: (-hit[1], hit[0]))
+        return hits[:k]
