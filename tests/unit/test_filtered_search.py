@@ -1,0 +1,141 @@
+"""Filtered nearest-neighbour search (VectorIndex.search with allowed ids): the exact route
+for few allowed photos, the graph route with ef raised as the filter narrows, each against
+a brute-force ranking of the stored vectors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from clipdesk.library import Library
+from clipdesk.search import vector_index as vi
+from clipdesk.search.vector_index import VectorIndex
+
+DIM = 32
+PHOTOS = 5000
+
+
+def _library(folder: Path) -> tuple[Library, np.ndarray]:
+    """A library of PHOTOS low-rank unit vectors (no files: only the search is used)."""
+    library = Library(folder)
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((8, DIM)).astype(np.float32)
+    vectors = rng.standard_normal((PHOTOS, 8)).astype(np.float32) @ basis
+    vectors += 0.05 * rng.standard_normal((PHOTOS, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with library.engine.begin() as conn:
+        conn.execute(text("INSERT INTO roots (path, added_at) VALUES ('/p', 0)"))
+        conn.execute(
+            text(
+                "INSERT INTO models (key, spec, dim, config_json, created_at) "
+                "VALUES ('m', 'm', :d, NULL, 0)"
+            ),
+            {"d": DIM},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO photos (id, root_id, path, size, mtime_ns, fingerprint, width, "
+                "height, taken_at, taken_from_exif, error) VALUES (:id, 1, :path, 1, 1, :fp, "
+                "10, 10, 0, 0, NULL)"
+            ),
+            [{"id": i + 1, "path": f"/p/{i}.jpg", "fp": f"f{i}"} for i in range(PHOTOS)],
+        )
+        conn.execute(
+            text("INSERT INTO embeddings (fingerprint, model_id, vector) VALUES (:fp, 1, :v)"),
+            [{"fp": f"f{i}", "v": vectors[i].tobytes()} for i in range(PHOTOS)],
+        )
+    return library, vectors
+
+
+def _index(library: Library) -> VectorIndex:
+    return VectorIndex(library, "m", 1, DIM)
+
+
+def _exact(vectors: np.ndarray, query: np.ndarray, allowed: set[int], k: int) -> list[int]:
+    ids = np.array(sorted(allowed))
+    scores = vectors[ids - 1] @ query
+    return [int(i) for i in ids[np.argsort(-scores, kind="stable")[:k]]]
+
+
+@pytest.fixture()
+def built(tmp_path: Path) -> tuple[Library, np.ndarray]:
+    library, vectors = _library(tmp_path / "library")
+    index = _index(library)
+    with library.exclusive("indexing"):  # as the indexer: the int8 copy is written too
+        index.ensure_current()
+        index.save()
+    return library, vectors
+
+
+def _queries(count: int) -> np.ndarray:
+    q = np.random.default_rng(1).standard_normal((count, DIM)).astype(np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def test_a_few_allowed_photos_are_ranked_exactly(built: tuple[Library, np.ndarray]) -> None:
+    library, vectors = built
+    index = _index(library)
+    rng = np.random.default_rng(2)
+    for size in (5, 50, 1500):
+        allowed = set((rng.choice(PHOTOS, size, replace=False) + 1).tolist())
+        for query in _queries(5):
+            got = index.search(query, 10, None, allowed)
+            assert [pid for pid, _ in got] == _exact(vectors, query, allowed, 10)
+            scores = vectors[np.array([pid for pid, _ in got]) - 1] @ query
+            assert np.allclose([s for _, s in got], scores, atol=1e-5)
+        best = _exact(vectors, _queries(1)[0], allowed, 1)[0]
+        excluded = index.search(_queries(1)[0], 10, best, allowed)
+        assert best not in [pid for pid, _ in excluded] and len(excluded) == min(10, size - 1)
+
+
+def test_a_one_shot_filtered_search_reads_no_graph(built: tuple[Library, np.ndarray]) -> None:
+    library, vectors = built
+    cold = _index(library)
+    cold.cold_scan = True
+    allowed = set(range(1, PHOTOS + 1, 7))
+    query = _queries(1)[0]
+    started = time.perf_counter()
+    got = cold.search(query, 10, None, allowed)
+    assert time.perf_counter() - started < 5
+    assert [pid for pid, _ in got] == _exact(vectors, query, allowed, 10)
+    assert cold._index is None  # answered from the int8 copy and SQLite
+
+
+def test_without_the_int8_copy_many_allowed_go_through_the_graph(
+    built: tuple[Library, np.ndarray],
+) -> None:
+    library, vectors = built
+    index = _index(library)
+    index.compact.pointer.unlink()
+    few = set(range(1, 1500, 3))
+    many = set(range(1, PHOTOS + 1, 2))
+    query = _queries(1)[0]
+    assert [pid for pid, _ in index.search(query, 10, None, few)] == _exact(vectors, query, few, 10)
+    assert not index._exact_affordable(len(many), PHOTOS)
+    got = [pid for pid, _ in index.search(query, 10, None, many)]
+    assert len(set(got) & set(_exact(vectors, query, many, 10))) >= 9
+
+
+def test_the_graph_route_raises_ef_as_the_filter_narrows(
+    built: tuple[Library, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert vi.filtered_ef(10, 0.5) == vi.EF_SEARCH
+    assert vi.filtered_ef(10, 0.005) == 2000
+    assert vi.filtered_ef(10, 0.0001) == vi.FILTER_EF_CAP
+    assert vi.filtered_ef(600, 0.9) == 667
+    library, vectors = built
+    monkeypatch.setattr(vi, "EXACT_FILTER_ROWS", 10)  # every filter below: the graph
+    index = _index(library)
+    rng = np.random.default_rng(3)
+    for share in (0.01, 0.1, 0.5):
+        allowed = set((rng.choice(PHOTOS, int(share * PHOTOS), replace=False) + 1).tolist())
+        recalls = []
+        for query in _queries(20):
+            got = [pid for pid, _ in index.search(query, 10, None, allowed)]
+            assert set(got) <= allowed
+            recalls.append(len(set(got) & set(_exact(vectors, query, allowed, 10))) / 10)
+        assert np.mean(recalls) >= 0.98, share
