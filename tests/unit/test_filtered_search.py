@@ -73,7 +73,8 @@ def built(tmp_path: Path) -> tuple[Library, np.ndarray]:
 
 def _queries(count: int) -> np.ndarray:
     q = np.random.default_rng(1).standard_normal((count, DIM)).astype(np.float32)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
+    unit: np.ndarray = q / np.linalg.norm(q, axis=1, keepdims=True)
+    return unit
 
 
 def test_a_few_allowed_photos_are_ranked_exactly(built: tuple[Library, np.ndarray]) -> None:
