@@ -116,7 +116,8 @@ def test_history_goes_back_and_forward_like_a_browser() -> None:
     assert history.forward() == View("text", "dog on a beach")
     history.push(View("text", "cat"))  # a new path drops the old forward history
     assert not history.can_go_forward()
-    assert View("similar", ref=ref).describe(12) == "12 photos similar to a.jpg"
+    assert View("similar", ref=ref, cutoff=False).describe(12) == "12 photos similar to a.jpg"
+    assert View("similar", ref=ref).describe(12) == "12 relevant photos similar to a.jpg"
     assert View("all", tag="pets").describe(1) == "1 photo tagged “pets”"
 
 
