@@ -2,7 +2,9 @@
 folders. It calls the same services as the CLI, each off the GUI thread. Its other roles
 live beside it, one file each: jobs.py (job status and control), model_actions.py
 (download and import), photo_actions.py (photos, typed, pasted and dropped searches),
-window_settings.py (QSettings), widgets.py and words.py (how it says things)."""
+window_settings.py (QSettings), album_actions.py, search_bar.py, widgets.py and words.py
+(how it says things). A little over 600 lines: the window's assembly and menus, which read
+best in one place."""
 
 from __future__ import annotations
 

@@ -2,6 +2,11 @@
 
 Reads directory listings, file headers and a sample of each new file's bytes; writes
 only to the library database.
+
+Over 600 lines on purpose: one mark-and-sweep pass and the cases that keep a library whole
+(an unplugged drive, a renumbered mount, moves and copies keeping their tags, the camera
+models of photos scanned before schema 4) belong together, since each changes what the
+sweep may delete.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """The HNSW vector index: a cache of SQLite's vectors, rebuilt or caught up on demand.
 
+Over 600 lines on purpose: the graph, its checked pointer and its routes for a search (the
+graph, the int8 copy for a one-shot process, an exact ranking for a narrow filter) share one
+lock and one idea of what is current, which is easiest to keep right in one class.
+
 hnswlib must never add and search at the same time, so every access goes through one
 lock. Each save writes a new, uniquely named graph file, fsyncs it, then atomically renames a
 small JSON pointer over the old one (write, fsync, rename). The pointer records the
