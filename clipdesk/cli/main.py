@@ -16,6 +16,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -295,7 +296,11 @@ def _run_search(app: Clipdesk, args: argparse.Namespace, text: str, like: Sequen
         if not hits:
             print("no results")
         for hit in hits:
-            print(f"{hit.score:.4f}  {printable(hit.path)}")
+            if result.listed:  # filters only: no score to show, the date instead
+                day = time.strftime("%Y-%m-%d", time.localtime(hit.taken_at))
+                print(f"{day}  {printable(hit.path)}")
+            else:
+                print(f"{hit.score:.4f}  {printable(hit.path)}")
     # Photos of an unplugged drive are kept but cannot be shown: say so, or "no results"
     # reads as "nothing matches".
     for folder, reason in app.unavailable_folders():

@@ -29,11 +29,13 @@ SAMPLE = 512  # photos whose scores stand for the library's bulk (cutoff.decide)
 class Ranking:
     """What a search found: ``hits`` in the order asked for; ``cutoff`` when one was
     applied (``cutoff.count == 0``: no photo matches); ``searched``: photos the filters let
-    through (the whole library without filters)."""
+    through (the whole library without filters); ``listed``: a search of filters only, in
+    date order, whose hits have no score."""
 
     hits: list[SearchHit]
     cutoff: Cutoff | None
     searched: int
+    listed: bool = False
 
 
 def sample_ids(
@@ -143,4 +145,4 @@ def listed(library: Library, allowed: set[int] | None, k: int, newest_first: boo
         for i in chosen
         if (r := refs.get(i)) is not None
     ]
-    return Ranking(hits, None, len(allowed) if allowed is not None else len(ids))
+    return Ranking(hits, None, len(allowed) if allowed is not None else len(ids), listed=True)

@@ -55,6 +55,8 @@ def test_filters_as_options_and_in_the_text_agree(clothing_library: tuple[Path, 
     )
     assert typed == options and typed
     assert all("/pants/" in h["path"] and h["taken_at"] >= "2023-03" for h in typed)
+    listed = run_cli("search", "in:pants", library=library, env=ENV).stdout.splitlines()
+    assert len(listed) == 3 and all(line[:4] == "2023" and "/pants/" in line for line in listed)
     newest = run_cli_json(
         "search", "a photo", "--sort", "newest", "--cutoff", "none", "-k", "8", library=library
     )
