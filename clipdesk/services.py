@@ -433,6 +433,11 @@ class Clipdesk:
         parsed = parse_query(query) if isinstance(query, str) else query
         wanted = parsed.filters if filters is None else parsed.filters.merged(filters)
         limit = k if k is not None else (CUTOFF_K if cutoff else PLAIN_K)
+        missing = [os.fspath(item) for item in like if not isinstance(item, db.Photo)]
+        missing += [str(term.path()) for term in parsed.terms if term.kind == "image"]
+        for path in missing:  # a typo in a path is the first thing to say
+            if not os.path.isfile(path) and self.find_photo(path) is None:
+                raise ClipdeskError(f"no such photo: {path}")
         index = self.vector_index()
         allowed = self._filtered(index, wanted)
         vectors, weights, searched_by = term_vectors(
@@ -482,9 +487,7 @@ class Clipdesk:
             if photo is None:
                 raise ClipdeskError(f"no photo with id {term.photo_id} in the library")
             return self._like_vector(photo)
-        if not term.path().is_file():
-            raise ClipdeskError(f"no such image: {term.value}")
-        return self._like_vector(term.path())
+        return self._like_vector(term.path())  # (checked to exist before the search)
 
     def _like_vector(self, item: db.Photo | str | Path) -> tuple[np.ndarray, int | None]:
         """The vector of a library photo (stored) or an image file (encoded), and the
