@@ -106,3 +106,15 @@ def test_edge_cases() -> None:
         relevant_count([np.nan], [0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="fdr"):
         relevant_count([0.5], [0.1, 0.2, 0.3], fdr=1.5)
+
+
+def test_a_library_mostly_of_the_subject_still_finds_it() -> None:
+    """Over half the library matches (a library of shoes, "a photo of shoes"): a bulk fitted
+    to the median would sit among the matches and nothing would stand out."""
+    rng = np.random.default_rng(7)
+    relevant = rng.normal(0.75, 0.03, 290)
+    rest = rng.normal(0.20, 0.08, 210)
+    scores = np.sort(np.concatenate([relevant, rest]))[::-1]
+    null = rng.normal(0.25, 0.05, 500)  # a generic caption: well below the matches
+    count = relevant_count(scores[:400], scores, null_scores=null)
+    assert 270 <= count <= 300
