@@ -18,6 +18,7 @@ from PIL import Image
 from sqlalchemy import ColumnElement, Row, UnaryExpression, select
 from sqlalchemy.orm import InstrumentedAttribute
 
+from clipdesk.imaging import camera_name
 from clipdesk.library import Library, db
 from clipdesk.library.queries import under_folder
 from clipdesk.library.scanning import normalise_folder
@@ -143,11 +144,7 @@ def _camera_of(path: str) -> tuple[str | None, str | None]:
         return None, None
     if not exif:
         return None, None
-    make = str(exif.get(_EXIF_MAKE, "")).strip("\x00 ")
-    model = str(exif.get(_EXIF_MODEL, "")).strip("\x00 ")
-    if make and model.lower().startswith(make.lower().split()[0]):
-        make = ""  # "Canon Canon EOS R5" reads badly
-    camera = " ".join(part for part in (make, model) if part) or None
+    camera = camera_name(exif.get(_EXIF_MAKE, ""), exif.get(_EXIF_MODEL, "")) or None
     parts = []
     try:
         sub = exif.get_ifd(_EXIF_IFD)
