@@ -5,10 +5,12 @@ A plain fp32 torch loop leaves most of a modern CPU unused: CPUs with avx512_bf1
 run bfloat16 matrix products natively, and OpenVINO fuses the whole graph. Which is fastest
 differs from machine to machine, so clipdesk measures the candidates once per model and
 machine (:mod:`clipdesk.backends.measuring`), keeps only the *faithful* ones (every embedding
-within cosine 0.999 of the fp32 reference), picks the fastest and remembers the choice
-(``backends.json`` in the models folder). Vectors from a faithful backend are the same
-model's vectors: they mix safely. Both encoders (torch and an export) choose through
-:func:`choose`.
+within cosine 0.999 of the fp32 reference, and no ranking changed beyond ties:
+:func:`clipdesk.backends.measuring.judge`), picks the fastest and remembers the choice
+(``backends.json`` in the models folder) with the version of the rule it was judged under: a
+choice judged under an older rule is measured again at the next index. Vectors from a
+faithful backend are the same model's vectors: they mix safely. Both encoders (torch and an
+export) choose through :func:`choose`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from clipdesk.backends import measuring
 from clipdesk.backends.measuring import (
+    FIDELITY_RULE,
     BackendFactory,
     Measurement,
     ReferenceVectors,
@@ -41,7 +44,9 @@ log = logging.getLogger(__name__)
 BACKEND_ENV = "CLIPDESK_BACKEND"  # force one (e.g. torch-fp32) instead of measuring
 CHOICES_FILE = "backends.json"
 # 2: each choice also records the load it was measured under (a version 1 file is still read:
-# its choices count as measured undisturbed) and whether it is provisional.
+# its choices count as measured undisturbed) and whether it is provisional. Each choice also
+# records the fidelity rule it was judged under ("rule"; none: rule 1), within version 2: an
+# older clipdesk reads the file as before.
 _CHOICE_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
 # A choice measured while other programs took cores it needed is measured again at the next
@@ -58,12 +63,24 @@ class BackendChoice:
     # have won: measured again at a later index (see MEASUREMENTS_UNDER_LOAD).
     provisional: bool = False
     tries: int = 0  # measurements under load in a row, this one included
+    # The fidelity rule its measurements were judged under (measuring.FIDELITY_RULE); a
+    # choice remembered without one was judged under rule 1.
+    rule: int = FIDELITY_RULE
 
 
 def measure_again(choice: BackendChoice) -> bool:
     """Whether an index measures ``choice`` again: it was measured under load, fewer than
-    MEASUREMENTS_UNDER_LOAD times in a row."""
+    MEASUREMENTS_UNDER_LOAD times in a row, or judged under an older fidelity rule."""
+    if outdated(choice):
+        return True
     return choice.provisional is True and choice.tries < MEASUREMENTS_UNDER_LOAD
+
+
+def outdated(choice: BackendChoice) -> bool:
+    """Whether ``choice`` was measured and judged under an older fidelity rule, which may
+    have rejected a backend the current one accepts (rule 1 rejected bf16 for reordering
+    ties) or accepted one it rejects. A choice fixed by setting was not judged at all."""
+    return bool(choice.measurements) and choice.rule < FIDELITY_RULE
 
 
 def fixed_backend(setting: str | None) -> str | None:
@@ -174,6 +191,7 @@ def decide(device: str, measurements: list[Measurement]) -> BackendChoice:
         reason = f"{device}: {best.description}, the fastest faithful backend measured"
     else:
         reason = f"{device}: {best.description}, {ratio:.1f}x fp32 measured"
+        reason += f"; {reordering(best)}" if reordering(best) else ""
     rival = could_have_won(best, measurements)
     if rival is not None:
         reason += (
@@ -181,6 +199,19 @@ def decide(device: str, measurements: list[Measurement]) -> BackendChoice:
             f"while {rival.name} was timed)"
         )
     return BackendChoice(best.name, reason, measurements, provisional=rival is not None)
+
+
+def reordering(m: Measurement) -> str:
+    """What a backend changes of the rankings, for `status`: "reorders only ties (fp32 score
+    gaps up to 4.3e-05, tie band 2.1e-04)"; "" where it was not judged so (rule 1)."""
+    if m.reordered_gap is None or m.tie_band is None:
+        return ""
+    if m.reordered_gap == 0:
+        return "same rankings as fp32"
+    return (
+        f"reorders only ties (fp32 score gaps up to {m.reordered_gap:.1e}, "
+        f"tie band {m.tie_band:.1e})"
+    )
 
 
 class ChoiceStore:
@@ -203,7 +234,9 @@ class ChoiceStore:
 
     def get(self, model_key: str, machine: str) -> BackendChoice | None:
         """The remembered choice; None to measure: none remembered, ``index --remeasure``,
-        or, in an index, one measured under load fewer than MEASUREMENTS_UNDER_LOAD times."""
+        or, in an index, one measured under load fewer than MEASUREMENTS_UNDER_LOAD times or
+        judged under an older fidelity rule. (Outside an index the old choice serves: it
+        passed min cosine 0.999 too, and an index measures on the user's own photos.)"""
         _, choices = self._read()
         entry = choices.get(f"{model_key} || {machine}")
         if not isinstance(entry, dict):
@@ -226,6 +259,11 @@ class ChoiceStore:
         if provisional and watch.retry_provisional and tries < MEASUREMENTS_UNDER_LOAD:
             log.info("the encoder backends were measured under load; measuring again")
             return None
+        rule = entry.get("rule", 1)  # remembered without one: judged under rule 1
+        rule = rule if isinstance(rule, int) else 1
+        if rule < FIDELITY_RULE and watch.retry_provisional and entry.get("measurements"):
+            log.info("the encoder backends were judged under an older rule; measuring again")
+            return None
         known = {f.name for f in fields(Measurement)}  # a later version's extras: ignored
         try:
             return BackendChoice(
@@ -237,6 +275,7 @@ class ChoiceStore:
                 ],
                 provisional=provisional,
                 tries=tries,
+                rule=rule,
             )
         except (KeyError, TypeError, AttributeError):
             return None
@@ -269,6 +308,7 @@ class ChoiceStore:
             "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
             "provisional": choice.provisional,
             "tries": choice.tries,
+            "rule": choice.rule,
         }
         data["choices"] = choices
         data["version"] = _CHOICE_VERSION

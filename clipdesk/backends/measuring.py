@@ -1,8 +1,10 @@
 """Measuring the backends: the speed of each candidate and its fidelity to the fp32 reference,
 and the load of other programs while it was timed.
 
-A candidate is *faithful* when every embedding of the probe photos lies within cosine 0.999
-of the reference's and nearly all of their top-10 neighbours stay the same: its vectors are
+A candidate is *faithful* (:func:`judge`, rule :data:`FIDELITY_RULE`) when every embedding of
+the probe photos lies within cosine 0.999 of the reference's and it changes no ranking a user
+can see: it may reorder photos whose fp32 scores are tied within the noise of its own
+numerical error, never put a photo above one that fp32 scores clearly better. Its vectors are
 the same model's vectors and mix safely with the reference's. A measurement obeys the
 :class:`Watch` set around it (:func:`watched`): it stops when cancelled and reports its steps.
 """
@@ -13,6 +15,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +30,16 @@ from clipdesk.progress import CancelToken
 log = logging.getLogger(__name__)
 
 FAITHFUL_COSINE = 0.999
-FAITHFUL_AGREEMENT = 0.95  # share of queries whose top-10 neighbours are exactly the same
+# The rule before FIDELITY_RULE 2 (and still the export's check of its fp16 weights): the
+# share of queries whose top-10 neighbours are exactly the same set. It rejected bf16 for
+# swapping photos whose fp32 scores were equal to 4e-5 (issue 21).
+FAITHFUL_AGREEMENT = 0.95
+# The version of the rule a remembered choice was judged under: 1, cosine and top-10
+# agreement; 2, cosine and ties only (:func:`judge`). A choice judged under an older rule is
+# measured again (clipdesk.backends.choice).
+FIDELITY_RULE = 2
+TIES_FALSE_ALARM = 0.01  # chance that noise alone crosses the tie band anywhere in a probe
+RANKS_SEEN = 10  # the top-k a user looks at
 TIMING_BATCH = 32  # speed is timed on batches of the size the pipeline uses
 
 
@@ -95,6 +107,12 @@ class Measurement:
     faithful: bool
     error: str = ""
     top10_agreement: float = 1.0
+    # Rule 2 (judge): the tie band derived from this backend's score error, the largest fp32
+    # score gap between two photos it ranks the other way round (0.0: it reorders nothing),
+    # and the mean share of each probe photo's top-10 neighbours it keeps. None: not judged.
+    tie_band: float | None = None
+    reordered_gap: float | None = None
+    recall_at_10: float | None = None
     # The load while it was timed (None: not timed, or not known on this system), in cores:
     own_cores: float | None = None  # this process's CPU seconds per second
     other_cores: float | None = None  # everything else's, hypervisor steal included
@@ -230,6 +248,87 @@ def top10_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = 10) -
     return same / n
 
 
+@dataclass(frozen=True)
+class Fidelity:
+    """What :func:`judge` found (the fields a :class:`Measurement` records)."""
+
+    min_cosine: float
+    tie_band: float
+    reordered_gap: float
+    recall_at_10: float
+    top10_agreement: float
+
+    @property
+    def faithful(self) -> bool:
+        return bool(self.min_cosine >= FAITHFUL_COSINE and self.reordered_gap <= self.tie_band)
+
+
+def tie_band(errors: np.ndarray) -> float:
+    """The largest fp32 score gap that a backend's numerical noise may reorder, from its
+    score errors ``errors`` (backend minus fp32 score, over every query x photo pair).
+
+    Two photos i, j swap places when their fp32 gap is under ``e_j - e_i``, the difference
+    of their score errors. The noise's scale is estimated robustly, by the median absolute
+    deviation (sigma = 1.4826 MAD, robust while fewer than half the pairs are off), so that
+    a few photos a backend gets badly wrong (still within cosine 0.999) do not widen the band
+    that would excuse them. With errors of that scale, ``e_j - e_i`` has the scale sigma
+    sqrt(2); the band is the gap such noise exceeds with a chance of TIES_FALSE_ALARM over
+    all the pairs together (a Bonferroni bound: the two-sided normal quantile at
+    TIES_FALSE_ALARM / pairs, z = 5.3 for a 256-photo probe). No less than a float32 ulp at
+    1.0: scores rounded to float32 are tied within that whatever computed them."""
+    errors = np.asarray(errors, dtype=np.float64).ravel()
+    floor = float(np.finfo(np.float32).eps)
+    if errors.size == 0:
+        return floor
+    mad = float(np.median(np.abs(errors - np.median(errors))))
+    sigma = 1.4826 * mad
+    z = statistics.NormalDist().inv_cdf(1 - TIES_FALSE_ALARM / (2 * errors.size))
+    return float(max(z * np.sqrt(2) * sigma, floor))
+
+
+def judge(reference: np.ndarray, candidate: np.ndarray, k: int = RANKS_SEEN) -> Fidelity:
+    """The fidelity of ``candidate``'s features to ``reference``'s (the same photos, fp32),
+    judged on what a user sees: each probe photo is a query (as in "similar photos"; each
+    side's own vectors, as a library holds them), ranking the others by cosine.
+
+    - min cosine of each photo's two vectors (>= FAITHFUL_COSINE, as under rule 1);
+    - the tie band (:func:`tie_band`), from the errors of all query x photo scores;
+    - the largest *reordered gap*: for each query, each photo of fp32's top-k, and each
+      photo the candidate ranks above it that fp32 scores lower, the fp32 score gap between
+      the two. Faithful only if that never exceeds the tie band: a photo scored clearly
+      better than the k-th (by more than the band) stays in the top-k, a photo entering the
+      top-k is within the band of the k-th, and no order within it changes across more.
+
+    recall@10 (the mean share of fp32's top-k the candidate keeps) and top-10 agreement
+    (rule 1's figure) are reported alongside."""
+    n = len(reference)
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    got = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
+    cosine = float(np.min(np.sum(ref * got, axis=1))) if n else 1.0
+    k = min(k, n - 2)
+    if k < 1:
+        return Fidelity(cosine, tie_band(np.zeros(0)), 0.0, 1.0, 1.0)
+    want = (ref @ ref.T).astype(np.float64)
+    have = (got @ got.T).astype(np.float64)
+    others = ~np.eye(n, dtype=bool)
+    band = tie_band((have - want)[others])
+    np.fill_diagonal(want, -np.inf)  # a photo is not its own neighbour
+    np.fill_diagonal(have, -np.inf)
+    gap, kept, same = 0.0, 0, 0
+    for q in range(n):
+        want_top = np.argsort(-want[q], kind="stable")[:k]
+        have_top = np.argsort(-have[q], kind="stable")[:k]
+        common = len(set(want_top.tolist()) & set(have_top.tolist()))
+        kept += common
+        same += common == k
+        for i in want_top:
+            # photos fp32 scores lower than i that the candidate ranks above it
+            passed = (want[q] < want[q, i]) & (have[q] > have[q, i])
+            if passed.any():
+                gap = max(gap, float(want[q, i] - want[q][passed].min()))
+    return Fidelity(cosine, band, gap, kept / (n * k), same / n)
+
+
 # -- speed -----------------------------------------------------------------------------
 
 
@@ -343,9 +442,8 @@ def measure(
             backend = make()
             meter = LoadMeter(threads)
             got, speed = _encode_timed(backend, batch, cancel, step, meter)
-            cosine = float(np.min(cosines(expected, got)))
-            agreement = top10_agreement(expected, got)
-            faithful = cosine >= FAITHFUL_COSINE and agreement >= FAITHFUL_AGREEMENT
+            fidelity = judge(expected, got)
+            faithful = fidelity.faithful
             if not faithful:
                 speed = 0.0  # never chosen, however fast: not worth timing
             elif speed is None:
@@ -356,9 +454,12 @@ def measure(
                         backend.name,
                         backend.description,
                         speed,
-                        cosine,
+                        fidelity.min_cosine,
                         faithful,
-                        top10_agreement=agreement,
+                        top10_agreement=fidelity.top10_agreement,
+                        tie_band=fidelity.tie_band,
+                        reordered_gap=fidelity.reordered_gap,
+                        recall_at_10=fidelity.recall_at_10,
                     )
                 )
             )
