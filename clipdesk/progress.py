@@ -20,8 +20,9 @@ T = TypeVar("T")
 # The phases of the long jobs, in the order an index run meets them: "scan" (find the
 # folders' photos), "prepare" (measure the encoder backends, once per model and machine),
 # "embed" (photos to vectors), "index" (the vector index saved), "export" (the model
-# exported to run without torch, once per model); "tag" is a tagging run's one phase.
-Phase = Literal["scan", "prepare", "embed", "index", "export", "tag"]
+# exported to run without torch, once per model); "tag" is a tagging run's one phase;
+# "duplicates" the nearest-neighbour pass that finds near-duplicates.
+Phase = Literal["scan", "prepare", "embed", "index", "export", "tag", "duplicates"]
 
 
 class JobWarning(enum.Enum):

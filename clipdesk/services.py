@@ -22,6 +22,8 @@ import numpy as np
 from clipdesk.backends.choice import fixed_backend as backend_fixed_by
 from clipdesk.backends.choice import measure_again
 from clipdesk.backends.runtimes import BACKEND_NAMES
+from clipdesk.duplicates.finding import DuplicateFinder, DuplicateGroup, DuplicateReport
+from clipdesk.duplicates.trash import Trashed, TrashReport, trash_log, trash_photos
 from clipdesk.errors import ClipdeskError, ModelUnavailableError, NotIndexedError
 from clipdesk.imaging import DEFAULT_MAX_PIXELS, ImageRejected, load_rgb
 from clipdesk.indexing import device_decode
@@ -158,6 +160,7 @@ class Clipdesk:
         self.thumbnails = ThumbnailCache(library)
         self._null_vectors: dict[str, np.ndarray] = {}
         self._album_counts = AlbumCounts()
+        self._duplicates = DuplicateFinder(library)
 
     @property
     def cold_scan(self) -> bool:
@@ -569,6 +572,74 @@ class Clipdesk:
         it has one, so no model is needed."""
         vector, photo_id = self._like_vector(photo)
         return self._hits(self.vector_index(), vector, k, exclude=photo_id, tag=tag)
+
+    # -- duplicates ----------------------------------------------------------------------
+
+    def compare_photos(self, cancel: CancelToken | None = None) -> Iterator[Progress]:
+        """The nearest-neighbour pass that near-duplicates need (one per photo content,
+        through the vector index, from stored vectors: no model loaded). Kept until the
+        library changes, so :meth:`duplicates` at another threshold regroups at once."""
+        yield from self._duplicates.compare(self.vector_index(), cancel)
+
+    def duplicates(
+        self, folder: str | Path | None = None, threshold: float | None = None, exact: bool = False
+    ) -> DuplicateReport:
+        """Groups of exact copies and (unless ``exact``) near-duplicates under ``folder``
+        (default: the library), each with the photo to keep first. ``threshold``: the
+        cosine from which two photos are near-duplicates (None: derived from the library,
+        see :func:`clipdesk.duplicates.grouping.derived_threshold`). Runs
+        :meth:`compare_photos` first when its lists are not current."""
+        target = None if folder is None else normalise_folder(folder)
+        if target is not None and not any(
+            target == r.path
+            or target.startswith(r.path.rstrip(os.sep) + os.sep)
+            or r.path.startswith(target.rstrip(os.sep) + os.sep)
+            for r in self.library.roots()
+        ):
+            raise ClipdeskError(f"{folder} is not inside a library folder")
+        index = None if exact else self.vector_index()
+        if index is not None:
+            for _ in self._duplicates.compare(index):
+                pass
+        return self._duplicates.report(index, target, threshold, exact)
+
+    def trash_duplicates(
+        self,
+        groups: Sequence[DuplicateGroup],
+        keep: dict[int, Sequence[int]] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> TrashReport:
+        """Move to the system trash what each group does not keep: ``keep`` maps a
+        group's key to the photo ids kept (default: the suggestion). A group whose kept
+        photos are not all on disk now is left whole (reported), so no photo is lost."""
+        chosen = keep or {}
+        drop: list[int] = []
+        left: list[tuple[str, str]] = []
+        for group in groups:
+            kept_ids = list(chosen.get(group.key, [group.kept.photo_id]))
+            dropping = group.to_drop(kept_ids)
+            absent = [
+                m.path
+                for m in group.members
+                if m.photo_id in kept_ids and not os.path.isfile(m.path)
+            ]
+            if absent:
+                why = f"the photo kept is not on disk now ({absent[0]}): its group is left whole"
+                left += [(m.path, why) for m in dropping]
+                continue
+            drop += [m.photo_id for m in dropping]
+        report = trash_photos(self.library, drop, cancel) if drop else TrashReport()
+        report.failed[:0] = left
+        return report
+
+    def trash(self, photo_ids: Sequence[int], cancel: CancelToken | None = None) -> TrashReport:
+        """Move these photos to the system trash (the user confirmed); the library forgets
+        them and notes them in :meth:`trash_log`."""
+        return trash_photos(self.library, photo_ids, cancel)
+
+    def trash_log(self) -> list[Trashed]:
+        """What clipdesk moved to the trash, oldest first, with where each went."""
+        return trash_log(self.library)
 
     # -- smart albums -------------------------------------------------------------------
 

@@ -161,10 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     from clipdesk.cli.albums import add_albums_parser  # on use: --help starts fast
+    from clipdesk.cli.duplicates import add_duplicates_parser  # on use: --help starts fast
     from clipdesk.cli.models import add_models_parser  # on use: --help starts fast
 
     add_models_parser(sub)
     add_albums_parser(sub)
+    add_duplicates_parser(sub)
 
     status = sub.add_parser("status", help="photos, indexed, failures, model and device")
     status.add_argument("--json", action="store_true")
@@ -583,6 +585,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             from clipdesk.cli.albums import run_albums_command  # on use: --help starts fast
 
             return run_albums_command(app, args)
+        elif args.command == "duplicates":
+            from clipdesk.cli.duplicates import run_duplicates_command  # on use: --help starts fast
+
+            return run_duplicates_command(app, args)
         elif args.command == "status":
             _print_status(app.status(), args.json)
         return 0

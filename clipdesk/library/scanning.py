@@ -291,6 +291,17 @@ def _collect_unused_vectors(s: Session) -> None:
     )
 
 
+def forget_photos(library: Library, photo_ids: Sequence[int]) -> None:
+    """Forget photos whose files the user removed through clipdesk (moved to the trash)
+    as a scan's sweep forgets vanished files: their rows (tags with them) and the vectors
+    no other photo shares."""
+    with library.session() as s:
+        _delete_ids(s, list(photo_ids))
+        s.flush()
+        _collect_unused_vectors(s)
+        s.commit()
+
+
 def _delete_ids(s: Session, ids: list[int]) -> None:
     for chunk in in_chunks(ids):
         s.execute(delete(db.Photo).where(db.Photo.id.in_(chunk)))
