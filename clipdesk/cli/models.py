@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from clipdesk.cli.output import StatusLine, bar, cancel_on_interrupt, duration, human_size
 from clipdesk.errors import ClipdeskError
+from clipdesk.models.catalog import APPLE_AMLR, REFERENCE_NAME, speeds_cpu  # plain data
 
 if TYPE_CHECKING:
     from clipdesk.models.store import ModelInfo, ModelStore
@@ -38,6 +39,12 @@ def add_models_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     download.add_argument("name", metavar="NAME", help="a name from `clipdesk models list`")
     download.add_argument(
         "--mirror", metavar="URL", help="a Hugging Face mirror to download from (or $HF_ENDPOINT)"
+    )
+    download.add_argument(
+        "--accept-license",
+        action="store_true",
+        help="acknowledge a research-only license (`clipdesk models list` shows each "
+        "model's): such weights are downloaded only with this flag",
     )
 
     imp = msub.add_parser(
@@ -117,7 +124,7 @@ def run_models_command(args: argparse.Namespace, store: ModelStore) -> int:
         return 0
     if command == "download":
         mirror = ModelStore(store.models_dir, endpoint=args.mirror) if args.mirror else store
-        return _download(mirror, args.name)
+        return _download(mirror, args.name, args.accept_license)
     if command == "import" and args.export:
         from clipdesk.models.export_files import (  # on use: --help starts fast
             ExportManifest,
@@ -175,7 +182,10 @@ def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
             )
         out.write(json.dumps(listed, indent=1) + "\n")
         return
-    out.write(f"  {'NAME':<20} {'SIZE':>8} {'DIM':>4} {'IMAGENET':>8} {'SPEED':>5}  LANGUAGES\n")
+    out.write(
+        f"  {'NAME':<18} {'SIZE':>8} {'DIM':>4} {'IMAGENET':>8} {'SPEED':>5}  "
+        f"{'LICENSE':<24} LANGUAGES\n"
+    )
     for info in rows:
         mark = "*" if info.installed else " "
         size = human_size(info.size_bytes) if info.size_bytes else "?"
@@ -185,17 +195,30 @@ def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
         notes = [info.spec]
         if info.default:
             notes.append("default")
+        if info.research_only:
+            notes.append("research only: download with --accept-license")
         if info.requires:
-            notes.append("needs " + ", ".join(info.requires))
+            notes.append(f"needs {', '.join(info.requires)}: pip install 'clipdesk[multilingual]'")
         if info.key in exported_keys:
             notes.append("exported")
         elif not full:
             notes.append("needs the full (torch) version of clipdesk")
+        license_name = _short_license(info.license) if info.kind == "catalog" else "(its own)"
         out.write(
-            f"{mark} {info.name:<20} {size:>8} {dim:>4} {top1:>8} {speed:>5}  {info.languages}"
-            f"  ({'; '.join(notes)})\n"
+            f"{mark} {info.name:<18} {size:>8} {dim:>4} {top1:>8} {speed:>5}  "
+            f"{license_name:<24} {info.languages}  ({'; '.join(notes)})\n"
         )
-    out.write("* installed. SPEED: photos/s relative to the default model (rough).\n")
+    cpu = speeds_cpu()
+    out.write(
+        f"* installed. SPEED: photos/s of the image tower against {REFERENCE_NAME}'s, "
+        + (f"measured on {cpu} (torch fp32)" if cpu else "not measured")
+        + ". IMAGENET: published zero-shot top-1.\n"
+    )
+    licensed = [i for i in rows if i.kind == "catalog" and i.license_url]
+    if licensed:
+        out.write("licenses (each model card or license text):\n")
+        for info in licensed:
+            out.write(f"  {info.name:<18} {info.license}: {info.license_url}\n")
     if exports:
         out.write("\nexported models (run without torch):\n")
         for folder, manifest in exports:
@@ -203,7 +226,12 @@ def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
             out.write(f"* {manifest.label}  dim {manifest.dim}, {weights} weights  ({folder})\n")
 
 
-def _download(store: object, name: str) -> int:
+def _short_license(name: str) -> str:
+    """A license name that fits the table's column (the full one is listed below it)."""
+    return "Apple AMLR (research)" if name == APPLE_AMLR else (name or "?")
+
+
+def _download(store: object, name: str, accept_license: bool = False) -> int:
     from clipdesk.models.hub import DownloadCancelled  # on use: --help starts fast
     from clipdesk.models.store import ModelStore  # on use: --help starts fast
 
@@ -211,7 +239,7 @@ def _download(store: object, name: str) -> int:
     progress = ByteBar(sys.stderr, name)
     with cancel_on_interrupt() as cancel:
         try:
-            spec = store.download(name, progress.update, cancel)
+            spec = store.download(name, progress.update, cancel, accept_license=accept_license)
         except DownloadCancelled as exc:
             progress.close()
             print(f"clipdesk: {exc}", file=sys.stderr)

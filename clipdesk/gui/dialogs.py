@@ -1,11 +1,12 @@
-"""Dialogs: a label set editor, an import-weights form, the quick-look preview, and the
-list of files that could not be read."""
+"""Dialogs: a label set editor, the model catalog, an import-weights form, the quick-look
+preview, and the list of files that could not be read."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication, QImage, QKeyEvent, QPixmap, QResizeEvent
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QTreeWidget,
@@ -28,7 +30,11 @@ from PySide6.QtWidgets import (
 )
 
 from clipdesk.library.browsing import PhotoRef
-from clipdesk.models.catalog import CATALOG
+from clipdesk.models.catalog import CATALOG, CatalogEntry, license_notice, speeds_cpu
+from clipdesk.wording import human_size
+
+if TYPE_CHECKING:
+    from clipdesk.models.store import ModelInfo
 
 WHOLE_LIBRARY = "The whole library"
 
@@ -96,6 +102,92 @@ class LabelSetDialog(QDialog):
             self.error_label.setText("Write at least one label.")
         else:
             self.accept()
+
+
+class ModelCatalogDialog(QDialog):
+    """The catalog's models with their size, measured speed, license and languages; the
+    chosen one is downloaded (a research-only license asks first: confirm_license)."""
+
+    COLUMNS = ("Model", "Size", "Speed", "License", "Languages", "")
+
+    def __init__(self, models: list[ModelInfo], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Download a model")
+        self.table = QTreeWidget()
+        self.table.setHeaderLabels(list(self.COLUMNS))
+        self.table.setRootIsDecorated(False)
+        for info in models:
+            if info.kind != "catalog":
+                continue
+            speed = f"{info.relative_speed:.2f}x" if info.relative_speed is not None else "?"
+            size = human_size(info.size_bytes) if info.size_bytes else "?"
+            license_text = info.license + (" (research only)" if info.research_only else "")
+            state = "installed" if info.installed else ("default" if info.default else "")
+            item = QTreeWidgetItem([info.name, size, speed, license_text, info.languages, state])
+            item.setData(0, Qt.ItemDataRole.UserRole, info.name)
+            item.setToolTip(0, f"{info.spec}: {info.description}")
+            item.setToolTip(3, info.license_url)
+            self.table.addTopLevelItem(item)
+            if info.default:
+                self.table.setCurrentItem(item)
+        for column in range(len(self.COLUMNS)):
+            self.table.resizeColumnToContents(column)
+        cpu = speeds_cpu()
+        note = QLabel(
+            "Speed: photos per second indexed, against vit-b-32"
+            + (f", measured on {cpu}." if cpu else " (not measured yet).")
+            + " Weights marked research only may not be used for anything else."
+        )
+        note.setWordWrap(True)
+        self.details = QLabel()
+        self.details.setWordWrap(True)
+        self.details.setOpenExternalLinks(True)
+        self.details.setTextFormat(Qt.TextFormat.RichText)
+        self.table.currentItemChanged.connect(lambda *_: self._show_details())
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Download")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.table.itemDoubleClicked.connect(lambda *_: self.accept())
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.details)
+        layout.addWidget(note)
+        layout.addWidget(self.buttons)
+        self._models = {info.name: info for info in models}
+        self._show_details()
+        self.resize(860, 420)
+
+    def selected_name(self) -> str | None:
+        item = self.table.currentItem()
+        name = item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
+        return name if isinstance(name, str) else None
+
+    def _show_details(self) -> None:
+        info = self._models.get(self.selected_name() or "")
+        if info is None:
+            self.details.setText("")
+            return
+        self.details.setText(
+            f"<b>{info.name}</b> ({info.spec}): {info.description}. License: "
+            f'<a href="{info.license_url}">{info.license}</a>'
+            + (" — research use only" if info.research_only else "")
+        )
+
+
+def confirm_license(parent: QWidget | None, entry: CatalogEntry) -> bool:
+    """Ask before a research-only model's weights are downloaded; No is the default."""
+    answer = QMessageBox.question(
+        parent,
+        "Research-only license",
+        f"{license_notice(entry)}.\n\nDownload {entry.name} only if you will use it for "
+        "research. Do you accept its license?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
 
 
 class ImportWeightsDialog(QDialog):

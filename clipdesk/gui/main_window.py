@@ -211,7 +211,7 @@ class MainWindow(JobControl, ModelActions, PhotoActions, AlbumActions, WindowSet
         grid_layout.addWidget(self.grid, 1)
         self.welcome = WelcomeWidget()
         self.welcome.add_button.clicked.connect(self.choose_folder)
-        self.welcome.download_button.clicked.connect(self.download_model)
+        self.welcome.download_button.clicked.connect(lambda: self.download_model())
         self.welcome.import_button.clicked.connect(
             self.import_weights if torch_available() else self.import_exported
         )
@@ -276,7 +276,7 @@ class MainWindow(JobControl, ModelActions, PhotoActions, AlbumActions, WindowSet
             "Needs the full version of clipdesk (with torch); this one runs exported models"
         )
         for text, slot in (
-            ("&Download model…", self.download_model),
+            ("&Download model…", self.choose_model_download),
             ("I&mport weights file…", self.import_weights),
         ):
             action = file_menu.addAction(text, slot)

@@ -10,11 +10,11 @@ from pathlib import Path
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QProgressDialog
 
 from clipdesk.errors import ClipdeskError, ModelUnavailableError
-from clipdesk.gui.dialogs import ImportWeightsDialog
+from clipdesk.gui.dialogs import ImportWeightsDialog, ModelCatalogDialog, confirm_license
 from clipdesk.gui.window_base import WindowPart
 from clipdesk.gui.words import sentence, unavailable_wording
 from clipdesk.gui.workers import WorkerToken
-from clipdesk.models.catalog import CATALOG, DEFAULT_NAME
+from clipdesk.models.catalog import DEFAULT_NAME, catalog_entry
 from clipdesk.models.export_files import ExportManifest, install_export
 from clipdesk.progress import CancelToken
 from clipdesk.wording import duration, human_size
@@ -23,8 +23,23 @@ from clipdesk.wording import duration, human_size
 class ModelActions(WindowPart):
     """The model part of the main window: File → Download model / Import…"""
 
-    def download_model(self) -> None:
-        entry = next(e for e in CATALOG if e.name == DEFAULT_NAME)
+    def choose_model_download(self) -> None:
+        """File → Download model…: the catalog, with each model's license; a research-only
+        license is confirmed before anything is downloaded."""
+        dialog = ModelCatalogDialog(self.services.models.available(), self)
+        if dialog.exec() != ModelCatalogDialog.DialogCode.Accepted:
+            return
+        entry = catalog_entry(dialog.selected_name() or "")
+        if entry is None:
+            return
+        if entry.research_only and not confirm_license(self, entry):
+            self.statusBar().showMessage(f"{entry.name} was not downloaded.", 8000)
+            return
+        self.download_model(entry.name, accept_license=entry.research_only)
+
+    def download_model(self, name: str = DEFAULT_NAME, accept_license: bool = False) -> None:
+        entry = catalog_entry(name)
+        assert entry is not None, name
         dialog = QProgressDialog(
             f"Downloading {entry.arch} ({human_size(entry.size_bytes)})…", "Cancel", 0, 1000, self
         )
@@ -36,7 +51,10 @@ class ModelActions(WindowPart):
         def fetch(token: WorkerToken) -> object:
             models = self.services.models
             try:
-                return models.download(entry.name, lambda *step: token.report(step), token)
+                # accept_license: the person confirmed a research-only license
+                return models.download(
+                    entry.name, lambda *step: token.report(step), token, accept_license
+                )
             except ModelUnavailableError as exc:
                 if exc.reason is None:
                     raise

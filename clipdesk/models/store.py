@@ -28,7 +28,14 @@ from typing import TypedDict
 from clipdesk.errors import ClipdeskError, ModelUnavailableError
 from clipdesk.files import atomic_write, copy_hashing, file_lock, sha256_file
 from clipdesk.models import catalog
-from clipdesk.models.catalog import DEFAULT_NAME, CatalogEntry, catalog_entry
+from clipdesk.models.catalog import (
+    DEFAULT_NAME,
+    MULTILINGUAL_EXTRA,
+    CatalogEntry,
+    catalog_entry,
+    license_notice,
+    relative_speed,
+)
 from clipdesk.models.hub import (
     ProgressCallback,
     fetch,
@@ -90,6 +97,9 @@ class ModelInfo:
     path: Path | None = None
     key: str | None = None
     requires: tuple[str, ...] = ()
+    license: str = ""  # SPDX id or name; "" for an imported file (its own, unknown here)
+    license_url: str = ""
+    research_only: bool = False  # downloaded only after the license is acknowledged
 
     @property
     def spec(self) -> str:
@@ -113,6 +123,9 @@ class ModelInfo:
             "path": str(self.path) if self.path else None,
             "key": self.key,
             "requires": list(self.requires),
+            "license": self.license or None,
+            "license_url": self.license_url or None,
+            "research_only": self.research_only,
         }
 
 
@@ -130,6 +143,18 @@ def read_manifest(models_dir: Path) -> dict[str, ModelRecord]:
         ) from exc
     models = data.get("models") if isinstance(data, dict) else None
     return dict(models) if isinstance(models, dict) else {}
+
+
+class LicenseNotAccepted(ModelUnavailableError):
+    """A research-only model's download, asked for without acknowledging its license."""
+
+    def __init__(self, entry: CatalogEntry) -> None:
+        super().__init__(
+            f"{license_notice(entry)}. Download it only if that is how you will use it, "
+            "by acknowledging the license: "
+            f"`clipdesk models download {entry.name} --accept-license`"
+        )
+        self.entry = entry
 
 
 class ModelStore:
@@ -169,7 +194,7 @@ class ModelStore:
                     size_bytes=record["size"] if record else entry.size_bytes,
                     dim=entry.dim,
                     imagenet_top1=entry.imagenet_top1,
-                    relative_speed=entry.relative_speed,
+                    relative_speed=relative_speed(entry),
                     languages=entry.languages,
                     installed=record is not None,
                     kind="catalog",
@@ -178,6 +203,9 @@ class ModelStore:
                     path=self.models_dir / record["file"] if record else None,
                     key=entry.spec,
                     requires=entry.requires,
+                    license=entry.license,
+                    license_url=entry.license_url,
+                    research_only=entry.research_only,
                 )
             )
         for name, record in sorted(manifest.items()):
@@ -254,9 +282,11 @@ class ModelStore:
         name: str,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        accept_license: bool = False,
     ) -> ModelSpec:
         """Download a catalog model (by name or ``ARCH:TAG``), resuming a partial download,
-        and verify its sha256; returns its spec. Already installed: returns at once."""
+        and verify its sha256; returns its spec. Already installed: returns at once.
+        Weights for research only need ``accept_license``: the person acknowledged it."""
         entry = catalog_entry(name)
         if entry is None:
             known = ", ".join(e.name for e in catalog.CATALOG)
@@ -265,11 +295,14 @@ class ModelStore:
             )
         if (spec := self.spec_for(entry.name)) is not None:
             return spec
+        if entry.research_only and not accept_license:
+            raise LicenseNotAccepted(entry)
         missing = [p for p in entry.requires if importlib.util.find_spec(p) is None]
         if missing:
             raise ModelUnavailableError(
-                f"{entry.name} needs the Python package(s) {', '.join(missing)}: "
-                f"pip install {' '.join(missing)}"
+                f"{entry.name} needs the Python package(s) {', '.join(missing)}, which "
+                f"clipdesk's '{MULTILINGUAL_EXTRA}' extra installs: pip install "
+                f"'clipdesk[{MULTILINGUAL_EXTRA}]' (or pip install {' '.join(missing)})"
             )
         cancel = cancel or CancelToken()
         folder = self.models_dir / "downloads" / entry.name
