@@ -35,6 +35,7 @@ from clipdesk.indexing.embedding import (
 from clipdesk.indexing.exporting import export_encoder, export_once
 from clipdesk.indexing.probe import measure_backends
 from clipdesk.library import Library, db
+from clipdesk.library import tags as tag_marks
 from clipdesk.library.browsing import (
     PhotoDetails,
     PhotoRef,
@@ -764,6 +765,52 @@ class Clipdesk:
         yield from tag_photos(
             self.library, encoder, index.model_id, label_set, target, multi, prompts, cancel
         )
+
+    def check_label(self, label_set: str, label: str) -> None:
+        """A ClipdeskError unless ``label`` is one of the set's labels."""
+        labels = label_sets(self.library).get(label_set)
+        if labels is None:
+            known = ", ".join(label_sets(self.library)) or "none yet"
+            raise ClipdeskError(f"no label set named {label_set!r} (known: {known})")
+        if label not in labels:
+            raise ClipdeskError(
+                f"{label!r} is not a label of {label_set!r} (its labels: {', '.join(labels)})"
+            )
+
+    def photos_at(self, paths: Sequence[str | Path]) -> tuple[list[db.Photo], list[str]]:
+        """The library's photos at ``paths`` and the paths that are none of its photos."""
+        found: list[db.Photo] = []
+        missing: list[str] = []
+        for path in paths:
+            photo = self.find_photo(path)
+            if photo is None:
+                missing.append(os.fspath(path))
+            else:
+                found.append(photo)
+        return found, missing
+
+    def mark_tag(
+        self, name: str, photo_ids: Sequence[int], source: str | None
+    ) -> tag_marks.MarkChange:
+        """Say ``name`` is ``source`` (confirmed, rejected, manual; None: forget what was
+        said) for the contents of ``photo_ids``; :meth:`undo_mark` takes it back. Marks
+        are kept by content, so they follow renames, moves and model switches."""
+        if not name.strip():
+            raise ClipdeskError("a tag needs a name")
+        return tag_marks.set_marks(self.library, photo_ids, name, source)
+
+    def undo_mark(self, change: tag_marks.MarkChange) -> None:
+        tag_marks.undo_marks(self.library, change)
+
+    def known_tags(self) -> list[str]:
+        """Every tag name in the library (labels of the sets, tags given by hand or
+        imported), for completion."""
+        return tag_marks.known_tag_names(self.library)
+
+    def tags_of(self, photo_ids: Sequence[int]) -> dict[int, list[tag_marks.Tag]]:
+        """Each photo's tags under the serving model, the user's first (library.tags)."""
+        model_id = self.serving.model_id(self.serving.serving_key())
+        return tag_marks.tags_by_photo(self.library, model_id, photo_ids)
 
     def photo_tags(self, label_set: str, folder: str | Path | None = None) -> list[PhotoTags]:
         index = self.vector_index()

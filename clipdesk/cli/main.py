@@ -3,7 +3,7 @@
 All work is done by :mod:`clipdesk.services`; this module draws and prints. The rooms are
 imported inside each command (one-line reasons there): ``clipdesk --help`` starts without
 SQLAlchemy, numpy, torch or Qt (``bench/bench_startup.py``). Over 600 lines because it
-is the whole command line but ``models`` and ``albums``: argument definitions and printing.
+is the whole command line but ``models``, ``albums`` and ``tags``: argument definitions and printing.
 """
 
 from __future__ import annotations
@@ -163,10 +163,12 @@ def _parser() -> argparse.ArgumentParser:
     from clipdesk.cli.albums import add_albums_parser  # on use: --help starts fast
     from clipdesk.cli.duplicates import add_duplicates_parser  # on use: --help starts fast
     from clipdesk.cli.models import add_models_parser  # on use: --help starts fast
+    from clipdesk.cli.tags import add_tags_parser  # on use: --help starts fast
 
     add_models_parser(sub)
     add_albums_parser(sub)
     add_duplicates_parser(sub)
+    add_tags_parser(sub)
 
     status = sub.add_parser("status", help="photos, indexed, failures, model and device")
     status.add_argument("--json", action="store_true")
@@ -406,10 +408,10 @@ def _run_tag(app: Clipdesk, args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for result in results:
         if args.verbose:
-            tags = ", ".join(f"{label} {score:.2f}" for label, score in result.tags) or "none"
+            tags = "; ".join(tag.described for tag in result.tags) or "none"
             print(printable(f"{result.path}: {tags}"))
-        for label, _score in result.tags:
-            counts[label] = counts.get(label, 0) + 1
+        for tag in result.tags:
+            counts[tag.label] = counts.get(tag.label, 0) + 1
     tagged = sum(1 for r in results if r.tags)
     summary = ", ".join(f"{label} {n}" for label, n in sorted(counts.items(), key=lambda t: -t[1]))
     print(
@@ -589,6 +591,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             from clipdesk.cli.duplicates import run_duplicates_command  # on use: --help starts fast
 
             return run_duplicates_command(app, args)
+        elif args.command == "tags":
+            from clipdesk.cli.tags import run_tags_command  # on use: --help starts fast
+
+            return run_tags_command(app, args)
         elif args.command == "status":
             _print_status(app.status(), args.json)
         return 0

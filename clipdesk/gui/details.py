@@ -137,9 +137,7 @@ class DetailsPanel(QWidget):
         self.fields["Camera"].setText(details.camera or "—")
         self.fields["Exposure"].setText(details.exposure or "—")
         if details.tags:
-            self.fields["Tags"].setText(
-                "\n".join(f"{label} {score:.0%}  ({group})" for group, label, score in details.tags)
-            )
+            self.fields["Tags"].setText("\n".join(tag.described for tag in details.tags))
         else:
             self.fields["Tags"].setText("none yet: tag the library with a label set")
         if not details.exists:

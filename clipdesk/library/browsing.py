@@ -9,19 +9,19 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import ColumnElement, Row, UnaryExpression, select
+from sqlalchemy import ColumnElement, UnaryExpression, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from clipdesk.imaging import camera_name
 from clipdesk.library import Library, db
 from clipdesk.library.queries import under_folder
 from clipdesk.library.scanning import normalise_folder
+from clipdesk.library.tags import Tag, tags_by_photo
 
 _EXIF_MAKE = 0x010F
 _EXIF_MODEL = 0x0110
@@ -127,7 +127,7 @@ class PhotoDetails:
     exists: bool
     camera: str | None = None
     exposure: str | None = None
-    tags: list[tuple[str, str, float]] = field(default_factory=list)  # set, label, score
+    tags: list[Tag] = field(default_factory=list)  # the user's first, then the model's
 
     @property
     def taken_text(self) -> str:
@@ -179,16 +179,7 @@ def photo_details(library: Library, photo_id: int, model_id: int | None) -> Phot
         photo = s.get(db.Photo, photo_id)
         if photo is None:
             return None
-        tags: list[tuple[str, str, float]] = []
-        if model_id is not None:
-            rows = s.execute(
-                select(db.LabelSet.name, db.Label.name, db.PhotoTag.score)
-                .join(db.Label, db.Label.id == db.PhotoTag.label_id)
-                .join(db.LabelSet, db.LabelSet.id == db.Label.label_set_id)
-                .where(db.PhotoTag.photo_id == photo_id, db.PhotoTag.model_id == model_id)
-                .order_by(db.PhotoTag.score.desc())
-            ).all()
-            tags = _one_row_per_label(rows)
+        tags = tags_by_photo(library, model_id, [photo_id]).get(photo_id, [])
         details = PhotoDetails(
             photo_id=photo.id,
             path=photo.path,
@@ -204,14 +195,3 @@ def photo_details(library: Library, photo_id: int, model_id: int | None) -> Phot
     if details.exists:
         details.camera, details.exposure = _camera_of(details.path)
     return details
-
-
-def _one_row_per_label(rows: Sequence[Row[str, str, float]]) -> list[tuple[str, str, float]]:
-    """A label that two sets share is one tag (the tag filter and the counts take it so):
-    its best score, with the sets that gave it."""
-    best: dict[str, tuple[list[str], float]] = {}
-    for set_name, label, score in rows:
-        sets, top = best.get(label, ([], float("-inf")))
-        best[label] = ([*sets, set_name], max(top, float(score)))
-    ranked = sorted(best.items(), key=lambda item: -item[1][1])
-    return [(", ".join(sorted(sets)), label, top) for label, (sets, top) in ranked]

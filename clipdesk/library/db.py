@@ -167,6 +167,23 @@ class PhotoTag(Base):
     score: Mapped[float] = mapped_column(Float)
 
 
+class TagMark(Base):
+    """What the user said of one tag on one photo content: ``confirmed``, ``rejected``,
+    ``manual`` (added by hand) or ``imported`` (read from XMP/IPTC keywords).
+
+    Keyed by content fingerprint and tag name, not by photo id, label set or model: a mark
+    survives a rename, a move, a re-run of tagging, a label set made again and a model
+    switch. Automatic tags (``photo_tags``) are the model's; a rejected mark hides one and
+    keeps every automatic run from giving it again.
+    """
+
+    __tablename__ = "tag_marks"
+    fingerprint: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    source: Mapped[str] = mapped_column(String)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class Album(Base):
     """A smart album: a saved search, run again whenever it is shown (so it follows the
     photos as they are indexed, renamed or deleted, and a model switch)."""
@@ -277,7 +294,26 @@ _MIGRATION_4 = [
     )""",
 ]
 
-MIGRATIONS: list[list[str]] = [_MIGRATION_1, _MIGRATION_2, _MIGRATION_3, _MIGRATION_4]
+# The user's word on tags (confirmed, rejected, manual, imported), by content fingerprint.
+_MIGRATION_5 = [
+    """CREATE TABLE tag_marks (
+        fingerprint VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        source VARCHAR NOT NULL
+            CHECK (source IN ('confirmed', 'rejected', 'manual', 'imported')),
+        created_at FLOAT NOT NULL,
+        PRIMARY KEY (fingerprint, name)
+    )""",
+    "CREATE INDEX ix_tag_marks_name ON tag_marks (name, source)",
+]
+
+MIGRATIONS: list[list[str]] = [
+    _MIGRATION_1,
+    _MIGRATION_2,
+    _MIGRATION_3,
+    _MIGRATION_4,
+    _MIGRATION_5,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -38,11 +38,13 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from clipdesk.errors import ClipdeskError
 from clipdesk.library import Library, db
+from clipdesk.library import tags as tag_rule
 from clipdesk.library.queries import under_folder
+from clipdesk.library.tags import Tag
 from clipdesk.models.encoder import Encoder
 from clipdesk.progress import CancelToken, Progress, RateMeter
 
@@ -256,13 +258,20 @@ class Classifier:
             self.logit_scale * (photos @ self.background),
         )
 
-    def single(self, photos: np.ndarray) -> list[list[tuple[int, float]]]:
+    def single(
+        self, photos: np.ndarray, excluded: np.ndarray | None = None
+    ) -> list[list[tuple[int, float]]]:
+        """The best class of each photo (none when it is the background). ``excluded``:
+        (N, L) booleans, labels the user rejected for a photo: its next best class wins."""
         label_logits, bg_logits = self.logits(photos)
         logits = np.concatenate([label_logits, bg_logits[:, None]], axis=1)
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
-        best = probs.argmax(axis=1)
+        ranked = probs.copy()
+        if excluded is not None:
+            ranked[:, : len(self.labels)][excluded] = -1.0
+        best = ranked.argmax(axis=1)
         none = len(self.labels)
         return [
             [] if b == none else [(int(b), float(p[b]))] for b, p in zip(best, probs, strict=True)
@@ -274,12 +283,17 @@ class Classifier:
         margin = label_logits - bg_logits[:, None]
         return np.asarray(1.0 / (1.0 + np.exp(-margin)), dtype=np.float64)
 
-    def multi_label(self, photos: np.ndarray) -> list[list[tuple[int, float]]]:
+    def multi_label(
+        self, photos: np.ndarray, excluded: np.ndarray | None = None
+    ) -> list[list[tuple[int, float]]]:
         """The labels ``tag --multi`` gives each photo, best first, with their softmax
-        probability (:func:`multi_label_mask`)."""
+        probability (:func:`multi_label_mask`); never one of ``excluded`` (as in
+        :meth:`single`)."""
         label_logits, bg_logits = self.logits(photos)
         probs = _softmax_with_background(label_logits, bg_logits, 1.0)
         kept = multi_label_mask(label_logits, bg_logits, 1.0)
+        if excluded is not None:
+            kept &= ~excluded
         return [
             sorted(((int(j), float(p[j])) for j in np.flatnonzero(k)), key=lambda t: -t[1])
             for p, k in zip(probs, kept, strict=True)
@@ -412,7 +426,8 @@ def tag_photos(
 ) -> Iterator[Progress]:
     """Tag every indexed photo (under ``folder``) with labels of ``label_set``.
 
-    Earlier tags from the same label set and model on those photos are replaced.
+    Earlier tags from the same label set and model on those photos are replaced; a label
+    the user rejected for a photo (:mod:`clipdesk.library.tags`) is never given to it.
     """
     cancel = cancel or CancelToken()
     labels = _labels_of(library, label_set)
@@ -428,10 +443,16 @@ def tag_photos(
         encoder.logit_scale,
     )
     label_ids = [label.id for label in labels]
+    rejected = tag_rule.rejected_photo_ids(library, list(classifier.labels))
     for start in range(0, len(ids), _CHUNK):
         chunk_ids = ids[start : start + _CHUNK]
         chunk = vectors[start : start + _CHUNK]
-        decisions = classifier.multi_label(chunk) if multi else classifier.single(chunk)
+        excluded = np.stack(
+            [np.isin(chunk_ids, list(rejected[name])) for name in classifier.labels], axis=1
+        )
+        decisions = (
+            classifier.multi_label(chunk, excluded) if multi else classifier.single(chunk, excluded)
+        )
         with library.session() as s:
             s.execute(
                 delete(db.PhotoTag).where(
@@ -461,65 +482,33 @@ def tag_photos(
 class PhotoTags:
     photo_id: int
     path: str
-    tags: list[tuple[str, float]]  # best first
+    tags: list[Tag]  # the user's first, then the model's, best first
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "path": self.path,
-            "tags": [{"label": label, "score": round(score, 6)} for label, score in self.tags],
-        }
+        return {"path": self.path, "tags": [tag.as_json() for tag in self.tags]}
 
 
 def tags_of_photos(
     library: Library, model_id: int, label_set: str, folder: str | None = None
 ) -> list[PhotoTags]:
-    """Every indexed photo (under ``folder``) with its tags from one label set."""
-    labels = {label.id: label.name for label in _labels_of(library, label_set)}
-    photos = _indexed_photos(library, model_id, folder, db.Photo.id, db.Photo.path)
-    with library.session() as s:
-        rows = s.execute(
-            select(db.PhotoTag.photo_id, db.PhotoTag.label_id, db.PhotoTag.score).where(
-                db.PhotoTag.label_id.in_(list(labels)), db.PhotoTag.model_id == model_id
-            )
-        ).all()
-    tags: dict[int, list[tuple[str, float]]] = {}
-    for photo_id, label_id, score in rows:
-        tags.setdefault(photo_id, []).append((labels[label_id], score))
-    return [
-        PhotoTags(pid, path, sorted(tags.get(pid, []), key=lambda t: -t[1]))
-        for pid, path in cast(list[tuple[int, str]], photos)
-    ]
+    """Every indexed photo (under ``folder``) with its tags among one label set's labels:
+    the model's, less those the user rejected, and those the user confirmed or added."""
+    names = [label.name for label in _labels_of(library, label_set)]
+    rows = _indexed_photos(library, model_id, folder, db.Photo.id, db.Photo.path)
+    photos = cast(list[tuple[int, str]], rows)
+    tags = tag_rule.tags_by_photo(library, model_id, [pid for pid, _ in photos], names)
+    return [PhotoTags(pid, path, tags.get(pid, [])) for pid, path in photos]
 
 
 def tag_filter(library: Library, model_id: int, label: str) -> set[int]:
-    """:func:`photos_with_tag`, for a search or a listing that names ``label``: a label
-    no set has is an error (a typo would otherwise just find nothing)."""
-    with library.session() as s:
-        names = list(s.scalars(select(db.Label.name).distinct().order_by(db.Label.name)))
+    """The photos tagged ``label``, for a search or a listing that names it: a name no
+    label set has and no photo was given is an error (a typo would otherwise find nothing)."""
+    names = tag_rule.known_tag_names(library)
     if label not in names:
         known = ", ".join(names) if names else "none yet; see `clipdesk labels --help`"
-        raise ClipdeskError(f"no label named {label!r} (labels: {known})")
-    return photos_with_tag(library, model_id, label)
-
-
-def photos_with_tag(library: Library, model_id: int, label: str) -> set[int]:
-    with library.session() as s:
-        return set(
-            s.scalars(
-                select(db.PhotoTag.photo_id)
-                .join(db.Label, db.Label.id == db.PhotoTag.label_id)
-                .where(db.Label.name == label, db.PhotoTag.model_id == model_id)
-            )
-        )
+        raise ClipdeskError(f"no tag named {label!r} (tags: {known})")
+    return tag_rule.photos_with_tag(library, model_id, label)
 
 
 def tag_counts(library: Library, model_id: int) -> dict[str, int]:
-    with library.session() as s:
-        rows = s.execute(
-            select(db.Label.name, func.count(func.distinct(db.PhotoTag.photo_id)))
-            .join(db.PhotoTag, db.PhotoTag.label_id == db.Label.id)
-            .where(db.PhotoTag.model_id == model_id)
-            .group_by(db.Label.name)
-            .order_by(db.Label.name)
-        ).all()
-    return {name: int(count) for name, count in rows}
+    return tag_rule.tag_counts(library, model_id)

@@ -83,7 +83,7 @@ def test_query_arithmetic_and_more_like_these(clothing_library: tuple[Path, Path
         (["search", "shirt after:2023-13"], "no month 13"),
         (["search", "shirt", "--before", "yesterday"], "--before yesterday"),
         (["search", "shirt", "--folder", "Holidays"], "no folder named 'Holidays'"),
-        (["search", "shirt", "--tag", "family"], "no label named 'family'"),
+        (["search", "shirt", "--tag", "family"], "no tag named 'family'"),
         (["search", "shirt", "--after", "2099"], "no photo passes the filters"),
         (["search", "beach -beach"], "cancel each other out"),
         (["similar", "/nowhere/x.jpg"], "no such photo"),

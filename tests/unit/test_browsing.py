@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
@@ -129,17 +128,39 @@ def test_browse_ids_lists_the_same_photos_in_the_same_order(app: Clipdesk, photo
     assert app.browse_ids(tag="nothing tagged yet").size == 0
 
 
-def test_a_label_two_sets_share_is_one_tag_with_its_best_score_and_both_sets() -> None:
-    from clipdesk.library.browsing import _one_row_per_label
+def test_a_label_two_sets_share_is_one_tag_with_its_best_score_and_both_sets(
+    app: Clipdesk, photos: Path
+) -> None:
+    from clipdesk.library import db
+    from clipdesk.library.tags import tags_by_photo
 
-    rows: list[Any] = [
-        ("B", "red", 0.83),
-        ("B", "green", 0.72),
-        ("A", "red", 0.62),
-        ("A", "blue", 0.9),
+    _scan(app, photos)
+    photo_id = app.browse()[0].photo_id
+    with app.library.session() as s:
+        model = db.Model(key="m", spec="m", dim=2, created_at=0.0)
+        s.add(model)
+        s.flush()
+        for set_name, label, score in [
+            ("B", "red", 0.83),
+            ("B", "green", 0.72),
+            ("A", "red", 0.62),
+            ("A", "blue", 0.9),
+        ]:
+            label_set = s.query(db.LabelSet).filter_by(name=set_name).one_or_none()
+            if label_set is None:
+                label_set = db.LabelSet(name=set_name, created_at=0.0)
+                s.add(label_set)
+                s.flush()
+            row = db.Label(label_set_id=label_set.id, name=label, position=0)
+            s.add(row)
+            s.flush()
+            s.add(db.PhotoTag(photo_id=photo_id, label_id=row.id, model_id=model.id, score=score))
+        s.commit()
+        model_id = model.id
+    tags = tags_by_photo(app.library, model_id, [photo_id])[photo_id]
+    assert [(t.sets, t.label, t.score) for t in tags] == [
+        (("A",), "blue", 0.9),
+        (("A", "B"), "red", 0.83),
+        (("B",), "green", 0.72),
     ]
-    assert _one_row_per_label(rows) == [
-        ("A", "blue", 0.9),
-        ("A, B", "red", 0.83),
-        ("B", "green", 0.72),
-    ]
+    assert tags[1].described == "red 83% (automatic, A, B)"

@@ -106,7 +106,7 @@ def test_tag_multi_with_the_trained_model_and_labels_that_fit_nothing(
     list(app.tag("many", multi=True))
     results = app.photo_tags("many")
     assert len(results) == 30
-    given = [[label for label, _ in r.tags] for r in results]
+    given = [[tag.label for tag in r.tags] for r in results]
     truth = [Path(r.path).parent.name for r in results]
     assert sum(map(len, given)) / len(given) <= 2.0
     assert max(map(len, given)) <= 1 + math.floor(math.sqrt(len(classes) + len(ABSENT) + 1))

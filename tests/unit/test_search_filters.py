@@ -106,7 +106,7 @@ def test_filters_that_let_nothing_through_or_name_nothing_say_so(
         app.search("shirt in:Holidays")
     with pytest.raises(ClipdeskError, match="not a folder of the library"):
         app.search(f"shirt in:{photos.parent / 'elsewhere'}")
-    with pytest.raises(ClipdeskError, match="no label named 'family'"):
+    with pytest.raises(ClipdeskError, match="no tag named 'family'"):
         app.search("shirt tag:family")
 
 

@@ -91,10 +91,10 @@ def test_tagging_stores_tags_with_confidence_set_and_model(
     assert set(counts) <= {"hat", "shoes", "dress"} and sum(counts.values()) == len(rows)
     # Search restricted to a tag returns only photos with that tag.
     label, _count = next(iter(counts.items()))
-    tagged = {r.path for r in results if any(t == label for t, _ in r.tags)}
+    tagged = {r.path for r in results if any(t.label == label for t in r.tags)}
     hits = app.search_text("something", k=30, tag=label)
     assert {h.path for h in hits} == tagged
-    with pytest.raises(ClipdeskError, match=r"no label named 'hats' \(labels: .*hat"):
+    with pytest.raises(ClipdeskError, match=r"no tag named 'hats' \(tags: .*hat"):
         app.search_text("something", k=30, tag="hats")  # a typo says so, not "no results"
 
 
