@@ -68,7 +68,7 @@ def run(cmd: list[str], **kwargs: object) -> None:
 def export_models(specs: list[str], target: Path) -> list[dict[str, object]]:
     """Export the bundled models with the full install (this interpreter has torch)."""
     from clipdesk.cli.selftest import SELF_TEST_ROLE
-    from clipdesk.models.catalog import DEFAULT_NAME
+    from clipdesk.models.catalog import DEFAULT_NAME, catalog_entry, license_notice
     from clipdesk.models.encoder import ClipEncoder
     from clipdesk.models.export import export_model
     from clipdesk.models.export_files import ExportManifest
@@ -88,6 +88,10 @@ def export_models(specs: list[str], target: Path) -> list[dict[str, object]]:
             f"the default model ({DEFAULT_NAME}) is not installed here, so the bundle ships "
             "only the test model (`clipdesk models download` it first for a user bundle)"
         )
+    for asked in specs:
+        entry = catalog_entry(asked)
+        if entry is not None and entry.research_only:  # its license allows no redistribution
+            raise SystemExit(f"{entry.name} is not bundled: {license_notice(entry)}")
     wanted += [(ModelSpec.parse(spec), "extra") for spec in specs]
     made = []
     for spec, role in wanted:

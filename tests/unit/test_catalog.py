@@ -204,3 +204,17 @@ def test_cli_lists_licenses_and_refuses_research_weights_without_the_flag(
     assert "Apple Machine Learning Research Model License" in refused.stderr
     assert "--accept-license" in refused.stderr
     assert not (tmp_path / "models" / "downloads" / "mobileclip2-s2").exists()
+
+
+def test_the_bundle_build_refuses_research_only_weights(tmp_path: Path) -> None:
+    import importlib.util
+
+    from tests.helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("clipdesk_build_", ROOT / "packaging/build.py")
+    assert spec and spec.loader
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    with pytest.raises(SystemExit, match=r"mobileclip2-s0 is not bundled.*research use only"):
+        build.export_models(["MobileCLIP2-S0:dfndr2b"], tmp_path / "models")
+    assert list((tmp_path / "models").iterdir()) == []  # not even the test model was exported
