@@ -45,6 +45,8 @@ from clipdesk.errors import ClipdeskError
 from clipdesk.files import atomic_write, fsync_file
 from clipdesk.library import Library, db, storage_error
 from clipdesk.library.queries import in_chunks
+from clipdesk.search import breadth
+from clipdesk.search.breadth import EfCurve, HeldOut
 from clipdesk.search.compact import CompactVectors, DamagedCopy, Snapshot
 from clipdesk.throttle import hnswlib_threads
 
@@ -59,18 +61,18 @@ M = 16
 EF_CONSTRUCTION = 100
 EF_SEARCH = 512
 _LOAD_CHUNK = 20_000
-# Filtered searches (bench/bench_filtered.py, bench/README.md "Filtered search"): a filter
-# that keeps at most EXACT_FILTER_ROWS photos is ranked exactly (its rows' int8 codes scored,
-# the best re-ranked with SQLite's vectors); a wider one goes through the graph with the
-# filter as hnswlib's callback, its ef raised as the filter narrows (filtered_ef).
-EXACT_FILTER_ROWS = 20_000
+# Filtered searches (bench/bench_filtered.py, bench/README.md "Filtered search"): each query
+# takes the route its estimated cost says is cheaper (RouteCosts): an exact ranking of the
+# allowed photos (their int8 codes scored, the best re-ranked with SQLite's vectors; without
+# the copy, every allowed vector read from SQLite) or the graph with the filter as hnswlib's
+# callback, its ef raised as the filter narrows (filtered_ef).
 FILTER_EF_PER_HIT = 1.0  # ef = this x k / selectivity, within [EF_SEARCH, FILTER_EF_CAP]
 FILTER_EF_CAP = 8192
-# Without the int8 copy, reading every allowed vector from SQLite costs about 0.08 ms a
-# row (10,000: 0.84 s at 100k photos): only this many are ranked that way.
-SQLITE_EXACT_ROWS = 2_000
 # A cold scan of the int8 copy re-ranks this many candidates (at least) with exact vectors.
 COLD_CANDIDATES = 256
+# How fast a graph file loads (bench/README.md, bench_million.py: 2 GB in 4.4-6.9 s), to
+# weigh loading the graph against reading a filter's vectors from SQLite in a cold process.
+GRAPH_LOAD_BYTES_PER_S = 300e6
 
 
 def filtered_ef(want: int, selectivity: float) -> int:
@@ -81,10 +83,58 @@ def filtered_ef(want: int, selectivity: float) -> int:
     return int(max(EF_SEARCH, want, min(FILTER_EF_CAP, math.ceil(wide))))
 
 
-def exact_filter(allowed: int, live: int) -> bool:
+class RouteCosts:
+    """Seconds per unit of work of each route of a filtered search, as this process's own
+    searches measured them (a running mean; the first figures measured by
+    bench/bench_filtered.py on a Zen 3 core, replaced as searches run here).
+
+    Units: ``score_row``, one allowed photo's int8 codes scored (the shortlist); ``read_row``,
+    one exact vector read from SQLite and scored; ``graph_unit``, the filtered graph search
+    per ef / sqrt(selectivity): hnswlib walks through photos the filter rejects to collect ef
+    it accepts, and over 0.1-50 % filters its time grew as ef / sqrt(selectivity) (within
+    20 % at 100k photos, bench/README.md), not as ef / selectivity."""
+
+    WEIGHT = 0.2  # of the newest measurement in the running mean
+
+    def __init__(
+        self, score_row: float = 1.5e-6, read_row: float = 2e-5, graph_unit: float = 2e-5
+    ) -> None:
+        self.score_row = score_row
+        self.read_row = read_row
+        self.graph_unit = graph_unit
+
+    def exact(self, allowed: int, candidates: int, copy: bool) -> float:
+        """Estimated seconds to rank ``allowed`` photos exactly, re-ranking ``candidates``
+        of them from SQLite (all of them without the int8 copy)."""
+        if not copy or allowed <= candidates:
+            return self.read_row * allowed
+        return self.score_row * allowed + self.read_row * candidates
+
+    def graph(self, ef: int, selectivity: float) -> float:
+        """Estimated seconds of a filtered graph search at breadth ``ef``."""
+        return self.graph_unit * ef / math.sqrt(max(selectivity, 1e-9))
+
+    def observe(self, name: str, seconds: float, units: float) -> None:
+        """Fold one measured step (``name``: "score_row", "read_row" or "graph_unit") of
+        ``units`` units that took ``seconds`` into the running mean."""
+        if units <= 0 or seconds <= 0:
+            return
+        old = float(getattr(self, name))
+        setattr(self, name, (1 - self.WEIGHT) * old + self.WEIGHT * seconds / units)
+
+
+def exact_filter(
+    allowed: int, live: int, want: int, copy: bool, costs: RouteCosts | None = None
+) -> bool:
     """Whether a filter keeping ``allowed`` of ``live`` photos is ranked exactly (True) or
-    searched in the graph with ``filtered_ef`` (False)."""
-    return allowed <= EXACT_FILTER_ROWS
+    searched in the graph with ``filtered_ef`` (False): whichever ``costs`` (measured on
+    this machine) estimate cheaper for ``want`` results, ``copy`` telling whether the int8
+    copy is there to shortlist them."""
+    costs = costs or RouteCosts()
+    selectivity = min(1.0, allowed / max(live, 1))
+    candidates = max(COLD_CANDIDATES, 4 * (want + 1))
+    exact = costs.exact(allowed, candidates, copy)
+    return exact <= costs.graph(filtered_ef(want, selectivity), selectivity)
 
 
 def shortlist(
@@ -283,6 +333,12 @@ class VectorIndex:
         # The int8 copy as filtered searches read it: its pointer's stamp, the snapshot,
         # its ids sorted and their rows (see shortlist).
         self._filter_copy: tuple[object, Snapshot, np.ndarray, np.ndarray] | None = None
+        self.route_costs = RouteCosts()  # what each route of a filtered search costs here
+        # The unfiltered search's breadth: chosen from the recall and times measured on
+        # held-out photos (clipdesk.search.breadth), EF_SEARCH until there are some.
+        self.ef = EF_SEARCH
+        self.ef_curve: EfCurve | None = None
+        self._curve_saved: EfCurve | None = None  # the one the pointer on disk holds
 
     @property
     def _graph(self) -> _Graph:
@@ -296,7 +352,9 @@ class VectorIndex:
         import hnswlib  # lazy: a cold search scans the int8 copy without it
 
         index: _Graph = hnswlib.Index(space="ip", dim=self.dim)
+        before = breadth.anonymous_regions()
         index.init_index(max_elements=max(capacity, 1024), ef_construction=EF_CONSTRUCTION, M=M)
+        breadth.advise_huge_pages(before, collapse=False)  # before the pages are filled
         index.set_ef(EF_SEARCH)
         return index
 
@@ -333,8 +391,11 @@ class VectorIndex:
                     )
                     return None
                 index = hnswlib.Index(space="ip", dim=self.dim)
+                before = breadth.anonymous_regions()
                 index.load_index(str(path), max_elements=int(meta["capacity"]))
+                breadth.advise_huge_pages(before, collapse=True)
                 index.set_ef(EF_SEARCH)
+                self.ef_curve = self._curve_saved = EfCurve.from_json(meta.get("ef_curve"))
                 return index, int(meta["generation"]), int(meta["live"]), "crc" in meta
             except (OSError, ValueError, KeyError, TypeError, RuntimeError):
                 return None
@@ -360,24 +421,129 @@ class VectorIndex:
                     not self.library.writing or self.compact.verify()
                 )
                 self.last_action = "loaded"
+                self._choose_ef(probe=True)
                 if self._generation == generation:
                     return
             self._catch_up(generation)
 
     def _rebuild(self, generation: int) -> None:
-        ids_total = len(searchable_ids(self.library, self.model_id))
+        all_ids = searchable_ids(self.library, self.model_id)
+        ids_total = len(all_ids)
         index = self._new_index(ids_total + 1024)
         writing = self.library.writing
         if writing:
             self.compact.reset()
+        # A sample of the photos joins the graph last: searched for first, at several ef,
+        # they measure the graph's recall on photos it has never seen (breadth.py).
+        held = self._held_out(sorted(all_ids), generation)
         for ids, vectors in load_vectors(self.library, self.model_id):
-            index.add_items(vectors, ids, num_threads=hnswlib_threads())
+            inside = ~np.isin(ids, held.ids) if held else slice(None)
+            index.add_items(vectors[inside], ids[inside], num_threads=hnswlib_threads())
+            if held:
+                held.add(ids[inside], vectors[inside])
             if writing:
                 self.compact.append(ids, vectors)
+        self._index = index
+        if held:
+            self._calibrate(held, ids_total - len(held.ids))
+            index.add_items(held.vectors, held.ids, num_threads=hnswlib_threads())
         self._compact_in_sync = writing
-        self._index, self._generation, self._live = index, generation, ids_total
+        self._generation, self._live = generation, ids_total
         self.last_action = "rebuilt"
         self._save_if_possible()
+
+    def calibrate(self, held: HeldOut) -> None:
+        """Measure the breadth with ``held``: vectors that are not in the graph, with their
+        exact top 10 over it (e.g. photos of the same kind from elsewhere; bench scripts);
+        the next save records it."""
+        self.ensure_current()
+        with self._lock:
+            self._calibrate(held, self._live)
+
+    def _calibration_due(self, adding: int) -> bool:
+        """Whether the breadth is measured again before ``adding`` photos join the graph:
+        never measured, or the library doubles (recall falls as the graph grows)."""
+        curve = self.ef_curve
+        return curve is None or self._live + adding >= 2 * curve.live
+
+    def _calibrate_before_adding(self, ids: np.ndarray, vectors: np.ndarray, seed: int) -> None:
+        """Measure the breadth on a sample of the photos about to be added (not in the
+        graph yet: held out by nature)."""
+        count = min(breadth.HELD_OUT, len(ids), self._live // 10)
+        if count < 8:
+            return
+        pick = np.random.default_rng(max(seed, 0)).choice(len(ids), count, replace=False)
+        held = HeldOut(ids[pick], vectors.reshape(len(ids), -1)[pick])
+        self._calibrate_streaming(held, ids)
+
+    def _calibrate_streaming(self, held: HeldOut, new_ids: np.ndarray) -> None:
+        """The exact top 10 of ``held`` over the graph's photos (SQLite's, less
+        ``new_ids``, which are not in the graph yet) in one pass, then the measurement."""
+        for ids, vectors in load_vectors(self.library, self.model_id):
+            inside = ~np.isin(ids, new_ids)
+            held.add(ids[inside], vectors[inside])
+        self._calibrate(held, self._live)
+
+    def _held_out(self, candidates: list[int], seed: int) -> HeldOut | None:
+        """A sample of ``candidates`` (photo ids not yet in the graph) with their vectors,
+        or None where there are too few photos to measure anything."""
+        count = min(breadth.HELD_OUT, len(candidates) // 10)
+        if count < 8:
+            return None
+        rng = np.random.default_rng(max(seed, 0))
+        chosen = sorted(rng.choice(np.asarray(candidates), count, replace=False).tolist())
+        parts = list(load_vectors(self.library, self.model_id, chosen))
+        if not parts:
+            return None
+        return HeldOut(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+    def _calibrate(self, held: HeldOut, live: int) -> None:
+        """Measure the graph (holding ``live`` photos, none of ``held``) on the held-out
+        photos and choose the breadth from it."""
+        if live < 2 * breadth.K:
+            return
+
+        def search(query: np.ndarray, ef: int) -> np.ndarray:
+            self._graph.set_ef(max(ef, breadth.K))
+            labels, _ = self._graph.knn_query(
+                query.reshape(1, -1), k=min(breadth.K, live), num_threads=1, filter=None
+            )
+            return np.asarray(labels[0])
+
+        curve = breadth.measure_curve(search, held.vectors, held.truth(), live)
+        curve.probe_ids = held.ids[: breadth.PROBES].tolist()
+        self.ef_curve = curve
+        self._choose_ef(probe=False)
+        log.info(
+            "search breadth: ef %d (recall@10 by ef %s, median ms %s, %d photos)",
+            self.ef,
+            dict(zip(curve.efs, curve.recall, strict=True)),
+            [round(1000 * t, 2) for t in curve.seconds],
+            live,
+        )
+
+    def _choose_ef(self, probe: bool) -> None:
+        """The unfiltered breadth from the measured curve; with ``probe``, a few searches
+        first time this CPU against the times recorded (a library opened elsewhere)."""
+        curve = self.ef_curve
+        if curve is None:
+            self.ef = EF_SEARCH
+            return
+        if probe and curve.probe_ids:
+            try:
+                queries = np.asarray(self._graph.get_items(curve.probe_ids), dtype=np.float32)
+            except RuntimeError:  # a probe photo was deleted since
+                queries = np.zeros((0, self.dim), np.float32)
+
+            def search(query: np.ndarray, ef: int) -> np.ndarray:
+                self._graph.set_ef(max(ef, breadth.K))
+                labels, _ = self._graph.knn_query(
+                    query.reshape(1, -1), k=breadth.K, num_threads=1, filter=None
+                )
+                return np.asarray(labels[0])
+
+            curve = curve.scaled(breadth.probe_factor(curve, search, queries))
+        self.ef = breadth.choose_ef(curve, breadth.K)
 
     def _catch_up(self, generation: int) -> None:
         wanted = searchable_ids(self.library, self.model_id)
@@ -388,6 +554,11 @@ class VectorIndex:
         # Photo ids are never reused and a deleted photo never comes back (a changed file
         # gets a new row), so a label marked deleted never needs undeleting.
         missing = sorted(wanted - present)
+        self._live = len(present & wanted)
+        if missing and self._calibration_due(len(missing)):
+            held = self._held_out(missing, generation)
+            if held is not None:
+                self._calibrate_streaming(held, np.asarray(missing, np.int64))
         self._grow(len(missing))
         appending = self._compact_in_sync and self.library.writing
         # Until every row is in both, the copy is not the graph's (a full disk may stop
@@ -429,7 +600,11 @@ class VectorIndex:
                 return
             self._save_compact()
             if self._generation >= 0 and self._generation == self._saved_generation:
-                return  # the file already holds exactly this (a 1M index is 2 GB to write)
+                # The file already holds exactly this (a 1M index is 2 GB to write); a
+                # breadth measured since goes into its pointer.
+                if self._curve_saved is not self.ef_curve and self.index_path is not None:
+                    self._write_pointer(self.index_path.name)
+                return
             folder = self.meta_path.parent
             name = f"{self._stem}-{uuid.uuid4().hex[:12]}.hnsw"
             try:
@@ -472,11 +647,13 @@ class VectorIndex:
             "capacity": self._graph.get_max_elements(),
             "M": M,
             "ef_construction": EF_CONSTRUCTION,
+            "ef_curve": self.ef_curve.to_json() if self.ef_curve else None,
             "size": size,
             "crc": crcs,
         }
         atomic_write(self.meta_path, json.dumps(meta), shared=True)
         _fsync_dir(folder)
+        self._curve_saved = self.ef_curve
 
     def _save_compact(self) -> None:
         """Bring the int8 copy to the graph's generation: commit what was appended, or
@@ -536,6 +713,8 @@ class VectorIndex:
                 self.ensure_current()
                 return
             if len(ids):
+                if self._generation == before and self._calibration_due(len(ids)):
+                    self._calibrate_before_adding(np.asarray(ids), np.asarray(vectors), before)
                 self._grow(len(ids))
                 self._graph.add_items(vectors, ids, num_threads=hnswlib_threads())
                 self._live += len(ids)
@@ -545,28 +724,6 @@ class VectorIndex:
                     self.compact.append(ids, vectors)
                 self._compact_in_sync = appending
             self._generation = after if self._generation == before else -1
-
-    def neighbours(self, vectors: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest photo ids and their cosines for each row of ``vectors``, in one
-        batch through the graph with breadth ``ef`` (near-duplicates: many queries, each
-        wanting only its very nearest, so a breadth far below EF_SEARCH finds them)."""
-        self.ensure_current()
-        with self._lock:
-            k = min(k, self._live)
-            if k == 0 or not len(vectors):
-                empty = np.zeros((len(vectors), 0))
-                return empty.astype(np.int64), empty.astype(np.float32)
-            self._graph.set_ef(max(ef, k))
-            try:
-                labels, distances = self._graph.knn_query(
-                    np.ascontiguousarray(vectors, dtype=np.float32),
-                    k=k,
-                    num_threads=hnswlib_threads(),
-                    filter=None,
-                )
-            finally:
-                self._graph.set_ef(EF_SEARCH)
-        return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
 
     def __len__(self) -> int:
         if self._index is None and self._cold_rows:
@@ -584,7 +741,7 @@ class VectorIndex:
         among ``allowed`` ids (the filters): ranked exactly when they are few, else
         through the graph with a breadth that grows as the filter narrows."""
         if self.cold_scan and self._index is None:
-            if allowed is not None and self._exact_affordable(len(allowed), len(allowed)):
+            if allowed is not None and self._exact_cold(len(allowed), k):
                 return self._exact_among(vector, k, exclude, allowed)  # the graph not needed
             if allowed is None:
                 cold = self._cold_search(vector, k, exclude)
@@ -594,14 +751,18 @@ class VectorIndex:
         with self._lock:
             if self._live == 0:
                 return []
-            if allowed is not None and self._exact_affordable(len(allowed), self._live):
-                return self._exact_among(vector, k, exclude, allowed)
             want = min(k + (1 if exclude is not None else 0), self._live)
+            if allowed is not None and self._exact_affordable(len(allowed), self._live, want):
+                return self._exact_among(vector, k, exclude, allowed)
+            selectivity = 1.0
             if allowed is None:
-                self._graph.set_ef(max(EF_SEARCH, want))
+                ef = max(self.ef, want)
             else:
                 want = min(want, len(allowed))
-                self._graph.set_ef(filtered_ef(want, min(1.0, len(allowed) / self._live)))
+                selectivity = min(1.0, len(allowed) / self._live)
+                ef = filtered_ef(want, selectivity)
+            self._graph.set_ef(ef)
+            started = time.perf_counter()
             try:
                 labels, distances = self._graph.knn_query(
                     vector.reshape(1, -1),
@@ -611,6 +772,9 @@ class VectorIndex:
                 )
             except RuntimeError:  # fewer matches than asked for under the filter
                 return self._exact_among(vector, k, exclude, allowed or set())
+            if allowed is not None:
+                units = ef / math.sqrt(selectivity)
+                self.route_costs.observe("graph_unit", time.perf_counter() - started, units)
         hits = [
             (int(label), float(1.0 - dist))
             for label, dist in zip(labels[0], distances[0], strict=True)
@@ -654,12 +818,24 @@ class VectorIndex:
         hits.sort(key=lambda hit: -hit[1])
         return hits[:k]
 
-    def _exact_affordable(self, allowed: int, live: int) -> bool:
-        """Whether to rank ``allowed`` photos exactly: the policy says so, and the int8
-        copy is there to shortlist them (or they are few enough to read all)."""
-        if not exact_filter(allowed, live):
-            return False
-        return allowed <= SQLITE_EXACT_ROWS or self._copy_for_filters() is not None
+    def _exact_affordable(self, allowed: int, live: int, want: int) -> bool:
+        """Whether ranking ``allowed`` photos exactly is estimated cheaper than the graph
+        (with or without the int8 copy to shortlist them)."""
+        copy = self._copy_for_filters() is not None
+        return exact_filter(allowed, live, want, copy, self.route_costs)
+
+    def _exact_cold(self, allowed: int, k: int) -> bool:
+        """In a one-shot process before the graph is loaded: whether ranking ``allowed``
+        photos exactly is estimated cheaper than loading the graph (its file read at
+        GRAPH_LOAD_BYTES_PER_S) to search it."""
+        if self._copy_for_filters() is not None:
+            return True  # a shortlist of even every photo's codes beats the graph's load
+        path = self.index_path
+        try:
+            load = path.stat().st_size / GRAPH_LOAD_BYTES_PER_S if path else 0.0
+        except OSError:
+            load = 0.0
+        return self.route_costs.exact(allowed, allowed, copy=False) <= load
 
     def _copy_for_filters(self) -> tuple[Snapshot, np.ndarray, np.ndarray] | None:
         """The int8 copy with its ids sorted (kept while its pointer stays the same), or
@@ -691,13 +867,16 @@ class VectorIndex:
             ids = ids[ids != exclude]
         ids.sort()
         copy = self._copy_for_filters()
-        if copy is not None:
-            ids = shortlist(
-                copy[1], copy[2], copy[0], ids, vector, max(COLD_CANDIDATES, 4 * (k + 1))
-            )
+        candidates = max(COLD_CANDIDATES, 4 * (k + 1))
+        if copy is not None and len(ids) > candidates:
+            started = time.perf_counter()
+            ids = shortlist(copy[1], copy[2], copy[0], ids, vector, candidates)
+            self.route_costs.observe("score_row", time.perf_counter() - started, len(allowed))
+        started = time.perf_counter()
         hits: list[tuple[int, float]] = []
         for found, vectors in load_vectors(self.library, self.model_id, ids.tolist()):
             scores = vectors @ np.asarray(vector, dtype=np.float32)
             hits += zip(found.tolist(), scores.tolist(), strict=True)
+        self.route_costs.observe("read_row", time.perf_counter() - started, len(ids))
         hits.sort(key=lambda hit: (-hit[1], hit[0]))
         return hits[:k]

@@ -116,21 +116,21 @@ def test_without_the_int8_copy_many_allowed_go_through_the_graph(
     many = set(range(1, PHOTOS + 1, 2))
     query = _queries(1)[0]
     assert [pid for pid, _ in index.search(query, 10, None, few)] == _exact(vectors, query, few, 10)
-    assert not index._exact_affordable(len(many), PHOTOS)
+    assert not index._exact_affordable(len(many), PHOTOS, 10)
     got = [pid for pid, _ in index.search(query, 10, None, many)]
     assert len(set(got) & set(_exact(vectors, query, many, 10))) >= 9
 
 
 def test_the_graph_route_raises_ef_as_the_filter_narrows(
-    built: tuple[Library, np.ndarray], monkeypatch: pytest.MonkeyPatch
+    built: tuple[Library, np.ndarray],
 ) -> None:
     assert vi.filtered_ef(10, 0.5) == vi.EF_SEARCH
     assert vi.filtered_ef(10, 0.005) == 2000
     assert vi.filtered_ef(10, 0.0001) == vi.FILTER_EF_CAP
     assert vi.filtered_ef(600, 0.9) == 667
     library, vectors = built
-    monkeypatch.setattr(vi, "EXACT_FILTER_ROWS", 10)  # every filter below: the graph
     index = _index(library)
+    index.route_costs = vi.RouteCosts(score_row=1.0, read_row=1.0)  # every filter: the graph
     rng = np.random.default_rng(3)
     for share in (0.01, 0.1, 0.5):
         allowed = set((rng.choice(PHOTOS, int(share * PHOTOS), replace=False) + 1).tolist())
@@ -140,3 +140,51 @@ def test_the_graph_route_raises_ef_as_the_filter_narrows(
             assert set(got) <= allowed
             recalls.append(len(set(got) & set(_exact(vectors, query, allowed, 10))) / 10)
         assert np.mean(recalls) >= 0.98, share
+
+
+def test_the_route_switches_where_the_estimated_costs_cross() -> None:
+    """The exact route's cost grows with the allowed photos, the graph's falls as the filter
+    widens: the switch point follows the measured costs and the library's size."""
+    costs = vi.RouteCosts(score_row=1.5e-6, read_row=2e-5, graph_unit=2e-5)
+
+    def switch(live: int, costs: vi.RouteCosts) -> int:
+        sizes = [int(live * share) for share in np.geomspace(1e-4, 1, 400)]
+        exact = [vi.exact_filter(size, live, 10, True, costs) for size in sizes]
+        assert exact == sorted(exact, reverse=True)  # exact below one size, graph above
+        return max(size for size, e in zip(sizes, exact, strict=True) if e)
+
+    at_100k, at_1m = switch(100_000, costs), switch(1_000_000, costs)
+    assert 5_000 < at_100k < at_1m < 100_000
+    assert at_1m / at_100k < 10  # grows slower than the library (the graph costs ef/sqrt(s))
+    slow_graph = vi.RouteCosts(score_row=1.5e-6, read_row=2e-5, graph_unit=8e-5)
+    assert switch(1_000_000, slow_graph) > 2 * at_1m
+    # Without the int8 copy every allowed vector is read from SQLite: far fewer go exact.
+    assert not vi.exact_filter(at_1m, 1_000_000, 10, False, costs)
+
+
+def test_route_costs_follow_what_the_searches_measure() -> None:
+    costs = vi.RouteCosts(score_row=1e-6, read_row=1e-5, graph_unit=1e-5)
+    for _ in range(40):
+        costs.observe("graph_unit", 0.5, 1000)  # this machine's graph: 5e-4 s a unit
+    assert costs.graph_unit == pytest.approx(5e-4, rel=1e-3)
+    assert costs.score_row == 1e-6
+    costs.observe("read_row", 0.0, 100)  # nothing measured: nothing changes
+    assert costs.read_row == 1e-5
+
+
+def test_a_search_takes_the_route_its_measured_costs_favour(
+    built: tuple[Library, np.ndarray],
+) -> None:
+    library, vectors = built
+    index = _index(library)
+    allowed = set(range(1, PHOTOS + 1, 2))  # half the photos
+    query = _queries(1)[0]
+    index.route_costs = vi.RouteCosts(score_row=1e-6, read_row=1e-5, graph_unit=1e-6)
+    index.search(query, 10, None, allowed)
+    assert index.route_costs.graph_unit != 1e-6  # the graph answered, and was timed
+    assert index.route_costs.score_row == 1e-6
+    for _ in range(30):  # as if every graph search here had taken a second
+        index.route_costs.observe("graph_unit", 1.0, vi.EF_SEARCH)
+    got = index.search(query, 10, None, allowed)
+    assert index.route_costs.score_row != 1e-6  # now ranked exactly
+    assert [pid for pid, _ in got] == _exact(vectors, query, allowed, 10)
