@@ -414,6 +414,20 @@ def _photo_vectors(
     return ids, np.frombuffer(blob, dtype=np.float32).reshape(len(rows), -1)
 
 
+def build_classifier(
+    library: Library, encoder: Encoder, model_id: int, label_set: str, prompts: str = "ensemble"
+) -> Classifier:
+    """The classifier ``clipdesk tag`` and the review queue use for ``label_set``: its
+    labels' text vectors (prompt ensemble), the background, the model's temperature."""
+    names = [label.name for label in _labels_of(library, label_set)]
+    return Classifier(
+        tuple(names),
+        label_embeddings(encoder, names, prompt_templates(prompts)),
+        background_embedding(encoder),
+        encoder.logit_scale,
+    )
+
+
 def tag_photos(
     library: Library,
     encoder: Encoder,
@@ -436,12 +450,7 @@ def tag_photos(
     if not len(ids):
         yield meter.report("tag", 0, message="no indexed photos to tag")
         return
-    classifier = Classifier(
-        tuple(label.name for label in labels),
-        label_embeddings(encoder, [label.name for label in labels], prompt_templates(prompts)),
-        background_embedding(encoder),
-        encoder.logit_scale,
-    )
+    classifier = build_classifier(library, encoder, model_id, label_set, prompts)
     label_ids = [label.id for label in labels]
     rejected = tag_rule.rejected_photo_ids(library, list(classifier.labels))
     for start in range(0, len(ids), _CHUNK):
