@@ -86,9 +86,11 @@ from clipdesk.serving import (
     ModelServer,
 )
 from clipdesk.spec import ModelSpec
+from clipdesk.tagging.review import ReviewQueue, review_queue
 from clipdesk.tagging.zero_shot import (
     PhotoTags,
     background_embedding,
+    build_classifier,
     create_label_set,
     delete_label_set,
     label_sets,
@@ -816,6 +818,22 @@ class Clipdesk:
         index = self.vector_index()
         target = None if folder is None else normalise_folder(folder)
         return tags_of_photos(self.library, index.model_id, label_set, target)
+
+    def review_queue(
+        self,
+        label_set: str,
+        label: str,
+        order: str = "surest",
+        cancel: CancelToken | None = None,
+    ) -> ReviewQueue:
+        """The photos ``label`` of ``label_set`` was given or nearly given, in review
+        order (``surest`` or ``least_sure``), with the user's marks (tagging.review)."""
+        self.check_label(label_set, label)
+        index = self.vector_index()
+        classifier = build_classifier(self.library, self.query_encoder(), index.model_id, label_set)
+        return review_queue(
+            self.library, classifier, index.model_id, label_set, label, order, cancel
+        )
 
     # -- status ------------------------------------------------------------------------
 
