@@ -88,8 +88,19 @@ def main() -> int:
         f"(M {vi.M}, ef_construction {vi.EF_CONSTRUCTION}, {len(index):,} photos)",
         flush=True,
     )
+    costs = index.route_costs
+    switch = max(
+        (
+            n
+            for n in np.geomspace(10, len(index), 200).astype(int)
+            if vi.exact_filter(int(n), len(index), K, True, costs)
+        ),
+        default=0,
+    )
     print(
-        f"policy: exact when allowed <= {vi.EXACT_FILTER_ROWS:,}, else graph with ef = "
+        f"policy: the route estimated cheaper (first estimates: int8 score {costs.score_row:.1e}"
+        f" s a row, SQLite {costs.read_row:.1e} s a row, graph {costs.graph_unit:.1e} s per "
+        f"ef/sqrt(selectivity); exact up to about {switch:,} photos here), graph ef = "
         f"{vi.FILTER_EF_PER_HIT:g} x k / selectivity in [{vi.EF_SEARCH}, {vi.FILTER_EF_CAP}]"
     )
 

@@ -85,19 +85,22 @@ def filtered_ef(want: int, selectivity: float) -> int:
 
 class RouteCosts:
     """Seconds per unit of work of each route of a filtered search, as this process's own
-    searches measured them (a running mean; the first figures measured by
-    bench/bench_filtered.py on a Zen 3 core, replaced as searches run here).
+    searches measured them (a running mean; the first figures are CPU times measured on a
+    Zen 3 core at 100k-380k photos, bench/README.md, replaced as searches run here).
 
     Units: ``score_row``, one allowed photo's int8 codes scored (the shortlist); ``read_row``,
     one exact vector read from SQLite and scored; ``graph_unit``, the filtered graph search
     per ef / sqrt(selectivity): hnswlib walks through photos the filter rejects to collect ef
-    it accepts, and over 0.1-50 % filters its time grew as ef / sqrt(selectivity) (within
-    20 % at 100k photos, bench/README.md), not as ef / selectivity."""
+    it accepts, and over 2-50 % filters its time grew about as ef / sqrt(selectivity) (21-38
+    us a unit at 100k photos), far slower than ef / selectivity (5-15 us). The unit grows
+    with the library (14 us at 20k), the score of a row little (1.5 us at 100k, 2-3 at
+    380k), so the switch point grows with the library: about 20,000 photos (20 %) at 100k,
+    about 40,000 (4 %) at 1M."""
 
     WEIGHT = 0.2  # of the newest measurement in the running mean
 
     def __init__(
-        self, score_row: float = 1.5e-6, read_row: float = 2e-5, graph_unit: float = 2e-5
+        self, score_row: float = 2e-6, read_row: float = 2e-5, graph_unit: float = 3e-5
     ) -> None:
         self.score_row = score_row
         self.read_row = read_row
