@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from clipdesk.library import Library, db
 from clipdesk.search import breadth
@@ -188,3 +189,32 @@ def test_a_large_new_allocation_is_offered_huge_pages() -> None:
         libc.free(small)
     finally:
         libc.free(block)
+
+
+def test_a_catch_up_that_doubles_the_library_measures_the_breadth_again(
+    library: tuple[Library, np.ndarray],
+) -> None:
+    lib, _ = library
+    VectorIndex(lib, "m", 1, DIM).ensure_current()
+    rng = np.random.default_rng(4)
+    extra = rng.standard_normal((PHOTOS, DIM)).astype(np.float32)
+    extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    with lib.engine.begin() as conn:  # another process indexed as many photos again
+        conn.execute(
+            text(
+                "INSERT INTO photos (id, root_id, path, size, mtime_ns, fingerprint, width, "
+                "height, taken_at, taken_from_exif, error) VALUES (:id, 1, :path, 1, 1, :fp, "
+                "10, 10, 0, 0, NULL)"
+            ),
+            [{"id": PHOTOS + i + 1, "path": f"/p/x{i}.jpg", "fp": f"x{i}"} for i in range(PHOTOS)],
+        )
+        conn.execute(
+            text("INSERT INTO embeddings (fingerprint, model_id, vector) VALUES (:fp, 1, :v)"),
+            [{"fp": f"x{i}", "v": extra[i].tobytes()} for i in range(PHOTOS)],
+        )
+    other = VectorIndex(lib, "m", 1, DIM)
+    other.search(extra[0], 1)
+    assert other.last_action == "caught up"
+    assert other.ef_curve is not None and other.ef_curve.live == PHOTOS  # before the new
+    recorded = EfCurve.from_json(_pointer(other)["ef_curve"])
+    assert recorded is not None and recorded.live == PHOTOS
