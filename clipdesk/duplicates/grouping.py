@@ -50,33 +50,57 @@ class Threshold:
 
 
 def derived_threshold(lists: NeighbourLists) -> Threshold:
-    """The library's own fence between its photos that are merely alike and its
-    duplicates.
+    """The library's own line between its photos that are merely alike and its
+    duplicates, from each content's distance to its nearest other content.
 
-    Near-duplicates are the outliers of a library's nearest-neighbour distances: far
-    closer to their nearest photo than photos usually are. Each content's distance to its
-    nearest other content, ``1 - cosine``, is put on a log scale (so the rule is the same
-    for a model whose cosines crowd near 1 and one whose cosines spread: only ratios of
-    distances count), and Tukey's lower fence, Q1 - 1.5 IQR, is taken with the lower
-    quartile mirrored from the upper one (Q1 = 2 median - Q3, so median - 4 (Q3 - median)):
-    duplicates crowd the low end, and up to half of the photos may have one without
-    moving the fence.
+    The distances ``1 - cosine`` are put on a log scale, so the rule is the same for a
+    model whose cosines crowd near 1 and one whose cosines spread: only ratios of distances
+    count. Two published rules, the stricter of the two wins:
+
+    - Tukey's lower fence, Q1 - 1.5 IQR, with the lower quartile mirrored from the upper
+      one (Q1 = 2 median - Q3: median - 4 (Q3 - median)): duplicates crowd the low end, and
+      up to half of the photos may have one without moving it. Near-duplicates are
+      outliers: far closer to their nearest photo than photos usually are.
+    - Otsu's split (the two-class split of largest between-class variance, placed in the
+      middle of its gap): where the duplicates form a mode of their own, the valley
+      between it and the library's usual distances. In a library without duplicates it
+      splits the bulk, looser than the fence, and the fence holds.
     """
     sims = np.zeros(0)
     if len(lists) and lists.neighbours.shape[1]:
         sims = lists.similarities[:, 0][lists.neighbours[:, 0] >= 0].astype(np.float64)
     if len(sims) < 4:
         return Threshold(1.0, True, "too few indexed photos to tell duplicates apart")
-    logs = np.log(np.maximum(1.0 - sims, _FLOOR))
+    logs = np.sort(np.log(np.maximum(1.0 - sims, _FLOOR)))
     median, q3 = np.percentile(logs, [50, 75])
     fence = median - 4.0 * (q3 - median)
+    split = otsu_split(logs)
+    rule = "Tukey's lower fence"
+    if split is not None and split < fence:
+        fence, rule = split, "Otsu's split below Tukey's lower fence"
     value = float(min(1.0, max(-1.0, 1.0 - np.exp(fence))))
     rough = ", few photos: rough" if len(sims) < FEW_PAIRS else ""
     how = (
-        "derived from the library: Tukey's lower fence of each photo's distance to its "
-        f"nearest photo ({len(sims):,} photos{rough})"
+        f"derived from the library: {rule} of the log distances from each photo to its "
+        f"nearest ({len(sims):,} photos{rough})"
     )
     return Threshold(round(value, 4), True, how)
+
+
+def otsu_split(values: np.ndarray) -> float | None:
+    """Otsu's two-class split of sorted ``values``: the middle of the gap at which the
+    between-class variance is largest (None: all equal)."""
+    n = len(values)
+    if n < 2 or values[0] == values[-1]:
+        return None
+    sums = np.cumsum(values)[:-1]  # the lower class: values[:i], i = 1 .. n-1
+    counts = np.arange(1, n, dtype=np.float64)
+    low = sums / counts
+    high = (sums[-1] + values[-1] - sums) / (n - counts)
+    between = counts * (n - counts) * (high - low) ** 2
+    between[values[1:] == values[:-1]] = -1.0  # a split between equal values is none
+    at = int(np.argmax(between)) + 1
+    return float((values[at - 1] + values[at]) / 2)
 
 
 def components(count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

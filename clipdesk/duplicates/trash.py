@@ -130,7 +130,7 @@ def _words(exc: OSError) -> str:
         return "permission denied (a read-only folder or drive?)"
     if exc.errno == errno.EROFS:
         return "the drive is read-only"
-    return exc.strerror or str(exc) or type(exc).__name__
+    return f"the system trash failed: {exc.strerror or exc or type(exc).__name__}"
 
 
 def _note(library: Library, trashed: list[Trashed]) -> None:
