@@ -86,6 +86,7 @@ from clipdesk.serving import (
     ModelServer,
 )
 from clipdesk.spec import ModelSpec
+from clipdesk.tagging import xmp
 from clipdesk.tagging.review import ReviewQueue, review_queue
 from clipdesk.tagging.zero_shot import (
     PhotoTags,
@@ -813,6 +814,54 @@ class Clipdesk:
         """Each photo's tags under the serving model, the user's first (library.tags)."""
         model_id = self.serving.model_id(self.serving.serving_key())
         return tag_marks.tags_by_photo(self.library, model_id, photo_ids)
+
+    def _tag_scope(self, folder: str | Path | None) -> list[tuple[int, str]]:
+        """The library's photos (id, path) under ``folder`` (a folder or one photo)."""
+        target = None if folder is None else normalise_folder(folder)
+        if target is not None and not any(
+            target == r.path
+            or target.startswith(r.path.rstrip(os.sep) + os.sep)
+            or r.path.startswith(target.rstrip(os.sep) + os.sep)
+            for r in self.library.roots()
+        ):
+            raise ClipdeskError(f"{folder} is not inside a library folder")
+        return xmp.library_photos(self.library, target)
+
+    def export_tags_xmp(
+        self,
+        folder: str | Path | None,
+        report: xmp.SidecarReport,
+        with_auto: bool = True,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Progress]:
+        """Write each photo's tags (automatic ones unless ``with_auto`` is False) as
+        keywords to its XMP sidecar, merged with what the sidecar holds (tagging.xmp).
+        Only sidecars are written; ``report`` says what was done and what failed."""
+        model_id = self.serving.model_id(self.serving.serving_key())
+        photos = self._tag_scope(folder)
+        yield from xmp.export_sidecars(self.library, model_id, photos, with_auto, report, cancel)
+
+    def import_tags(
+        self,
+        folder: str | Path | None,
+        report: xmp.ImportReport,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Progress]:
+        """Keywords from the photos' sidecars and their own XMP/IPTC (read only) as tags
+        of source "imported"; what the user said of a tag for a photo is kept."""
+        photos = self._tag_scope(folder)
+        yield from xmp.import_keywords(self.library, photos, report, cancel)
+
+    def tag_table(
+        self, folder: str | Path | None = None, with_auto: bool = True
+    ) -> list[tuple[str, list[tag_marks.Tag]]]:
+        """Every photo under ``folder`` with its tags (for ``tags export --csv/--json``)."""
+        photos = self._tag_scope(folder)
+        tags = self.tags_of([pid for pid, _path in photos])
+        return [
+            (path, [t for t in tags.get(pid, []) if with_auto or t.source != tag_marks.AUTO])
+            for pid, path in photos
+        ]
 
     def photo_tags(self, label_set: str, folder: str | Path | None = None) -> list[PhotoTags]:
         index = self.vector_index()

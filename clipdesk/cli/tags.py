@@ -1,16 +1,23 @@
-"""``clipdesk tags``: the user's word on tags (confirm, reject, add, remove) and their
-listing (parsing and output only; the marks are the facade's: ``Clipdesk.mark_tag``)."""
+"""``clipdesk tags``: the user's word on tags (confirm, reject, add, remove), their
+listing, and tags in other apps: ``export --xmp`` (sidecars), ``export --csv/--json``
+and ``import`` (parsing and output only; the work is the facade's: ``Clipdesk.mark_tag``,
+``export_tags_xmp``, ``import_tags``, ``tag_table``)."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipdesk.wording import plural, printable
 
 if TYPE_CHECKING:
+    from clipdesk.progress import CancelToken, Progress
     from clipdesk.services import Clipdesk
 
 # action: (source it marks, past tense, whether it names a label set)
@@ -50,6 +57,39 @@ def add_tags_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     listing = tsub.add_parser("list", help="every tag with its number of photos")
     listing.add_argument("paths", nargs="*", metavar="PATH", help="only these photos' tags")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    export = tsub.add_parser(
+        "export",
+        help="write tags as XMP keywords for digiKam, darktable and Lightroom, or to a file",
+        description="--xmp writes each photo's tags to its XMP sidecar (IMG_1.jpg.xmp, or "
+        "Lightroom's IMG_1.xmp where it exists): dc:subject, digiKam:TagsList and "
+        "lr:hierarchicalSubject, merged with the keywords and fields already there. The "
+        "photos themselves are never written. --csv / --json write one row per photo.",
+    )
+    export.add_argument(
+        "folder", nargs="?", metavar="FOLDER", help="only photos under this folder (or one photo)"
+    )
+    form = export.add_mutually_exclusive_group(required=True)
+    form.add_argument("--xmp", action="store_true", help="write XMP sidecars beside the photos")
+    form.add_argument("--csv", metavar="FILE", help="write a CSV file: path, tags, sources, scores")
+    form.add_argument(
+        "--json", metavar="FILE", help="write a JSON file: path and tags (label, score, source)"
+    )
+    export.add_argument(
+        "--no-auto",
+        action="store_true",
+        help="leave the model's automatic tags out: only the tags you confirmed, added or imported",
+    )
+    imported = tsub.add_parser(
+        "import",
+        help="read keywords from XMP sidecars and the photos' XMP/IPTC as tags",
+        description="Keywords of digiKam, darktable, Lightroom and other apps become tags of "
+        "source 'imported': from IMG_1.jpg.xmp and IMG_1.xmp sidecars and from the XMP and "
+        "IPTC inside the photos (only read). A tag you confirmed, added or rejected for a "
+        "photo stays as you said.",
+    )
+    imported.add_argument(
+        "folder", nargs="?", metavar="FOLDER", help="only photos under this folder (or one photo)"
+    )
 
 
 def run_tags_command(app: Clipdesk, args: argparse.Namespace) -> int:
@@ -58,6 +98,10 @@ def run_tags_command(app: Clipdesk, args: argparse.Namespace) -> int:
     command = args.tags_command
     if command == "list":
         return _list(app, args)
+    if command == "export":
+        return _export(app, args)
+    if command == "import":
+        return _import(app, args)
     source, done, with_set = _MARKS[command]
     if with_set:
         app.check_label(args.labels, args.tag)
@@ -98,3 +142,105 @@ def _list(app: Clipdesk, args: argparse.Namespace) -> int:
             described = "; ".join(t.described for t in tags.get(photo.id, [])) or "no tags"
             print(printable(f"{photo.path}: {described}"))
     return 1 if missing else 0
+
+
+def _drawn(run: Callable[[CancelToken], Iterator[Progress]], verb: str) -> bool:
+    """Run a service, drawing its progress on stderr; False when Ctrl+C stopped it."""
+    from clipdesk.cli.output import StatusLine, bar, cancel_on_interrupt  # on use: fast --help
+
+    line = StatusLine(sys.stderr)
+    with cancel_on_interrupt() as cancel:
+        try:
+            for p in run(cancel):
+                fails = f", {p.failed} failed" if p.failed else ""
+                line.show(f"{verb} {bar(p.fraction)} {p.done}/{p.total}{fails}", p.done == p.total)
+        finally:
+            line.end()
+    return not cancel.cancelled
+
+
+def _export(app: Clipdesk, args: argparse.Namespace) -> int:
+    with_auto = not args.no_auto
+    if not args.xmp:
+        return _export_table(app, args, with_auto)
+    from clipdesk.tagging.xmp import SidecarReport  # on use: --help starts fast
+
+    report = SidecarReport()
+    finished = _drawn(
+        lambda cancel: app.export_tags_xmp(args.folder, report, with_auto, cancel), "sidecars"
+    )
+    for folder, (why, count) in sorted(report.failed_folders.items()):
+        print(
+            printable(f"error: {folder}: {why}; {plural(count, 'photo')} not written"),
+            file=sys.stderr,
+        )
+    for path, why in report.failed:
+        print(printable(f"error: {path}: {why}"), file=sys.stderr)
+    failed = len(report.failed) + sum(n for _why, n in report.failed_folders.values())
+    summary = (
+        f"{plural(report.written, 'sidecar')} written, {report.unchanged} already up to date"
+        f", {report.untagged} photos without tags"
+    )
+    if failed:
+        summary += f"; {failed} failed (in {plural(len(report.failed_folders), 'folder')} "
+        summary += f"that could not be written and {len(report.failed)} single photos)"
+    print(printable(summary if finished else f"stopped: {summary}"))
+    if not finished:
+        return 130
+    return 1 if failed else 0
+
+
+def _export_table(app: Clipdesk, args: argparse.Namespace, with_auto: bool) -> int:
+    from clipdesk.files import atomic_write  # on use: --help starts fast
+
+    rows = app.tag_table(args.folder, with_auto)
+    target = Path(args.csv or args.json)
+    if args.json:
+        data = [{"path": path, "tags": [t.as_json() for t in tags]} for path, tags in rows]
+        text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["path", "tags", "sources", "scores"])
+        for path, tags in rows:
+            scores = ["" if t.score is None else f"{t.score:.6f}" for t in tags]
+            writer.writerow(
+                [
+                    path,
+                    "; ".join(t.label for t in tags),
+                    "; ".join(t.source for t in tags),
+                    "; ".join(scores),
+                ]
+            )
+        text = out.getvalue()
+    atomic_write(target.expanduser().absolute(), text.encode(), shared=True)
+    tagged = sum(1 for _path, tags in rows if tags)
+    print(
+        printable(
+            f"wrote {target}: {plural(len(rows), 'photo')}, {tagged} with tags"
+            + ("" if with_auto else " (automatic tags left out)")
+        )
+    )
+    return 0
+
+
+def _import(app: Clipdesk, args: argparse.Namespace) -> int:
+    from clipdesk.tagging.xmp import ImportReport  # on use: --help starts fast
+
+    report = ImportReport()
+    finished = _drawn(lambda cancel: app.import_tags(args.folder, report, cancel), "reading")
+    for path, why in report.failed:
+        print(printable(f"error: {path}: {why}"), file=sys.stderr)
+    summary = (
+        f"read {plural(report.photos, 'photo')}, {report.with_keywords} with keywords: "
+        f"{plural(report.added, 'tag')} imported ({plural(len(report.tags), 'name')})"
+        f", {report.already} already there"
+    )
+    if report.rejected:
+        summary += f", {report.rejected} left out because you rejected them"
+    if report.failed:
+        summary += f"; {len(report.failed)} could not be read"
+    print(printable(summary if finished else f"stopped (what was read is kept): {summary}"))
+    if not finished:
+        return 130
+    return 1 if report.failed else 0
