@@ -418,14 +418,23 @@ def build_classifier(
     library: Library, encoder: Encoder, model_id: int, label_set: str, prompts: str = "ensemble"
 ) -> Classifier:
     """The classifier ``clipdesk tag`` and the review queue use for ``label_set``: its
-    labels' text vectors (prompt ensemble), the background, the model's temperature."""
+    labels' text vectors (prompt ensemble), refined by the photos the user confirmed and
+    rejected for each label (:mod:`clipdesk.tagging.refine`; a label without feedback
+    keeps its text vector), the background, the model's temperature."""
+    # local: only building a classifier needs the marks and the library moments
+    from clipdesk.tagging.refine import refine_from_library
+
     names = [label.name for label in _labels_of(library, label_set)]
-    return Classifier(
-        tuple(names),
+    background = background_embedding(encoder)
+    refined = refine_from_library(
+        library,
+        model_id,
+        names,
         label_embeddings(encoder, names, prompt_templates(prompts)),
-        background_embedding(encoder),
+        background,
         encoder.logit_scale,
     )
+    return Classifier(tuple(names), refined.vectors, background, encoder.logit_scale)
 
 
 def tag_photos(
