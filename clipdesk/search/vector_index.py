@@ -56,7 +56,8 @@ FORMAT = 1
 # Graph degree and build/search breadth. bench/bench_hnsw.py, 1M x 512 structured vectors:
 # ef 512 gives recall@10 0.978 (fresh queries) / 0.988 (near-duplicates) at p95 3.9 / 4.8 ms
 # (ef 256: 0.912 / 0.955 at 2.3 / 2.8 ms). Uniform random vectors, which have no real
-# neighbours, are far worse (bench/README.md).
+# neighbours, are far worse (bench/README.md). EF_SEARCH is the breadth until one is
+# measured for the library (clipdesk.search.breadth) and the floor of filtered searches.
 M = 16
 EF_CONSTRUCTION = 100
 EF_SEARCH = 512
