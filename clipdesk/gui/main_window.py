@@ -2,7 +2,8 @@
 folders. It calls the same services as the CLI, each off the GUI thread. Its other roles
 live beside it, one file each: jobs.py (job status and control), model_actions.py
 (download and import), photo_actions.py (photos, typed, pasted and dropped searches),
-window_settings.py (QSettings), album_actions.py, search_bar.py, widgets.py and words.py
+window_settings.py (QSettings), album_actions.py, tag_actions.py (tags by hand, the
+review view), search_bar.py, widgets.py and words.py
 (how it says things). A little over 600 lines: the window's assembly and menus, which read
 best in one place."""
 
@@ -45,6 +46,7 @@ from clipdesk.gui.model_actions import ModelActions
 from clipdesk.gui.photo_actions import PhotoActions
 from clipdesk.gui.search_bar import SearchOptionsBar
 from clipdesk.gui.sidebar import SidebarWidget
+from clipdesk.gui.tag_actions import TagActions
 from clipdesk.gui.thumbnails import ThumbnailProvider
 from clipdesk.gui.widgets import ElidedLabel, SearchField, WelcomeWidget
 from clipdesk.gui.window_settings import WindowSettings
@@ -64,7 +66,9 @@ SEARCH_DELAY_MS = 250  # typing pauses shorter than this do not start a search
 SEARCH_RESULTS = 300  # without the relevance cutoff (with it: the service's CUTOFF_K)
 
 
-class MainWindow(JobControl, ModelActions, PhotoActions, AlbumActions, WindowSettings, QMainWindow):
+class MainWindow(
+    JobControl, ModelActions, PhotoActions, AlbumActions, TagActions, WindowSettings, QMainWindow
+):
     results_shown = Signal(int)  # rows now in the grid
     job_progressed = Signal(object)  # a Progress of the running job
     folders_changed = Signal(object)  # paths the watcher saw change (from its thread)
@@ -101,6 +105,7 @@ class MainWindow(JobControl, ModelActions, PhotoActions, AlbumActions, WindowSet
         self._partial_search = False  # the results shown were found while indexing
         self._watched: list[str] = []
         self.search_summary = ""  # what the status bar last said of a search
+        self.tag_undo = []  # tag changes by hand, newest last (Edit > Undo tag change)
         self.watcher = FolderWatcher(self.folders_changed.emit) if watch_folders else None
         self.folders_changed.connect(self._folders_changed)
         self._model_ready = False
@@ -172,6 +177,7 @@ class MainWindow(JobControl, ModelActions, PhotoActions, AlbumActions, WindowSet
         self.sidebar.edit_label_set_requested.connect(self.edit_label_set)
         self.sidebar.run_label_set_requested.connect(lambda n: self.start_tagging(n, None, False))
         self.sidebar.delete_label_set_requested.connect(self.delete_label_set)
+        self.sidebar.review_requested.connect(self.review_tags)
         self.connect_albums()
 
         self.model = PhotoGridModel(self)
@@ -297,6 +303,11 @@ class MainWindow(JobControl, ModelActions, PhotoActions, AlbumActions, WindowSet
         )
         self.more_like_action.setToolTip("Photos like all the selected ones")
         edit_menu.addAction("&Save search as album…", self.save_search_as_album)
+        edit_menu.addSeparator()
+        self.undo_tag_action = edit_menu.addAction(
+            "&Undo tag change", QKeySequence.StandardKey.Undo, self.undo_tag_change
+        )
+        self.undo_tag_action.setEnabled(False)
         view_menu = bar.addMenu("&View")
         view_menu.addAction(self.back_action)
         view_menu.addAction(self.forward_action)
@@ -314,6 +325,12 @@ class MainWindow(JobControl, ModelActions, PhotoActions, AlbumActions, WindowSet
         )
         tags_menu = bar.addMenu("&Tags")
         tags_menu.addAction("&New label set…", lambda: self.edit_label_set(""))
+        tags_menu.addAction("&Review tags…", QKeySequence("Ctrl+R"), lambda: self.review_tags())
+        tags_menu.addSeparator()
+        tags_menu.addAction("&Add tag to selected…", QKeySequence("T"), self.add_tag_to_selected)
+        tags_menu.addAction(
+            "Re&move tag from selected…", QKeySequence("Shift+T"), self.remove_tag_from_selected
+        )
         self._build_settings_menu(bar.addMenu("&Settings"))
         help_menu = bar.addMenu("&Help")
         help_menu.addAction("&About clipdesk", self._about)

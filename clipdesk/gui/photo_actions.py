@@ -7,7 +7,7 @@ import dataclasses
 import os
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QPoint
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage, QKeySequence
@@ -33,6 +33,12 @@ from clipdesk.search.query import (
 
 class PhotoActions(WindowPart):
     """The photo and search-input part of the main window."""
+
+    if TYPE_CHECKING:  # in tag_actions.TagActions, for the photo menu
+
+        def add_tag_to_selected(self) -> None: ...
+
+        def remove_tag_from_selected(self) -> None: ...
 
     # -- searching -----------------------------------------------------------------------
 
@@ -240,6 +246,14 @@ class PhotoActions(WindowPart):
             action = menu.addAction(f"More like these {len(selected)}", self.more_like_selected)
             action.setShortcut(QKeySequence("Ctrl+Shift+F"))
         menu.addAction("Quick look", lambda: self.quick_look(ref))
+        menu.addSeparator()
+        several = f" to {len(selected)} photos" if len(selected) > 1 else ""
+        menu.addAction(f"Add tag{several}…", self.add_tag_to_selected).setShortcut(
+            QKeySequence("T")
+        )
+        menu.addAction("Remove tag…", self.remove_tag_from_selected).setShortcut(
+            QKeySequence("Shift+T")
+        )
         menu.addSeparator()
         menu.addAction("Copy path", lambda: self.copy_path(ref))
         menu.exec(position)

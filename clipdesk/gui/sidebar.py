@@ -38,6 +38,7 @@ class SidebarWidget(QWidget):
     edit_label_set_requested = Signal(str)
     run_label_set_requested = Signal(str)
     delete_label_set_requested = Signal(str)
+    review_requested = Signal(str, str)  # label set ("": the first that has it), label
     album_requested = Signal(str)
     rename_album_requested = Signal(str)
     delete_album_requested = Signal(str)  # confirmed by the user already
@@ -206,10 +207,12 @@ class SidebarWidget(QWidget):
         elif kind == "label_set":
             menu.addAction("Edit and tag…", lambda: self.edit_label_set_requested.emit(value))
             menu.addAction("Tag the library now", lambda: self.run_label_set_requested.emit(value))
+            menu.addAction("Review tags…", lambda: self.review_requested.emit(value, ""))
             menu.addSeparator()
             menu.addAction("Delete label set", lambda: self.delete_label_set_requested.emit(value))
         elif kind == "tag":
             menu.addAction("Show photos with this tag", lambda: self.tag_requested.emit(value))
+            menu.addAction("Review…", lambda: self.review_requested.emit("", value))
         elif kind == "album":
             menu.addAction("Show photos", lambda: self.album_requested.emit(value))
             menu.addAction("Rename…", lambda: self.rename_album_requested.emit(value))

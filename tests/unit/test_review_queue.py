@@ -87,11 +87,11 @@ def test_review_queue_on_stored_vectors(library: Library) -> None:
     rows = []
     # 6 clear cats, 4 photos between cat and the background, 10 dogs
     for _ in range(6):
-        rows.append([1.0, 0.05, 0.0, 0.3] + rng.normal(0, 0.01, 4))
+        rows.append(np.array([1.0, 0.05, 0.0, 0.3]) + rng.normal(0, 0.01, 4))
     for weight in (1.02, 0.98, 0.95, 0.92):
-        rows.append([weight, 0.0, 0.0, 1.0] + rng.normal(0, 0.01, 4))
+        rows.append(np.array([weight, 0.0, 0.0, 1.0]) + rng.normal(0, 0.01, 4))
     for _ in range(10):
-        rows.append([0.0, 1.0, 0.05, 0.2] + rng.normal(0, 0.01, 4))
+        rows.append(np.array([0.0, 1.0, 0.05, 0.2]) + rng.normal(0, 0.01, 4))
     vectors = _unit(np.array(rows))
     ids = _library_with(library, vectors)
     classifier = _classifier()
