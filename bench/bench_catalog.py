@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench._common import REPO, cpu_flags, cpu_model, print_machine, usable_cores
+from clipdesk.models.catalog import REFERENCE_NAME
 
 QUERY = "a red summer dress on a beach"
 
@@ -64,8 +65,41 @@ def _text_tokens(model: Any, vocab_size: int) -> Any:
     return torch.randint(1, vocab_size, (1, context), generator=generator)
 
 
+def paired_ratio(backend: Any, inputs: Any, image_size: int, seconds: float, pairs: int) -> float:
+    """The model's images/s over the reference model's (ViT-B-32 laion2b, random weights,
+    its own 224 px inputs), timed in alternating bursts in this one process: the ratio of
+    each pair is taken while the machine's other load is about the same, and the median of
+    the pairs kept. On a small machine shared with other jobs this is the steadier figure."""
+    import open_clip
+    import torch
+
+    from clipdesk.backends.measuring import _speed, probe_images
+    from clipdesk.backends.runtimes import TorchBackend
+    from clipdesk.models.catalog import catalog_entry
+
+    reference_entry = catalog_entry(REFERENCE_NAME)
+    assert reference_entry is not None
+    torch.manual_seed(0)
+    reference_model = open_clip.create_model(reference_entry.arch, pretrained=None).eval()
+    reference = TorchBackend(reference_model, "cpu", "fp32")
+    reference_inputs = probe_images(reference_entry.image_size, count=len(inputs))
+    burst = max(seconds / 2, 1.0)
+    ratios = []
+    for _ in range(pairs):
+        own = _speed(backend, inputs, burst)
+        theirs = _speed(reference, reference_inputs, burst)
+        ratios.append(own / theirs)
+    return round(statistics.median(ratios), 3)
+
+
 def measure_one(
-    name: str, seconds: float, batch: int, queries: int, openvino: bool, threads: int
+    name: str,
+    seconds: float,
+    batch: int,
+    queries: int,
+    openvino: bool,
+    threads: int,
+    pairs: int = 0,
 ) -> dict[str, Any]:
     """Measure one catalog model in this process (the child's work)."""
     import open_clip
@@ -111,6 +145,8 @@ def measure_one(
             times.append(time.perf_counter() - started)
     result["text_ms"] = round(1000 * statistics.median(times[1:]), 1)
     result["memory_bytes"] = _rss_bytes() - before
+    if pairs and name != REFERENCE_NAME:
+        result["x_reference"] = paired_ratio(backend, inputs, image_size, seconds, pairs)
     if openvino:
         from clipdesk.backends.onnx_export import export_visual_onnx
 
@@ -137,6 +173,8 @@ def run_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
         str(args.queries),
         "--threads",
         str(args.threads),
+        "--pairs",
+        str(args.pairs),
     ] + (["--openvino"] if args.openvino else [])
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     try:
@@ -158,7 +196,7 @@ def _mb(value: float) -> str:
 
 
 def main() -> int:
-    from clipdesk.models.catalog import CATALOG, REFERENCE_NAME, SPEEDS_FILE
+    from clipdesk.models.catalog import CATALOG, SPEEDS_FILE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated catalog names (default: all)")
@@ -172,6 +210,13 @@ def main() -> int:
         help="threads per model (1: on a small machine shared with other jobs, their load "
         "slows every model alike instead of stalling a thread pool)",
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="bursts of the model and of vit-b-32 alternated in one process, for its "
+        "speed relative to vit-b-32 (0: from the separate runs' images/s)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="best of this many runs")
     parser.add_argument("--time-box", type=float, default=240.0, help="seconds per model run")
     parser.add_argument("--openvino", action="store_true", help="also OpenVINO fp32")
@@ -180,7 +225,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.child:
         figures = measure_one(
-            args.child, args.seconds, args.batch, args.queries, args.openvino, args.threads
+            args.child,
+            args.seconds,
+            args.batch,
+            args.queries,
+            args.openvino,
+            args.threads,
+            args.pairs,
         )
         print(json.dumps(figures), flush=True)
         return 0
@@ -227,7 +278,10 @@ def main() -> int:
         if "error" in got:
             print(f"| {name} | {entry.arch} | not measured: {got['error']} |")
             continue
-        share = f"{got['images_per_s'] / reference:.2f}" if reference else "-"
+        ratio = got.get("x_reference", 1.0 if name == REFERENCE_NAME else None)
+        if ratio is None and reference:
+            ratio = got["images_per_s"] / reference
+        share = f"{ratio:.2f}" if ratio is not None else "-"
         ov_cell = f" {got.get('openvino_images_per_s', '-')} |" if args.openvino else ""
         print(
             f"| {name} | {entry.arch} | {got['image_size']} | {got['images_per_s']:.1f} | {share} |"

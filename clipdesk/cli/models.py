@@ -190,7 +190,7 @@ def _print_list(rows: list[ModelInfo], as_json: bool, out: TextIO) -> None:
         mark = "*" if info.installed else " "
         size = human_size(info.size_bytes) if info.size_bytes else "?"
         top1 = f"{info.imagenet_top1:.1%}" if info.imagenet_top1 is not None else "-"
-        speed = f"{info.relative_speed:.1f}x" if info.relative_speed is not None else "-"
+        speed = f"{info.relative_speed:.2f}x" if info.relative_speed is not None else "-"
         dim = str(info.dim) if info.dim else "?"
         notes = [info.spec]
         if info.default:

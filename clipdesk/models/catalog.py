@@ -310,10 +310,14 @@ def relative_speed(
     entry: CatalogEntry, speeds: Mapping[str, Mapping[str, float]] | None = None
 ) -> float | None:
     """``entry``'s measured indexing speed (image tower, photos/s) as a multiple of the
-    reference model's, on the same CPU in the same run; None where not measured."""
+    reference model's, on the same CPU in the same run (``x_reference``: bursts of both
+    alternated in one process; else the ratio of their images/s); None where not measured."""
     if entry.relative_speed is not None:
         return entry.relative_speed
     speeds = measured_speeds() if speeds is None else speeds
+    paired = speeds.get(entry.name, {}).get("x_reference")
+    if paired:  # measured in alternation with the reference model, in one process
+        return paired
     own = speeds.get(entry.name, {}).get("images_per_s")
     reference = speeds.get(REFERENCE_NAME, {}).get("images_per_s")
     if not own or not reference:

@@ -160,6 +160,10 @@ def test_the_default_rule() -> None:
     speeds["worse"] = {"images_per_s": 50.0}
     assert choose_default([*entries, worse], speeds, REFERENCE_NAME) == REFERENCE_NAME
     assert relative_speed(slow_best, speeds) == pytest.approx(share * 0.99)
+    # measured in alternation with the reference in one process: that ratio is the one used
+    speeds["better"] = {"images_per_s": 1.0, "x_reference": share}
+    assert relative_speed(better, speeds) == share
+    assert choose_default(entries, speeds, REFERENCE_NAME) == "better"
 
 
 def test_a_research_only_model_downloads_only_after_the_license_is_accepted(
@@ -189,10 +193,13 @@ def test_cli_lists_licenses_and_refuses_research_weights_without_the_flag(
     env = {"CLIPDESK_MODELS_DIR": str(tmp_path / "models"), "HF_ENDPOINT": "http://127.0.0.1:9"}
     library = tmp_path / "lib"
     listed = run_cli("models", "list", library=library, env=env).stdout
+    speeds = measured_speeds()
     for entry in CATALOG:
         line = next(line for line in listed.splitlines() if f" {entry.name} " in line)
         assert ("Apple AMLR" if entry.research_only else entry.license) in line, line
         assert entry.license_url in listed
+        share = relative_speed(entry, speeds)  # measured, from bench/bench_catalog.py
+        assert (f" {share:.2f}x " if share is not None else "     - ") in line, line
     rows = json.loads(run_cli("models", "list", "--json", library=library, env=env).stdout)
     by_name = {row["name"]: row for row in rows}
     for entry in CATALOG:
