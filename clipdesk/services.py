@@ -95,7 +95,6 @@ from clipdesk.tagging.zero_shot import (
     create_label_set,
     delete_label_set,
     label_sets,
-    tag_counts,
     tag_filter,
     tag_photos,
     tags_of_photos,
@@ -921,7 +920,7 @@ class Clipdesk:
             model_key=key,
             random_weights=bool(spec and spec.is_random),
             device=device,
-            tags=tag_counts(self.library, model_id) if model_id is not None else {},
+            tags=tag_marks.tag_counts(self.library, model_id),  # hand-given ones too
             switching_to=display_name(target) if target else None,
             switching_done=counts.of_target,
         )
