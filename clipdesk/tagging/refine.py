@@ -69,11 +69,11 @@ def accumulate_moments(chunks: Iterable[np.ndarray]) -> LibraryMoments:
     sums: np.ndarray | None = None
     products: np.ndarray | None = None
     for chunk in chunks:
-        block = np.asarray(chunk, np.float64)
+        block = np.asarray(chunk, np.float32)
         if not len(block):
             continue
-        sums = block.sum(axis=0) if sums is None else sums + block.sum(axis=0)
-        outer = block.T @ block
+        sums = block.sum(axis=0, dtype=np.float64) if sums is None else sums + block.sum(axis=0)
+        outer = (block.T @ block).astype(np.float64)  # float32 products, summed in float64
         products = outer if products is None else products + outer
         total += len(block)
     if sums is None or products is None:
@@ -106,28 +106,63 @@ class Refinement:
     scores: dict[float, float]  # leave-one-out mean log-likelihood per strength
 
 
+class _Products:
+    """Sums of the marked photos' vectors and covariance products, computed once, so that
+    every refined vector (and every leave-one-out variant) costs O(D): C is symmetric,
+    so C applied to a mean of vectors is the mean of their C products."""
+
+    def __init__(self, lib: LibraryMoments, feedback: Sequence[Feedback]) -> None:
+        c = lib.covariance
+        self.mean = lib.mean
+        self.c_mean = c @ lib.mean
+        self.unit = lib.mean / np.linalg.norm(lib.mean)
+        self.c_unit = c @ self.unit
+        # per label, for confirmed then rejected: (ids -> row, rows, C rows, sum, C sum)
+        blocks = [
+            rows for fb in feedback for rows in (fb.positives, fb.negatives) if rows is not None
+        ]
+        stacked = np.concatenate([np.asarray(r, np.float64) for r in blocks]) if blocks else None
+        c_stacked = None if stacked is None else stacked @ c
+        self.sides: list[list[tuple[dict[int, int], np.ndarray, np.ndarray] | None]] = []
+        start = 0
+        for fb in feedback:
+            sides: list[tuple[dict[int, int], np.ndarray, np.ndarray] | None] = []
+            for ids, rows in ((fb.positive_ids, fb.positives), (fb.negative_ids, fb.negatives)):
+                if rows is None or not len(ids) or stacked is None or c_stacked is None:
+                    sides.append(None)
+                    continue
+                end = start + len(rows)
+                sides.append(
+                    (
+                        {pid: i for i, pid in enumerate(ids)},
+                        stacked[start:end],
+                        c_stacked[start:end],
+                    )
+                )
+                start = end
+            self.sides.append(sides)
+
+
 def _direction(
-    feedback: Feedback, mean: np.ndarray, skip: int | None = None
-) -> tuple[np.ndarray, int]:
-    """Rocchio direction (confirmed mean - rejected mean, relative to the library mean)
-    and the number of photos it rests on, without photo ``skip``."""
-    direction = np.zeros_like(mean)
+    products: _Products, label: int, skip: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rocchio direction (confirmed mean - rejected mean, relative to the library mean),
+    its covariance product and the number of photos it rests on, without photo ``skip``."""
+    direction = np.zeros_like(products.mean)
+    c_direction = np.zeros_like(products.mean)
     count = 0
-    for ids, rows, sign in (
-        (feedback.positive_ids, feedback.positives, 1.0),
-        (feedback.negative_ids, feedback.negatives, -1.0),
-    ):
-        if rows is None or not len(ids):
+    for side, sign in zip(products.sides[label], (1.0, -1.0), strict=True):
+        if side is None:
             continue
-        keep = np.array([pid != skip for pid in ids])
-        if keep.any():
-            direction += sign * (np.asarray(rows, np.float64)[keep].mean(axis=0) - mean)
-            count += int(keep.sum())
-    return direction, count
-
-
-def _spread(vector: np.ndarray, covariance: np.ndarray) -> float:
-    return float(np.sqrt(max(float(vector @ covariance @ vector), 0.0)))
+        index, rows, c_rows = side
+        total, c_total, n = rows.sum(axis=0), c_rows.sum(axis=0), len(rows)
+        if skip is not None and skip in index:
+            total, c_total, n = total - rows[index[skip]], c_total - c_rows[index[skip]], n - 1
+        if n:
+            direction += sign * (total / n - products.mean)
+            c_direction += sign * (c_total / n - products.c_mean)
+            count += n
+    return direction, c_direction, count
 
 
 def refined_vector(
@@ -139,20 +174,35 @@ def refined_vector(
     """The text vector moved by ``weight`` (in units of its own spread) along ``direction``
     (made orthogonal to the library mean), scaled so that the label's scores over the
     library keep their zero-shot mean and spread."""
+    products = _Products(lib, [])
+    c = lib.covariance
     text = np.asarray(text, np.float64)
-    unit_mean = lib.mean / np.linalg.norm(lib.mean)
-    along = unit_mean * float(unit_mean @ text)
-    across = text - along
-    move = direction - unit_mean * float(unit_mean @ direction)
-    move_spread = _spread(move, lib.covariance)
+    return _refined(text, c @ text, direction, c @ direction, weight, products)
+
+
+def _refined(
+    text: np.ndarray,
+    c_text: np.ndarray,
+    direction: np.ndarray,
+    c_direction: np.ndarray,
+    weight: float,
+    p: _Products,
+) -> np.ndarray:
+    """:func:`refined_vector` from covariance products (``c_x`` = C x)."""
+    along_by = float(p.unit @ text)
+    along, c_along = p.unit * along_by, p.c_unit * along_by
+    across, c_across = text - along, c_text - c_along
+    move_by = float(p.unit @ direction)
+    move, c_move = direction - p.unit * move_by, c_direction - p.c_unit * move_by
+    move_spread = np.sqrt(max(float(move @ c_move), 0.0))
     if weight <= 0 or move_spread <= 0:
         return text
-    moved = across + weight * _spread(across, lib.covariance) / move_spread * move
+    k = weight * np.sqrt(max(float(across @ c_across), 0.0)) / move_spread
+    moved, c_moved = across + k * move, c_across + k * c_move
     # var(x.(along + a*moved)) = var(x.text): a quadratic in a, its positive root.
-    c = lib.covariance
-    qa = float(moved @ c @ moved)
-    qb = 2.0 * float(along @ c @ moved)
-    qc = float(along @ c @ along) - float(text @ c @ text)
+    qa = float(moved @ c_moved)
+    qb = 2.0 * float(along @ c_moved)
+    qc = float(along @ c_along) - float(text @ c_text)
     root = (-qb + np.sqrt(max(qb * qb - 4 * qa * qc, 0.0))) / (2 * qa)
     return np.asarray(along + root * moved)
 
@@ -203,7 +253,9 @@ def refine(
     def weight_of(count: int, strength: float) -> float:
         return strength * count / (count + k0)
 
-    directions = [_direction(fb, lib.mean) for fb in feedback]
+    products = _Products(lib, feedback)
+    c_text = text_vectors @ lib.covariance
+    directions = [_direction(products, j) for j in range(len(feedback))]
     # (photo id, label, +1 confirmed / -1 rejected) for every mark, judged leave-one-out
     marks = sorted(
         {
@@ -226,8 +278,8 @@ def refine(
     for strength in STRENGTHS:
         vectors = np.stack(
             [
-                refined_vector(text_vectors[j], d, weight_of(n, strength), lib) if n else t
-                for j, (t, (d, n)) in enumerate(zip(text_vectors, directions, strict=True))
+                _refined(t, c_text[j], d, cd, weight_of(n, strength), products) if n else t
+                for j, (t, (d, cd, n)) in enumerate(zip(text_vectors, directions, strict=True))
             ]
         )
         judged = []
@@ -235,8 +287,10 @@ def refine(
             x = np.asarray(photo_vectors[pid], np.float64)
             rows = x @ vectors.T
             for other in marked_labels[pid]:  # this photo's marks left out
-                d, n = _direction(feedback[other], lib.mean, skip=pid)
-                w = refined_vector(text_vectors[other], d, weight_of(n, strength), lib)
+                d, cd, n = _direction(products, other, skip=pid)
+                w = _refined(
+                    text_vectors[other], c_text[other], d, cd, weight_of(n, strength), products
+                )
                 rows[other] = x @ w
             logp = _log_softmax(logit_scale * np.append(rows, x @ background))
             p = float(np.exp(logp[j]))
