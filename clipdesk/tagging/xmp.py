@@ -70,6 +70,7 @@ def _pyexiv2() -> Any:
     import pyexiv2  # lazily: a native library, loaded only when sidecars are read or written
 
     pyexiv2.set_log_level(3)  # errors only: exiv2's warnings would go to stdout
+    pyexiv2.enableBMFF(True)  # HEIC/AVIF metadata (exiv2 leaves it off by default)
     return pyexiv2
 
 
@@ -203,15 +204,21 @@ def _read(path: str, embedded: bool) -> list[str]:
     )
 
 
-def read_photo_tags(photo: str) -> list[str]:
+def read_photo_tags(photo: str) -> tuple[list[str], list[str]]:
     """The tags another app left for ``photo``: in its sidecars (both names) and in its
-    own XMP and IPTC (read only). A SidecarError when one of them cannot be read."""
+    own XMP and IPTC (read only); and why a source could not be read (what the others
+    held is kept)."""
     found: list[str] = []
+    problems: list[str] = []
     for source, embedded in [(s, False) for s in existing_sidecars(photo)] + [(photo, True)]:
-        for tag in _read(source, embedded):
-            if tag not in found:
-                found.append(tag)
-    return found
+        try:
+            tags = _read(source, embedded)
+        except SidecarError as exc:
+            name = "the photo" if embedded else os.path.basename(source)
+            problems.append(f"{name}: {exc}")
+            continue
+        found += [tag for tag in tags if tag not in found]
+    return found, problems
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -350,8 +357,10 @@ def export_sidecars(
                 report.failed_folders[folder] = (why, count + bool(names))
             elif not names:
                 report.untagged += 1
+            elif not os.path.isdir(folder):
+                report.failed_folders[folder] = ("the folder is not there (its disk away?)", 1)
             elif not os.path.isfile(path):
-                report.failed.append((path, "the photo is not there (moved, or its disk away)"))
+                report.failed.append((path, "the photo is not there (moved, or deleted)"))
             else:
                 stem = os.path.splitext(os.path.basename(path))[0]
                 target = sidecar_to_write(path, stems[(folder, stem)] > 1)
@@ -391,15 +400,12 @@ def import_keywords(
         if not os.path.isfile(path):
             report.failed.append((path, "the photo is not there (moved, or its disk away)"))
         else:
-            try:
-                found = read_photo_tags(path)
-            except SidecarError as exc:
-                report.failed.append((path, str(exc)))
-            else:
-                report.photos += 1
-                report.with_keywords += bool(found)
-                for tag in found:
-                    by_tag[tag].append(pid)
+            found, problems = read_photo_tags(path)
+            report.failed += [(path, why) for why in problems]
+            report.photos += 1
+            report.with_keywords += bool(found)
+            for tag in found:
+                by_tag[tag].append(pid)
         if done % step == 0 or done == len(ordered):
             yield meter.report("tag", done, len(report.failed), "import")
             meter.resumed()

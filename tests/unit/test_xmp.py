@@ -90,7 +90,7 @@ def test_a_new_sidecar_is_read_back_by_exiftool_and_by_import(photo: Path) -> No
         "tags_list": ["Places/France/Paris", "hat", "Blue sky"],
         "lr": ["Places|France|Paris", "hat", "Blue sky"],
     }
-    assert xmp.read_photo_tags(str(photo)) == ["Places/France/Paris", "hat", "Blue sky"]
+    assert xmp.read_photo_tags(str(photo)) == (["Places/France/Paris", "hat", "Blue sky"], [])
     assert (photo.read_bytes(), photo.stat().st_mtime_ns) == before  # never written
     assert sorted(p.name for p in photo.parent.iterdir()) == ["IMG_1.jpg", "IMG_1.jpg.xmp"]
 
@@ -122,6 +122,19 @@ def test_a_sidecar_exiv2_cannot_read_is_left_as_it_was(photo: Path) -> None:
         xmp.write_sidecar(str(sidecar), ["hat"])
     assert sidecar.read_bytes() == b"not xmp at all\n"
     assert sorted(p.name for p in photo.parent.iterdir()) == ["IMG_1.jpg", "IMG_1.jpg.xmp"]
+
+
+def test_an_unreadable_sidecar_is_reported_and_the_photos_own_keywords_still_read(
+    photo: Path,
+) -> None:
+    subprocess.run(
+        ["exiftool", "-q", "-overwrite_original", "-XMP-dc:Subject=beach", str(photo)],
+        check=True,
+    )
+    Path(f"{photo}.xmp").write_bytes(b"not xmp at all\n")
+    tags, problems = xmp.read_photo_tags(str(photo))
+    assert tags == ["beach"]
+    assert len(problems) == 1 and problems[0].startswith("IMG_1.jpg.xmp: cannot read")
 
 
 def test_lightrooms_sidecar_is_used_when_it_is_the_photos_alone(photo: Path) -> None:
@@ -162,5 +175,6 @@ def test_embedded_xmp_and_iptc_are_read_without_touching_the_photo(photo: Path) 
     )
     Path(photo.with_suffix(".xmp")).write_text(DARKTABLE_SIDECAR, encoding="utf-8")
     before = (photo.read_bytes(), photo.stat().st_mtime_ns)
-    assert xmp.read_photo_tags(str(photo)) == ["old keyword", "Trips/Crete", "beach", "summer"]
+    tags = ["old keyword", "Trips/Crete", "beach", "summer"]
+    assert xmp.read_photo_tags(str(photo)) == (tags, [])
     assert (photo.read_bytes(), photo.stat().st_mtime_ns) == before

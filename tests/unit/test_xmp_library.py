@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from clipdesk.library import tags as tag_rule
+from clipdesk.progress import CancelToken
 from clipdesk.services import Clipdesk
 from clipdesk.spec import ModelSpec
 from clipdesk.tagging import xmp
@@ -144,3 +145,28 @@ def test_import_reads_sidecars_and_embedded_keywords_and_keeps_the_users_word(
     assert "Picnic" not in [t.label for t in second]  # the rejection stands
     assert next(t.source for t in second if t.label == "Trips/Crete") == tag_rule.CONFIRMED
     assert _state(photos) == {**before}  # reading changed no photo
+
+
+def test_a_folder_gone_is_one_error_and_a_cancel_stops_the_export(
+    scanned: Clipdesk, photos: Path
+) -> None:
+    every = sorted(photos.rglob("*.jpg"))
+    scanned.mark_tag("Holidays", [_id(scanned, p) for p in every], "manual")
+    (photos / "pants").rename(photos.parent / "pants-away")  # its disk unplugged
+    report = xmp.SidecarReport()
+    list(scanned.export_tags_xmp(photos, report))
+    assert report.failed_folders == {
+        str(photos / "pants"): ("the folder is not there (its disk away?)", 3)
+    }
+    assert report.written == 27 and not report.failed
+
+    for sidecar in photos.rglob("*.xmp"):
+        sidecar.unlink()
+    cancel = CancelToken()
+    stopped = xmp.SidecarReport()
+    reports = []
+    for progress in scanned.export_tags_xmp(photos, stopped, cancel=cancel):
+        reports.append(progress)
+        cancel.cancel()  # Ctrl+C, or the window's Stop, at the first report
+    assert len(reports) == 1 and reports[0].done < reports[0].total
+    assert 1 <= stopped.written == len(list(photos.rglob("*.xmp"))) < 27
