@@ -177,13 +177,16 @@ def _export(app: Clipdesk, args: argparse.Namespace) -> int:
     for path, why in report.failed:
         print(printable(f"error: {path}: {why}"), file=sys.stderr)
     failed = len(report.failed) + sum(n for _why, n in report.failed_folders.values())
-    summary = (
-        f"{plural(report.written, 'sidecar')} written, {report.unchanged} already up to date"
-        f", {report.untagged} photos without tags"
-    )
+    parts = [f"{plural(report.written, 'sidecar')} written"]
+    if report.unchanged:
+        parts.append(f"{report.unchanged} already up to date")
+    if report.untagged:
+        parts.append(f"{plural(report.untagged, 'photo')} without tags")
+    summary = ", ".join(parts)
     if failed:
-        summary += f"; {failed} failed (in {plural(len(report.failed_folders), 'folder')} "
-        summary += f"that could not be written and {len(report.failed)} single photos)"
+        folders = len(report.failed_folders)
+        where = f" ({plural(folders, 'folder')} not writable)" if folders else ""
+        summary += f"; {plural(failed, 'photo')} not written{where}: see the errors above"
     print(printable(summary if finished else f"stopped: {summary}"))
     if not finished:
         return 130

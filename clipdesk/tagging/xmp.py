@@ -70,7 +70,6 @@ def _pyexiv2() -> Any:
     import pyexiv2  # lazily: a native library, loaded only when sidecars are read or written
 
     pyexiv2.set_log_level(3)  # errors only: exiv2's warnings would go to stdout
-    pyexiv2.enableBMFF(True)  # HEIC/AVIF metadata (exiv2 leaves it off by default)
     return pyexiv2
 
 
@@ -352,11 +351,11 @@ def export_sidecars(
                 return
             folder = os.path.dirname(path)
             names = [t.label for t in tags.get(pid, []) if with_auto or t.source != tag_marks.AUTO]
-            if folder in report.failed_folders:
-                why, count = report.failed_folders[folder]
-                report.failed_folders[folder] = (why, count + bool(names))
-            elif not names:
+            if not names:
                 report.untagged += 1
+            elif folder in report.failed_folders:
+                why, count = report.failed_folders[folder]
+                report.failed_folders[folder] = (why, count + 1)
             elif not os.path.isdir(folder):
                 report.failed_folders[folder] = ("the folder is not there (its disk away?)", 1)
             elif not os.path.isfile(path):

@@ -55,7 +55,7 @@ def test_export_xmp_csv_json_and_a_read_only_folder(
         done = run_cli("tags", "export", "--xmp", library=lib, check=False)
     assert done.returncode == 1
     assert f"error: {photos / 'hat'}: the folder is read-only" in done.stderr
-    assert "1 sidecar written" in done.stdout and "1 failed" in done.stdout
+    assert done.stdout.startswith("1 sidecar written, 28 photos without tags; 1 photo not ")
     assert keywords(Path(f"{shoes[0]}.xmp")) == {
         "subject": ["Blue sky", "Paris"],
         "tags_list": ["Blue sky", "Places/Paris"],
