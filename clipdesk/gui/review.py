@@ -64,20 +64,26 @@ class _Step:
 
 
 class _StripDelegate(PhotoDelegate):
-    """A thumbnail with the user's mark on it: a green tick or a red cross."""
+    """A thumbnail with the user's mark on it (a green tick or a red cross), and "nearly"
+    on the photos the model nearly gave the label."""
 
     marks: dict[str, str | None]
+    near_rows: set[int]
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: ModelIndex) -> None:
         super().paint(painter, option, index)
         ref = index.data(REF_ROLE)
         mark = self.marks.get(ref.fingerprint) if isinstance(ref, PhotoRef) else None
+        rect: QRect = option.rect
+        if index.row() in self.near_rows:
+            painter.save()
+            self._badge(painter, rect.adjusted(6, 6, -6, -6), "nearly")
+            painter.restore()
         if mark is None:
             return
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         rejected = mark == tag_rule.REJECTED
-        rect: QRect = option.rect
         badge = QRect(rect.left() + 6, rect.top() + 6, 22, 22)
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QColor(190, 40, 40) if rejected else QColor(40, 140, 60))
@@ -120,7 +126,6 @@ class ReviewDialog(QDialog):
         self._preview_for: int | None = None
 
         self.set_combo = QComboBox()
-        self.set_combo.addItems(list(label_sets))
         self.label_combo = QComboBox()
         self.order_combo = QComboBox()
         for key, name in ORDER_NAMES.items():
@@ -133,9 +138,10 @@ class ReviewDialog(QDialog):
         choose.addWidget(QLabel("Label set"))
         choose.addWidget(self.set_combo)
         choose.addWidget(QLabel("Label"))
-        choose.addWidget(self.label_combo, 1)
+        choose.addWidget(self.label_combo)
         choose.addWidget(QLabel("Order"))
         choose.addWidget(self.order_combo)
+        choose.addStretch(1)
 
         self.preview = QLabel("Loading…")
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -155,6 +161,7 @@ class ReviewDialog(QDialog):
         self.delegate = _StripDelegate(thumbnails, self)
         self.delegate.side = STRIP_SIDE
         self.delegate.marks = self.marks
+        self.delegate.near_rows = set()
         self.strip = QListView()
         self.strip.setModel(self.model)
         self.strip.setItemDelegate(self.delegate)
@@ -211,15 +218,24 @@ class ReviewDialog(QDialog):
         layout.addLayout(buttons)
         self.resize(960, 760)
 
-        if label_set in label_sets:
-            self.set_combo.setCurrentText(label_set)
-        self._fill_labels(label)
         self.set_combo.currentTextChanged.connect(lambda _: self._fill_labels(""))
         self.label_combo.currentTextChanged.connect(lambda _: self.reload())
         self.order_combo.currentIndexChanged.connect(lambda _: self.reload())
-        self.reload()
+        self.show_label(label_sets, label_set, label)
 
     # -- the queue -------------------------------------------------------------------------
+
+    def show_label(self, label_sets: dict[str, list[str]], label_set: str, label: str) -> None:
+        """Review ``label`` of ``label_set`` (the window keeps one review view and shows
+        it again on another label)."""
+        self.label_sets = label_sets
+        self.set_combo.blockSignals(True)
+        self.set_combo.clear()
+        self.set_combo.addItems(list(label_sets))
+        if label_set in label_sets:
+            self.set_combo.setCurrentText(label_set)
+        self.set_combo.blockSignals(False)
+        self._fill_labels(label)
 
     def _fill_labels(self, label: str) -> None:
         self.label_combo.blockSignals(True)
@@ -267,6 +283,7 @@ class ReviewDialog(QDialog):
         self.items = items
         self.marks.clear()
         self.marks.update({item.fingerprint: item.mark for item in items})
+        self.delegate.near_rows = {row for row, item in enumerate(items) if not item.given}
         self.undo_stack.clear()
         self.model.set_photos(
             [refs[item.photo_id] for item in items], [item.probability for item in items]
@@ -475,8 +492,19 @@ class ReviewDialog(QDialog):
             return
         self._busy = True
         fn, done = self._ops.popleft()
-        worker = self._run(fn, done, "review")
-        worker.signals.finished.connect(self._next)
+
+        def succeeded(result: Any) -> None:
+            done(result)
+            self._next()
+
+        def failed(message: str) -> None:
+            self.mark_label.setText(f"Not saved: {message}")
+            self.mark_label.setStyleSheet("color: #b42828")
+            self._next()
+
+        # (the callbacks are connected before the worker starts: a finished signal
+        # connected after could come first and be lost)
+        self._run(fn, succeeded, "review", failed)
 
     @property
     def idle(self) -> bool:

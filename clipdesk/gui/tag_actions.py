@@ -6,7 +6,7 @@ and a grid filtered by a tag follow."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction
+from PySide6.QtGui import QAction, QPalette
 from PySide6.QtWidgets import (
     QCompleter,
     QDialog,
@@ -56,7 +56,7 @@ class AddTagDialog(QDialog):
             "in the window takes it back."
         )
         hint.setWordWrap(True)
-        hint.setForegroundRole(hint.foregroundRole())
+        hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         layout.addWidget(hint)
         layout.addWidget(self.buttons)
         self.setMinimumWidth(380)
@@ -98,6 +98,7 @@ class RemoveTagDialog(QDialog):
         layout.addWidget(self.list)
         hint = QLabel("A removed tag is never given to these photos again by a tagging run.")
         hint.setWordWrap(True)
+        hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
         layout.addWidget(hint)
         layout.addWidget(self.buttons)
         self.setMinimumWidth(380)
@@ -260,18 +261,15 @@ class TagActions(WindowPart):
                 )
                 return
             label_set = sets[0]
-        if self.review_dialog is not None:
-            self.review_dialog.close()
-        dialog = ReviewDialog(
-            self.services, self.thumbnails, self.run, self.label_sets, label_set, label, self
-        )
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.marks_changed.connect(self.tags_changed)
-        dialog.finished.connect(lambda _: self._review_closed(dialog))
-        self.review_dialog = dialog
+        dialog = self.review_dialog
+        if dialog is None:  # one per window, kept: its late results always find it
+            dialog = ReviewDialog(
+                self.services, self.thumbnails, self.run, self.label_sets, label_set, label, self
+            )
+            dialog.marks_changed.connect(self.tags_changed)
+            self.review_dialog = dialog
+        else:
+            dialog.show_label(self.label_sets, label_set, label)
         dialog.show()
         dialog.raise_()
-
-    def _review_closed(self, dialog: ReviewDialog) -> None:
-        if self.review_dialog is dialog:
-            self.review_dialog = None
+        dialog.activateWindow()
