@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import print_machine
-from bench.bench_million import DIM, _rss_mb, _vectors
+from bench.bench_million import DIM, _loadavg, _rss_mb, _vectors
 
 PLANTED_SHARE = 0.01  # photos with a planted near-duplicate
 COPY_SHARE = 0.002  # photos with an exact copy
@@ -143,6 +143,7 @@ def main() -> int:
         print(f"synthetic library written in {seconds:.0f} s ({len(planted):,} planted pairs)")
     planted_pairs = np.load(pairs_file)
 
+    print(f"load average {_loadavg()} (other jobs on the machine)")
     app = Clipdesk(Library(library_dir))
     index = app.vector_index()
     started = time.perf_counter()
@@ -225,7 +226,7 @@ def main() -> int:
         "nearest-neighbour cosine percentiles (1, 50, 99): "
         + ", ".join(f"{v:.3f}" for v in np.percentile(sims, [1, 50, 99]))
     )
-    print(f"peak RSS of the whole run: {_peak_mb():.0f} MB")
+    print(f"peak RSS of the whole run: {_peak_mb():.0f} MB; load average {_loadavg()}")
     return 0
 
 
