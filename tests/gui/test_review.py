@@ -29,7 +29,7 @@ def _tagged(qtbot: Any, win: MainWindow, photos: Path) -> None:
 
 
 def _open_review(qtbot: Any, win: MainWindow, label: str) -> ReviewDialog:
-    win.review_tags("", label)  # as the sidebar's tag menu asks: the set that has it
+    win.sidebar.review_requested.emit("", label)  # a tag's "Review…": the set that has it
     dialog = win.review_dialog
     assert dialog is not None
     qtbot.waitUntil(lambda: dialog.idle and dialog.queue is not None, timeout=30_000)
