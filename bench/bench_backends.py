@@ -382,8 +382,9 @@ def main() -> int:
         "really runs at, not /proc/cpuinfo's)"
     )
     print(
-        "tie band: the fp32 score gap this backend's noise may reorder (6-sigma-like band from "
-        "the robust spread of its score errors); reordered: the largest fp32 score gap it "
+        "tie band: the fp32 score gap this backend's noise may reorder (z sqrt(2) sigma: sigma "
+        "from the MAD of its score errors, z the Bonferroni normal quantile over the pairs); "
+        "reordered: the largest fp32 score gap it "
         "ranked the other way round; faithful: cos min >= 0.999 and reordered <= tie band "
         "(rule 2), in brackets rule 1 (cos min and >= 95 % same top-10 sets)"
     )
