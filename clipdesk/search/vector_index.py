@@ -729,6 +729,28 @@ class VectorIndex:
                 self._compact_in_sync = appending
             self._generation = after if self._generation == before else -1
 
+    def neighbours(self, vectors: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest photo ids and their cosines for each row of ``vectors``, in one
+        batch through the graph with breadth ``ef`` (near-duplicates: many queries, each
+        wanting only its very nearest, so a breadth far below a search's finds them)."""
+        self.ensure_current()
+        with self._lock:
+            k = min(k, self._live)
+            if k == 0 or not len(vectors):
+                empty = np.zeros((len(vectors), 0))
+                return empty.astype(np.int64), empty.astype(np.float32)
+            self._graph.set_ef(max(ef, k))
+            try:
+                labels, distances = self._graph.knn_query(
+                    np.ascontiguousarray(vectors, dtype=np.float32),
+                    k=k,
+                    num_threads=hnswlib_threads(),
+                    filter=None,
+                )
+            finally:
+                self._graph.set_ef(self.ef)
+        return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
+
     def __len__(self) -> int:
         if self._index is None and self._cold_rows:
             return self._cold_rows  # answered from the int8 copy, the graph never loaded
