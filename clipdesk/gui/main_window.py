@@ -325,7 +325,9 @@ class MainWindow(
         )
         tags_menu = bar.addMenu("&Tags")
         tags_menu.addAction("&New label set…", lambda: self.edit_label_set(""))
-        tags_menu.addAction("&Review tags…", QKeySequence("Ctrl+R"), lambda: self.review_tags())
+        tags_menu.addAction(
+            "&Review tags…", QKeySequence("Ctrl+Shift+R"), lambda: self.review_tags()
+        )
         tags_menu.addSeparator()
         tags_menu.addAction("&Add tag to selected…", QKeySequence("T"), self.add_tag_to_selected)
         tags_menu.addAction(

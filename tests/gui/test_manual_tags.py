@@ -100,3 +100,15 @@ def test_tag_actions_need_a_selection(qtbot: Any, window: MainWindow) -> None:
     window.add_tag_to_selected()  # an empty library: nothing selected
     assert window.tag_dialog is None
     assert "Select one or more photos" in window.statusBar().currentMessage()
+
+
+def test_the_menus_shortcuts_are_each_for_one_action(window: MainWindow) -> None:
+    seen: dict[str, str] = {}
+    for menu_action in window.menuBar().actions():
+        menu = menu_action.menu()
+        for action in menu.actions() if menu is not None else []:
+            for key in action.shortcuts():
+                text = key.toString()
+                assert text not in seen, f"{text}: {seen[text]} and {action.text()}"
+                seen[text] = action.text()
+    assert seen["T"] == "&Add tag to selected…" and seen["Ctrl+Shift+R"] == "&Review tags…"
