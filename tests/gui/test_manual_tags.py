@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QItemSelection, QItemSelectionModel, Qt
-from PySide6.QtWidgets import QApplication, QDialogButtonBox
+from PySide6.QtWidgets import QApplication, QDialogButtonBox, QMenu
 
 from clipdesk.gui.main_window import MainWindow
 from clipdesk.gui.tag_actions import AddTagDialog, RemoveTagDialog
@@ -106,7 +106,7 @@ def test_the_menus_shortcuts_are_each_for_one_action(window: MainWindow) -> None
     seen: dict[str, str] = {}
     for menu_action in window.menuBar().actions():
         menu = menu_action.menu()
-        for action in menu.actions() if menu is not None else []:
+        for action in menu.actions() if isinstance(menu, QMenu) else []:
             for key in action.shortcuts():
                 text = key.toString()
                 assert text not in seen, f"{text}: {seen[text]} and {action.text()}"
