@@ -38,6 +38,7 @@ from clipdesk import __version__
 from clipdesk.gui import desktop
 from clipdesk.gui.album_actions import AlbumActions
 from clipdesk.gui.details import DetailsPanel
+from clipdesk.gui.duplicates_view import DuplicatesDialog, open_duplicates
 from clipdesk.gui.grid import MAX_ZOOM, MIN_ZOOM, PhotoDelegate, PhotoGridModel, PhotoGridView
 from clipdesk.gui.history import History, View
 from clipdesk.gui.jobs import JobControl
@@ -74,6 +75,7 @@ class MainWindow(
     folders_changed = Signal(object)  # paths the watcher saw change (from its thread)
     job_finished = Signal(str)  # "index" or "tag", after the status is refreshed
     status_refreshed = Signal()
+    duplicates_dialog: DuplicatesDialog | None = None  # made on first use, then kept
 
     def __init__(
         self,
@@ -332,6 +334,10 @@ class MainWindow(
         tags_menu.addAction("&Add tag to selected…", QKeySequence("T"), self.add_tag_to_selected)
         tags_menu.addAction(
             "Re&move tag from selected…", QKeySequence("Shift+T"), self.remove_tag_from_selected
+        )
+        tools_menu = bar.addMenu("T&ools")
+        tools_menu.addAction(
+            "Find &duplicates…", QKeySequence("Ctrl+Shift+D"), lambda: open_duplicates(self)
         )
         self._build_settings_menu(bar.addMenu("&Settings"))
         help_menu = bar.addMenu("&Help")
