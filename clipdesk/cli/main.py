@@ -3,7 +3,8 @@
 All work is done by :mod:`clipdesk.services`; this module draws and prints. The rooms are
 imported inside each command (one-line reasons there): ``clipdesk --help`` starts without
 SQLAlchemy, numpy, torch or Qt (``bench/bench_startup.py``). Over 600 lines because it
-is the whole command line but ``models``, ``albums`` and ``tags``: argument definitions and printing.
+is the whole command line but ``models``, ``albums``, ``tags`` and ``duplicates``: argument
+definitions and printing.
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ def test_the_wheel_carries_the_code_the_icons_and_what_the_self_test_needs(wheel
     code = {p.relative_to(ROOT).as_posix() for p in (ROOT / "clipdesk").rglob("*.py")}
     assert code <= names, f"modules left out of the wheel: {sorted(code - names)}"
     assert "clipdesk/models/data/bpe_simple_vocab_16e6.txt.gz" in names
+    assert "clipdesk/models/data/catalog_speeds.json" in names  # the catalog's measured speeds
     assert "clipdesk/resources/icons/clipdesk.svg" in names
     assert "clipdesk/resources/linux/io.github.clipdesk.Clipdesk.desktop" in names
     for part in ("clothing-clip.safetensors", "clothing-clip.json", "photos/LICENSE"):
