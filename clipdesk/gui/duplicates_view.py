@@ -16,7 +16,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from PySide6.QtCore import QPoint, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QIcon, QImage, QKeyEvent, QMouseEvent, QPainter, QPaintEvent, QPixmap
+from PySide6.QtGui import (
+    QCloseEvent,
+    QIcon,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPixmap,
+)
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -37,7 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from clipdesk.duplicates.finding import DuplicateGroup, DuplicateReport, Member
-from clipdesk.duplicates.trash import TrashReport
+from clipdesk.duplicates.trash import Trashed, TrashReport
 from clipdesk.errors import NotIndexedError
 from clipdesk.gui.thumbnails import ThumbnailProvider
 from clipdesk.gui.workers import TaskRunner, WorkerToken
@@ -220,6 +229,9 @@ class DuplicatesDialog(QDialog):
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the arrows move in the groups
         self.slider.setEnabled(False)
         self.threshold_label = QLabel()
+        self.how_label = QLabel()  # how the library's own threshold was chosen
+        self.how_label.setEnabled(False)  # greyed: an explanation
+        self.how_label.setWordWrap(True)
         self.default_button = QPushButton("Library's own")
         self.default_button.setToolTip("Back to the threshold derived from this library")
         self.default_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -272,16 +284,25 @@ class DuplicatesDialog(QDialog):
         self.keep_all_button = QPushButton("Keep all (A)")
         self.trash_button = QPushButton("Move to trash… (Enter)")
         self.close_button = QPushButton("Close")
+        self.log_button = QPushButton("Trashed before…")
+        self.log_button.setToolTip("What clipdesk moved to the trash, and where each went")
+        self.log_button.clicked.connect(self.show_trash_log)
         self.keep_all_button.clicked.connect(self.keep_all)
         self.trash_button.clicked.connect(self.confirm_trash)
         self.close_button.clicked.connect(self.close)
-        for button in (self.keep_all_button, self.trash_button, self.close_button):
+        for button in (
+            self.log_button,
+            self.keep_all_button,
+            self.trash_button,
+            self.close_button,
+        ):
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             button.setAutoDefault(False)
         bottom = QHBoxLayout()
         bottom.addWidget(self.summary, 1)
         bottom.addWidget(self.progress)
         bottom.addWidget(self.cancel_button)
+        bottom.addWidget(self.log_button)
         bottom.addWidget(self.keep_all_button)
         bottom.addWidget(self.trash_button)
         bottom.addWidget(self.close_button)
@@ -293,6 +314,7 @@ class DuplicatesDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.how_label)
         layout.addLayout(middle, 1)
         layout.addLayout(bottom)
         layout.addWidget(keys)
@@ -405,9 +427,9 @@ class DuplicatesDialog(QDialog):
             self.slider.setValue(value)
             self.slider.blockSignals(False)
             self.slider.marked = value
-            self.slider.setToolTip(
-                f"Library's own: {report.threshold.value:.3f}, {report.threshold.how}"
-            )
+            how = report.threshold.how
+            self.slider.setToolTip(f"Library's own: {report.threshold.value:.3f}, {how}")
+            self.how_label.setText(f"Library's own threshold (▲): {how}.")
             self.slider.update()
         self.slider.setEnabled(report.threshold is not None)
         self._show_threshold()
@@ -441,6 +463,7 @@ class DuplicatesDialog(QDialog):
     def _show_threshold(self) -> None:
         if self.report is None or self.report.threshold is None:
             self.threshold_label.setText("exact copies only")
+            self.how_label.setText("Near-duplicates need the library indexed.")
             self.default_button.setEnabled(False)
             return
         mine = self.derived is not None and self.slider.value() == self.slider.marked
@@ -545,7 +568,9 @@ class DuplicatesDialog(QDialog):
         self._show_group()
 
     def _show_group(self) -> None:
-        for card in self._cards:
+        for card in self._cards:  # out of the row now; deleted when the event loop runs
+            card.hide()
+            self.row_layout.removeWidget(card)
             card.deleteLater()
         self._cards = []
         group = self.current_group
@@ -592,6 +617,7 @@ class DuplicatesDialog(QDialog):
                 self.thumbnails.failures.get(fingerprint, ""),
             )
             self.row_layout.addWidget(card)
+            card.show()  # now, not when the event loop next runs
             self._cards.append(card)
         self._paint_cards()
 
@@ -743,7 +769,43 @@ class DuplicatesDialog(QDialog):
             on_finish=finished,
         )
 
+    def show_trash_log(self) -> None:
+        """The undo list: each photo moved to the trash, when, and where it went (restore
+        it from the system trash)."""
+        services = self.services
+
+        def shown(entries: list[Trashed]) -> None:
+            box = QMessageBox(self)
+            box.setIcon(QMessageBox.Icon.Information)
+            box.setWindowTitle("Trashed before")
+            if not entries:
+                box.setText("clipdesk has moved nothing to the trash.")
+            else:
+                box.setText(
+                    f"clipdesk moved {plural(len(entries), 'photo')} to the system trash; "
+                    "restore one from there (your file manager's Trash) to have it back."
+                )
+                lines = []
+                for t in reversed(entries):  # newest first
+                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.trashed_at))
+                    lines.append(f"{when}  {t.path}\n    → {t.trash_path or 'the system trash'}")
+                box.setDetailedText("\n".join(lines))
+            self.log_box = box
+            box.open()
+
+        self.runner.start(
+            lambda _: services.trash_log(),
+            name="trash log",
+            on_success=shown,
+            on_failure=lambda message: self.summary.setText(message),
+        )
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.cancel()  # the neighbour pass is for this view: stop it with the view
+        super().closeEvent(event)
+
     last_trash: TrashReport | None = None
+    log_box: QMessageBox | None = None
     failure_box: QMessageBox | None = None
     _after_trash = ""
 

@@ -12,7 +12,7 @@ import pytest
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QMenu, QMessageBox
 
-from clipdesk.gui.duplicates_view import DuplicatesDialog
+from clipdesk.gui.duplicates_view import DuplicatesDialog, open_duplicates
 from clipdesk.gui.main_window import MainWindow
 from clipdesk.services import Clipdesk
 from tests.gui.test_window import _index, window
@@ -66,6 +66,10 @@ def _files(photos: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in photos.rglob("*.jpg")}
 
 
+def _thumbnails_shown(dialog: DuplicatesDialog) -> bool:
+    return all(not c.thumb.pixmap().isNull() for c in dialog._cards)
+
+
 def _shot(dialog: DuplicatesDialog, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     dialog.grab().save(str(SHOTS / name))
@@ -100,7 +104,7 @@ def test_the_planted_groups_are_shown_with_the_larger_original_to_keep(
     extra = sum(len(copies) for copies in planted.values())
     assert dialog.summary.text().startswith(f"3 groups · {extra} photos not kept · ")
     assert dialog.summary.text().endswith(" to free")
-    qtbot.waitUntil(lambda: all(c.thumb.pixmap() and not c.thumb.pixmap().isNull() for c in cards))
+    qtbot.waitUntil(lambda: _thumbnails_shown(dialog))
     _shot(dialog, "dups-groups.png")
 
 
@@ -135,7 +139,11 @@ def test_the_keyboard_moves_and_flips_the_choice(
     qtbot.keyClick(dialog, Qt.Key.Key_A)  # keep all
     assert dialog.kept_ids(group) == [m.photo_id for m in group.members]
     assert group.freed(dialog.kept_ids(group)) == 0
+    assert dialog.row_layout.count() == len(group.members)  # only this group's photos
+    assert all(c.keep_check.isChecked() and c.badge.text() != "to the trash" for c in dialog._cards)
     assert "0 KB to free" in dialog.group_list.item(0).text()
+    assert all(c.isVisible() for c in dialog._cards)
+    qtbot.waitUntil(lambda: _thumbnails_shown(dialog))
     _shot(dialog, "dups-keyboard.png")
 
 
@@ -209,6 +217,13 @@ def test_nothing_moves_without_a_yes_and_a_yes_trashes_exactly_the_dropped(
     assert dialog.groups == [] and dialog.summary.text().startswith(f"Moved {len(dropped)} photos")
     qtbot.waitUntil(lambda: window.runner.active == 0, timeout=20_000)
     assert not {str(p) for p in dropped} & {ref.path for ref in window.model.refs}
+    dialog.log_button.click()  # the undo list: each file and where it went
+    qtbot.waitUntil(lambda: dialog.log_box is not None, timeout=10_000)
+    assert dialog.log_box is not None
+    assert dialog.log_box.text().startswith(f"clipdesk moved {len(dropped)} photos")
+    for path in dropped:
+        assert f"{path}\n    → {trash_home / 'files' / path.name}" in dialog.log_box.detailedText()
+    dialog.log_box.close()
 
 
 def test_a_file_that_cannot_be_trashed_is_said_and_the_rest_go(
@@ -236,3 +251,17 @@ def test_a_file_that_cannot_be_trashed_is_said_and_the_rest_go(
     _shot(dialog, "dups-failed.png")
     box.grab().save(str(SHOTS / "dups-failed-box.png"))
     box.close()
+
+
+def test_before_indexing_the_exact_copies_are_shown(
+    qtbot: Any, window: MainWindow, services: Clipdesk, photos: Path
+) -> None:
+    planted = plant(photos)
+    services.add_folders([photos])
+    list(services.scan())  # found, not indexed: no vectors to compare
+    dialog = open_duplicates(window)
+    qtbot.waitUntil(lambda: dialog.idle and dialog.report is not None, timeout=60_000)
+    exact = {(original, copy) for original, copies in planted.items() for copy in copies}
+    exact = {pair for pair in exact if pair[0].read_bytes() == pair[1].read_bytes()}
+    assert _shown_paths(dialog) == [set(pair) for pair in exact]
+    assert "too few indexed photos" in dialog.how_label.text()  # and it says why
