@@ -229,6 +229,8 @@ class DuplicatesDialog(QDialog):
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the arrows move in the groups
         self.slider.setEnabled(False)
         self.threshold_label = QLabel()
+        width = self.threshold_label.fontMetrics().horizontalAdvance("0.000 (library's own)")
+        self.threshold_label.setMinimumWidth(width + 8)  # the slider keeps its length
         self.how_label = QLabel()  # how the library's own threshold was chosen
         self.how_label.setEnabled(False)  # greyed: an explanation
         self.how_label.setWordWrap(True)
@@ -492,7 +494,7 @@ class DuplicatesDialog(QDialog):
         return [(g, drop) for g, drop in out if drop]
 
     def _group_line(self, group: DuplicateGroup) -> str:
-        kind = "exact copies" if group.exact else "burst" if group.burst else "alike"
+        kind = "exact" if group.exact else "burst" if group.burst else "alike"
         freed = group.freed(self.kept_ids(group))
         name = os.path.basename(group.kept.path)
         return f"{name}\n{len(group.members)} photos · {kind} · {human_size(freed)} to free"
