@@ -797,9 +797,10 @@ class Clipdesk:
         """Say ``name`` is ``source`` (confirmed, rejected, manual; None: forget what was
         said) for the contents of ``photo_ids``; :meth:`undo_mark` takes it back. Marks
         are kept by content, so they follow renames, moves and model switches."""
-        if not name.strip():
-            raise ClipdeskError("a tag needs a name")
-        return tag_marks.set_marks(self.library, photo_ids, name, source)
+        try:
+            return tag_marks.set_marks(self.library, photo_ids, name, source)
+        except ValueError as exc:  # a name no other app would read back the same
+            raise ClipdeskError(str(exc)) from exc
 
     def undo_mark(self, change: tag_marks.MarkChange) -> None:
         tag_marks.undo_marks(self.library, change)

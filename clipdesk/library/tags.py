@@ -12,11 +12,14 @@ same way.
 
 from __future__ import annotations
 
+import re
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, text
+from sqlalchemy.orm import Session
 
 from clipdesk.library import Library, db
 from clipdesk.library.queries import in_chunks
@@ -195,6 +198,50 @@ def marked_photo_ids(library: Library, name: str) -> dict[int, str]:
 
 # -- writing ------------------------------------------------------------------------------
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean_tag_name(name: str) -> str:
+    """A tag name as it is kept: Unicode NFC (so "Café" typed two ways is one tag), spaces
+    trimmed and single, levels split by "/" without empty ones ("A//B/" is "A/B"). A name
+    with control characters or Lightroom's level mark "|" is refused (ValueError), since
+    other apps would read it otherwise."""
+    text = unicodedata.normalize("NFC", name)
+    if _CONTROL.search(text):
+        raise ValueError("a tag cannot hold control characters (tabs, line breaks, escapes)")
+    if "|" in text:
+        raise ValueError(
+            "'|' separates levels in Lightroom's keywords: use '/' for levels (Places/Paris)"
+        )
+    levels = [" ".join(part.split()) for part in text.split("/")]
+    cleaned = "/".join(level for level in levels if level)
+    if not cleaned:
+        raise ValueError("a tag needs a name")
+    return cleaned
+
+
+def _spelling(s: Session, name: str) -> str:
+    """``name`` as the library already spells it: a tag that differs only in case from
+    a label or a tag it has ("dress" and "Dress") is that tag; an exact match wins."""
+    known = set(s.scalars(select(db.Label.name))) | set(s.scalars(select(db.TagMark.name)))
+    if name in known:
+        return name
+    same = sorted(k for k in known if k.casefold() == name.casefold())
+    return same[0] if same else name
+
+
+def matching_tag_name(library: Library, name: str) -> str | None:
+    """The library's tag named ``name`` (or differing only in case or Unicode form), or None."""
+    try:
+        cleaned = clean_tag_name(name)
+    except ValueError:
+        return None
+    names = known_tag_names(library)
+    if cleaned in names:
+        return cleaned
+    same = [k for k in names if k.casefold() == cleaned.casefold()]
+    return same[0] if len(same) == 1 else None
+
 
 @dataclass(frozen=True)
 class MarkChange:
@@ -221,13 +268,12 @@ def set_marks(
     """Mark ``name`` on the contents of ``photo_ids`` as ``source`` (None: forget the
     mark). A photo whose mark is one of ``keep`` is left as it is (an import never
     overrides what the user said)."""
-    name = name.strip()
-    if not name:
-        raise ValueError("a tag needs a name")
+    name = clean_tag_name(name)
     if source is not None and source not in MARKS:
         raise ValueError(f"unknown tag source {source!r}")
     now = time.time()
     with library.session() as s:
+        name = _spelling(s, name)
         fingerprints: set[str] = set()
         for chunk in in_chunks(list(photo_ids)):
             fingerprints |= set(

@@ -519,13 +519,15 @@ def tags_of_photos(
 
 
 def tag_filter(library: Library, model_id: int, label: str) -> set[int]:
-    """The photos tagged ``label``, for a search or a listing that names it: a name no
-    label set has and no photo was given is an error (a typo would otherwise find nothing)."""
-    names = tag_rule.known_tag_names(library)
-    if label not in names:
+    """The photos tagged ``label`` (or a tag spelled so but for case or Unicode form), for
+    a search or a listing that names it: a name no label set has and no photo was given is
+    an error (a typo would otherwise find nothing)."""
+    found = tag_rule.matching_tag_name(library, label)
+    if found is None:
+        names = tag_rule.known_tag_names(library)
         known = ", ".join(names) if names else "none yet; see `clipdesk labels --help`"
         raise ClipdeskError(f"no tag named {label!r} (tags: {known})")
-    return tag_rule.photos_with_tag(library, model_id, label)
+    return tag_rule.photos_with_tag(library, model_id, found)
 
 
 def tag_counts(library: Library, model_id: int) -> dict[str, int]:

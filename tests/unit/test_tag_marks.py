@@ -147,3 +147,29 @@ def test_tag_names_are_checked(tagged: Clipdesk) -> None:
         tagged.check_label("clothes", "hats")
     with pytest.raises(ClipdeskError, match="no label set named 'nope'"):
         tagged.check_label("nope", "hat")
+
+
+def test_tag_names_are_kept_in_one_form() -> None:
+    nfd = "Cafe\u0301"
+    assert tag_rule.clean_tag_name(nfd) == "Caf\u00e9"
+    assert tag_rule.clean_tag_name("  A//B/ ") == "A/B"
+    assert tag_rule.clean_tag_name("Family /  Grandma  Rose") == "Family/Grandma Rose"
+    for bad in ("/", "  ", "bad\x1b[31mred", "tab\there", "A|B"):
+        with pytest.raises(ValueError):
+            tag_rule.clean_tag_name(bad)
+
+
+def test_a_tag_spelled_another_way_is_the_same_tag(tagged: Clipdesk, photos: Path) -> None:
+    app = tagged
+    first, second = sorted(photos.rglob("*.jpg"))[:2]
+    app.mark_tag("Family/Grandma", [_photo(app, first).id], "manual")
+    app.mark_tag("family/grandma", [_photo(app, second).id], "manual")
+    app.mark_tag("Caf\u00e9", [_photo(app, first).id], "manual")
+    app.mark_tag("Cafe\u0301", [_photo(app, second).id], "manual")
+    counts = app.status().tags
+    assert counts["Family/Grandma"] == 2 and "family/grandma" not in counts
+    assert counts["Caf\u00e9"] == 2
+    ranking = app.search("tag:family/GRANDMA")
+    assert {h.path for h in ranking.hits} == {str(first), str(second)}
+    with pytest.raises(ClipdeskError, match="control characters"):
+        app.mark_tag("bad\x1b[31m", [_photo(app, first).id], "manual")
