@@ -265,3 +265,25 @@ def test_before_indexing_the_exact_copies_are_shown(
     exact = {pair for pair in exact if pair[0].read_bytes() == pair[1].read_bytes()}
     assert _shown_paths(dialog) == [set(pair) for pair in exact]
     assert "too few indexed photos" in dialog.how_label.text()  # and it says why
+
+
+def test_without_an_index_the_exact_copies_are_shown_and_it_says_why(
+    qtbot: Any, library: Any, settings: Any, photos: Path
+) -> None:
+    planted = plant(photos)
+    services = Clipdesk(library)  # no model: nothing can be indexed
+    services.add_folders([photos])
+    list(services.scan())
+    win = MainWindow(services, settings, index_on_start=False)
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.status_refreshed, timeout=10_000):
+        win.show()
+    dialog = open_duplicates(win)
+    qtbot.waitUntil(lambda: dialog.idle and dialog.report is not None, timeout=60_000)
+    copies = [(a, b) for a, bs in planted.items() for b in bs if a.read_bytes() == b.read_bytes()]
+    assert _shown_paths(dialog) == [set(pair) for pair in copies]
+    assert dialog.threshold_label.text() == "exact copies only"
+    assert not dialog.slider.isEnabled()
+    assert dialog.how_label.text() == "Near-duplicates need the library indexed."
+    win.close()
+    assert win.runner.active == 0
