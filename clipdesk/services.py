@@ -825,7 +825,10 @@ class Clipdesk:
             for r in self.library.roots()
         ):
             raise ClipdeskError(f"{folder} is not inside a library folder")
-        return xmp.library_photos(self.library, target)
+        photos = xmp.library_photos(self.library, target)
+        if target is not None and not photos and not os.path.exists(target):
+            raise ClipdeskError(f"no such folder: {folder}")  # a typo, not "0 photos"
+        return photos
 
     def export_tags_xmp(
         self,
@@ -849,8 +852,9 @@ class Clipdesk:
     ) -> Iterator[Progress]:
         """Keywords from the photos' sidecars and their own XMP/IPTC (read only) as tags
         of source "imported"; what the user said of a tag for a photo is kept."""
+        model_id = self.serving.model_id(self.serving.serving_key())
         photos = self._tag_scope(folder)
-        yield from xmp.import_keywords(self.library, photos, report, cancel)
+        yield from xmp.import_keywords(self.library, photos, report, cancel, model_id)
 
     def tag_table(
         self, folder: str | Path | None = None, with_auto: bool = True

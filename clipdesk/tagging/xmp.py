@@ -37,7 +37,7 @@ from sqlalchemy import select
 from clipdesk.files import fsync_file
 from clipdesk.library import Library, db
 from clipdesk.library import tags as tag_marks
-from clipdesk.library.queries import under_folder
+from clipdesk.library.queries import in_chunks, under_folder
 from clipdesk.progress import CancelToken, Progress, RateMeter
 
 SUBJECT = "Xmp.dc.subject"
@@ -241,43 +241,75 @@ def _temporary_copy(target: str) -> str:
     return tmp
 
 
-def write_sidecar(target: str, tags: Sequence[str]) -> bool:
-    """Add ``tags`` to the keywords of the sidecar at ``target`` (made when missing),
-    keeping every other field; True when the sidecar changed. An OSError when the folder
-    cannot take a file, a SidecarError when the existing sidecar is no XMP that exiv2
-    reads (it is left as it was)."""
-    if os.path.exists(target) and not os.access(target, os.W_OK):
-        raise SidecarError(f"{os.path.basename(target)} is read-only")
+def _real_target(target: str) -> str:
+    """Where a sidecar's bytes are: the file a symlink points to (written through, so
+    the link stays a link), else ``target``; a SidecarError for a link to nothing."""
+    if not os.path.islink(target):
+        return target
+    real = os.path.realpath(target)
+    if not os.path.exists(real):
+        name = os.path.basename(target)
+        raise SidecarError(f"{name} is a link to {real}, which is not there")
+    return real
+
+
+def write_sidecar(target: str, tags: Sequence[str], remove: Sequence[str] = ()) -> bool:
+    """Add ``tags`` to the keywords of the sidecar at ``target`` (made when missing) and
+    take out those of ``remove`` (tags the user rejected; a keyword one of ``tags`` also
+    gives stays), keeping every other keyword and field; True when the sidecar changed.
+    A sidecar that is a symlink is written through to the file it points to. An OSError
+    when the folder cannot take a file, a SidecarError when the existing sidecar is no
+    XMP that exiv2 reads (it is left as it was)."""
+    name = os.path.basename(target)
+    real = _real_target(target)
+    if os.path.exists(real) and not os.access(real, os.W_OK):
+        raise SidecarError(f"{name} is read-only")
     wanted = xmp_values(tags)
+    dropped = xmp_values(remove)
+    if not os.path.exists(real) and not any(wanted.values()):
+        return False  # nothing to add, nothing to take out of a sidecar not there
     pyexiv2 = _pyexiv2()
-    tmp = _temporary_copy(target)
+    tmp = _temporary_copy(real)
+
+    def said(exc: Exception) -> str:  # exiv2 names the copy: name the sidecar instead
+        return str(exc).replace(tmp, target).replace(os.path.basename(tmp), name).strip()
+
     try:
         try:
             image = pyexiv2.Image(tmp)
         except RuntimeError as exc:
-            name = os.path.basename(target)
-            raise SidecarError(f"{name} is no XMP that exiv2 reads ({exc})") from exc
+            raise SidecarError(f"{name} is no XMP that exiv2 reads ({said(exc)})") from exc
         try:
-            had = image.read_xmp()
+            try:
+                had = image.read_xmp()
+            except RuntimeError as exc:
+                raise SidecarError(f"{name} is no XMP that exiv2 reads ({said(exc)})") from exc
             merged: dict[str, list[str]] = {}
-            for key, values in wanted.items():
+            leaves: set[str] = set()  # the leaves of the paths the sidecar keeps
+            for key in reversed(FIELDS):  # the paths first, then dc:subject
+                values = wanted[key]
                 old = _as_list(had.get(key))
-                new = old + [v for v in values if v not in old]
+                gone = set(dropped[key]) - set(values)
+                if key == SUBJECT:  # a leaf another kept path gives stays
+                    gone -= leaves
+                kept = [v for v in old if v not in gone]
+                new = kept + [v for v in values if v not in kept]
+                sep = "/" if key == TAGS_LIST else "|"
+                leaves |= {v.split(sep)[-1].strip() for v in new}
                 if new != old or (values and not isinstance(had.get(key), list)):
                     merged[key] = new
             if merged:
                 image.modify_xmp(merged)
         except RuntimeError as exc:
-            name = os.path.basename(target)
-            raise SidecarError(f"exiv2 could not write {name} ({exc})") from exc
+            raise SidecarError(f"exiv2 could not write {name} ({said(exc)})") from exc
         finally:
             image.close()
         if not merged:
             return False
-        if os.path.exists(target):
-            os.chmod(tmp, os.stat(target).st_mode & 0o7777)  # as the user had it
+        if os.path.exists(real):
+            os.chmod(tmp, os.stat(real).st_mode & 0o7777)  # as the user had it
         fsync_file(tmp)
-        os.replace(tmp, target)
+        os.replace(tmp, real)
         return True
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -306,6 +338,7 @@ class ImportReport:
     added: int = 0  # (photo, tag) pairs newly imported
     already: int = 0  # already imported, confirmed or added by hand
     rejected: int = 0  # left out: the user rejected that tag for that photo
+    from_model: int = 0  # left out: already an automatic tag of that photo
     tags: set[str] = field(default_factory=set)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (photo, why)
 
@@ -328,6 +361,29 @@ def _folder_error(exc: OSError) -> str:
     return "the folder is read-only (no sidecar can be written there)"
 
 
+def _rejected_names(library: Library, photo_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The tag names the user rejected (or removed) for each photo's content."""
+    found: dict[int, list[str]] = defaultdict(list)
+    with library.session() as s:
+        for chunk in in_chunks(list(photo_ids)):
+            rows = s.execute(
+                select(db.Photo.id, db.TagMark.name)
+                .join(db.TagMark, db.TagMark.fingerprint == db.Photo.fingerprint)
+                .where(db.Photo.id.in_(chunk), db.TagMark.source == tag_marks.REJECTED)
+                .order_by(db.TagMark.name)
+            )
+            for pid, name in rows:
+                found[int(pid)].append(str(name))
+    return found
+
+
+def _own_sidecars(photo: str, stems_shared: bool) -> list[str]:
+    """The photo's existing sidecars that are its alone: "IMG_1.jpg.xmp", and Lightroom's
+    "IMG_1.xmp" unless another photo of the folder shares that name."""
+    full, _short = sidecar_names(photo)
+    return [s for s in existing_sidecars(photo) if s in full or not stems_shared]
+
+
 def export_sidecars(
     library: Library,
     model_id: int | None,
@@ -345,13 +401,16 @@ def export_sidecars(
     step = max(1, len(ordered) // 200)
     for start in range(0, len(ordered), 500):
         chunk = ordered[start : start + 500]
-        tags = tag_marks.tags_by_photo(library, model_id, [pid for pid, _path in chunk])
+        ids = [pid for pid, _path in chunk]
+        tags = tag_marks.tags_by_photo(library, model_id, ids)
+        rejected = _rejected_names(library, ids)
         for done, (pid, path) in enumerate(chunk, start + 1):
             if cancel is not None and cancel.cancelled:
                 return
             folder = os.path.dirname(path)
             names = [t.label for t in tags.get(pid, []) if with_auto or t.source != tag_marks.AUTO]
-            if not names:
+            said_no = [name for name in rejected.get(pid, []) if name not in names]
+            if not names and not (said_no and existing_sidecars(path)):
                 report.untagged += 1
             elif folder in report.failed_folders:
                 why, count = report.failed_folders[folder]
@@ -362,9 +421,15 @@ def export_sidecars(
                 report.failed.append((path, "the photo is not there (moved, or deleted)"))
             else:
                 stem = os.path.splitext(os.path.basename(path))[0]
-                target = sidecar_to_write(path, stems[(folder, stem)] > 1)
+                shared = stems[(folder, stem)] > 1
+                target = sidecar_to_write(path, shared)
                 try:
-                    changed = write_sidecar(target, names)
+                    changed = write_sidecar(target, names, said_no)
+                    # A rejected keyword goes from the photo's other sidecar too (not from
+                    # a Lightroom sidecar its namesakes share: their keywords are there).
+                    for other in _own_sidecars(path, shared):
+                        if not (os.path.exists(target) and os.path.samefile(other, target)):
+                            changed |= write_sidecar(other, [], said_no)
                 except SidecarError as exc:
                     report.failed.append((path, str(exc)))
                 except OSError as exc:
@@ -374,7 +439,10 @@ def export_sidecars(
                         report.failed.append((path, exc.strerror or str(exc)))
                 else:
                     report.written += changed
-                    report.unchanged += not changed
+                    if not changed and not names:
+                        report.untagged += 1  # no tag, no rejected keyword in its sidecar
+                    else:
+                        report.unchanged += not changed
             if done % step == 0 or done == len(ordered):
                 failed = len(report.failed) + sum(n for _w, n in report.failed_folders.values())
                 yield meter.report("tag", done, failed, "sidecars")
@@ -386,9 +454,13 @@ def import_keywords(
     photos: Sequence[tuple[int, str]],
     report: ImportReport,
     cancel: CancelToken | None = None,
+    model_id: int | None = None,
 ) -> Iterator[Progress]:
     """Read other apps' keywords for ``photos`` (id, path) and keep them as imported tags;
-    a tag the user confirmed, added or rejected for a photo stays as the user said."""
+    a tag the user confirmed, added or rejected for a photo stays as the user said, and a
+    keyword that is already the photo's automatic tag under ``model_id`` (the serving
+    model) is left as the model's guess: an export then import must not make it a tag
+    the user gave."""
     ordered = sorted(photos, key=lambda p: p[1])
     meter = RateMeter(len(ordered))
     step = max(1, len(ordered) // 200)
@@ -410,7 +482,18 @@ def import_keywords(
             meter.resumed()
     # What was read before a cancel is kept: each tag is one transaction.
     rejected = tag_marks.rejected_photo_ids(library, list(by_tag))
-    for tag, ids in by_tag.items():
+    guessed: dict[str, set[int]] = defaultdict(set)
+    if model_id is not None:
+        every = sorted({pid for ids in by_tag.values() for pid in ids})
+        for pid, given in tag_marks.tags_by_photo(library, model_id, every, by_tag).items():
+            for auto in given:
+                if auto.source == tag_marks.AUTO:
+                    guessed[auto.label].add(pid)
+    for tag, all_ids in by_tag.items():
+        ids = [pid for pid in all_ids if pid not in guessed[tag]]
+        report.from_model += len(all_ids) - len(ids)
+        if not ids:
+            continue
         change = tag_marks.set_marks(library, ids, tag, tag_marks.IMPORTED, keep=tag_marks.MARKS)
         added = change.changed
         refused = len(set(ids) & rejected[tag])

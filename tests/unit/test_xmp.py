@@ -178,3 +178,49 @@ def test_embedded_xmp_and_iptc_are_read_without_touching_the_photo(photo: Path) 
     tags = ["old keyword", "Trips/Crete", "beach", "summer"]
     assert xmp.read_photo_tags(str(photo)) == (tags, [])
     assert (photo.read_bytes(), photo.stat().st_mtime_ns) == before
+
+
+def test_rejected_keywords_are_taken_out_and_every_other_one_kept(photo: Path) -> None:
+    sidecar = Path(str(photo) + ".xmp")
+    sidecar.write_text(DARKTABLE_SIDECAR, encoding="utf-8")
+    others = other_fields(sidecar)
+    xmp.write_sidecar(str(sidecar), ["Family/Grandma", "dress", "People/Grandma"])
+    assert xmp.write_sidecar(str(sidecar), [], remove=["Family/Grandma", "dress"])
+    assert keywords(sidecar) == {
+        # "Grandma" stays in dc:subject: People/Grandma, not rejected, gives it too.
+        "subject": ["old keyword", "Grandma"],
+        "tags_list": ["People/Grandma"],
+        "lr": ["People|Grandma"],
+    }
+    assert other_fields(sidecar) == others
+    assert not xmp.write_sidecar(str(sidecar), [], remove=["dress"])  # nothing left to take
+    missing = Path(str(photo) + ".other.xmp")
+    assert not xmp.write_sidecar(str(missing), [], remove=["dress"]) and not missing.exists()
+
+
+def test_a_broken_sidecars_error_names_the_sidecar_not_a_temporary_file(photo: Path) -> None:
+    sidecar = Path(str(photo) + ".xmp")
+    sidecar.write_bytes(b"not xmp at all\n")
+    with pytest.raises(xmp.SidecarError) as caught:
+        xmp.write_sidecar(str(sidecar), ["hat"])
+    assert ".tmp" not in str(caught.value)
+    assert str(caught.value).startswith("IMG_1.jpg.xmp is no XMP that exiv2 reads")
+
+
+def test_a_sidecar_that_is_a_link_is_written_through_to_its_target(
+    photo: Path, tmp_path: Path
+) -> None:
+    kept = tmp_path / "elsewhere"
+    kept.mkdir()
+    real = kept / "IMG_1.jpg.xmp"
+    real.write_text(DARKTABLE_SIDECAR, encoding="utf-8")
+    link = Path(str(photo) + ".xmp")
+    link.symlink_to(real)
+    assert xmp.write_sidecar(str(link), ["hat"])
+    assert link.is_symlink() and link.resolve() == real  # still the user's link
+    assert keywords(real)["subject"] == ["old keyword", "hat"]
+    assert sorted(p.name for p in kept.iterdir()) == ["IMG_1.jpg.xmp"]  # no stray copy
+    real.unlink()  # a link to nothing: refused, nothing made
+    with pytest.raises(xmp.SidecarError, match=r"is a link to .* which is not there"):
+        xmp.write_sidecar(str(link), ["hat"])
+    assert not real.exists()

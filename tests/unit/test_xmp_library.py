@@ -170,3 +170,46 @@ def test_a_folder_gone_is_one_error_and_a_cancel_stops_the_export(
         cancel.cancel()  # Ctrl+C, or the window's Stop, at the first report
     assert len(reports) == 1 and reports[0].done < reports[0].total
     assert 1 <= stopped.written == len(list(photos.rglob("*.xmp"))) < 27
+
+
+def test_a_rejected_or_removed_tag_is_taken_out_of_the_sidecar(
+    scanned: Clipdesk, photos: Path
+) -> None:
+    first, second = sorted((photos / "dress").glob("*.jpg"))[:2]
+    p, q = _id(scanned, first), _id(scanned, second)
+    scanned.mark_tag("Family/Grandma", [p, q], "manual")
+    scanned.mark_tag("dress", [p], "manual")
+    scanned.mark_tag("Blue sky", [q], "manual")
+    list(scanned.export_tags_xmp(photos / "dress", xmp.SidecarReport()))
+    assert keywords(Path(f"{first}.xmp"))["tags_list"] == ["Family/Grandma", "dress"]
+    scanned.mark_tag("Family/Grandma", [p, q], "rejected")  # `tags remove`
+    scanned.mark_tag("dress", [p], "rejected")  # the photo has no tag left
+    report = xmp.SidecarReport()
+    list(scanned.export_tags_xmp(photos / "dress", report))
+    assert (report.written, report.untagged) == (2, 1)
+    emptied = keywords(Path(f"{first}.xmp"))
+    assert all(values in ([], [""]) for values in emptied.values()), emptied
+    assert keywords(Path(f"{second}.xmp")) == {
+        "subject": ["Blue sky"],
+        "tags_list": ["Blue sky"],
+        "lr": ["Blue sky"],
+    }
+    again = xmp.SidecarReport()
+    list(scanned.export_tags_xmp(photos / "dress", again))
+    assert (again.written, again.unchanged, again.untagged) == (0, 1, 2)
+
+
+def test_an_export_then_import_leaves_the_models_guesses_as_guesses(
+    tagged: Clipdesk, photos: Path
+) -> None:
+    every = sorted(photos.rglob("*.jpg"))
+    ids = [_id(tagged, p) for p in every]
+    guesses = sum(len(ts) for ts in tagged.tags_of(ids).values())
+    assert guesses  # (the test) the model gave tags
+    tagged.mark_tag("Holidays", ids[:1], "manual")
+    list(tagged.export_tags_xmp(photos, xmp.SidecarReport()))
+    report = xmp.ImportReport()
+    list(tagged.import_tags(photos, report))
+    assert (report.added, report.already, report.from_model) == (0, 1, guesses)
+    after = tagged.tags_of(ids)
+    assert {t.source for ts in after.values() for t in ts} == {tag_rule.AUTO, tag_rule.MANUAL}
