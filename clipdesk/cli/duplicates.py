@@ -14,7 +14,7 @@ from clipdesk.errors import ClipdeskError
 from clipdesk.wording import human_size, plural, printable
 
 if TYPE_CHECKING:
-    from clipdesk.duplicates.finding import DuplicateGroup, DuplicateReport
+    from clipdesk.duplicates.finding import DuplicateGroup, DuplicateReport, Member
     from clipdesk.services import Clipdesk
 
 
@@ -67,6 +67,11 @@ def run_duplicates_command(app: Clipdesk, args: argparse.Namespace) -> int:
         return _print_trash_log(app, args.json)
     if args.yes and not args.trash_suggested:
         raise ClipdeskError("--yes confirms --trash-suggested: add it to trash anything")
+    if args.exact and args.threshold is not None:
+        raise ClipdeskError(
+            "--exact finds copies of the same content, which has no threshold: "
+            "drop --threshold, or drop --exact to find near-duplicates from T"
+        )
     if not args.exact:
         _compare(app)
     report = app.duplicates(args.folder, args.threshold, args.exact)
@@ -94,12 +99,20 @@ def _compare(app: Clipdesk) -> None:
         raise KeyboardInterrupt
 
 
-def _print_groups(report: DuplicateReport) -> None:
+def _print_threshold(report: DuplicateReport) -> None:
     if report.threshold is not None:
         print(f"threshold {report.threshold.value:.4f} ({report.threshold.how})")
+
+
+def _print_groups(report: DuplicateReport) -> None:
+    _print_threshold(report)
     if not report.groups:
         print(f"no duplicates among {plural(report.photos, 'photo')}")
         return
+    print(
+        "each photo: keep?, merit as the one to keep (0-1: pixels, sharpness, EXIF, "
+        "original name, bytes), size, pixels, path, likeness to the kept one"
+    )
     for number, group in enumerate(report.groups, 1):
         _print_group(number, group)
     extra = sum(len(g.members) - 1 for g in report.groups)
@@ -111,13 +124,17 @@ def _print_groups(report: DuplicateReport) -> None:
 
 
 def _print_group(number: int, group: DuplicateGroup) -> None:
-    kind = "exact copies" if group.exact else "burst" if group.burst else "near-duplicates"
-    print(f"group {number}: {plural(len(group.members), 'photo')}, {kind}")
+    print(f"group {number}: {plural(len(group.members), 'photo')}, {group.kind}")
     for member in group.members:
         f = member.facts
         pixels = f"{f.width}x{f.height}" if f.width and f.height else "?x?"
         label = "keep" if member.keep else "    "
-        similar = "" if member.keep else f"  similarity {member.similarity:.4f}"
+        if member.keep:
+            similar = ""
+        elif member.facts.fingerprint == member.kept_fingerprint:
+            similar = "  exact copy"
+        else:
+            similar = f"  similarity {member.similarity:.4f}"
         print(
             f"  {label}  {member.score:.4f}  {human_size(f.size):>8}  {pixels:>11}  "
             f"{printable(f.path)}{similar}"
@@ -130,6 +147,17 @@ def _trash(app: Clipdesk, report: DuplicateReport, args: argparse.Namespace) -> 
     if not drops:
         print("no duplicates: nothing to trash")
         return 0
+    if args.json and not args.yes:
+        print(json.dumps(report.as_json(), indent=1))
+        return 0
+    if report.threshold is not None:
+        _print_threshold(report)
+        if report.threshold.derived:
+            print(
+                "  the threshold is derived from the library as it is now, so it moves after "
+                "each trash: look again before another --yes, or give --threshold T"
+            )
+    _warn_tags(drops)
     if not args.yes:
         for group, member in drops:
             print(f"would trash {printable(member.path)}  (keeping {printable(group.kept.path)})")
@@ -152,6 +180,15 @@ def _trash(app: Clipdesk, report: DuplicateReport, args: argparse.Namespace) -> 
     return 1 if result.failed else 0
 
 
+def _warn_tags(drops: list[tuple[DuplicateGroup, Member]]) -> None:
+    for group, member in drops:
+        if member.tags_lost:
+            print(
+                f"warning: {printable(member.path)} has tags the kept photo "
+                f"({printable(group.kept.path)}) lacks: {', '.join(member.tags_lost)}"
+            )
+
+
 def _print_trash_log(app: Clipdesk, as_json: bool) -> int:
     log = app.trash_log()
     if as_json:
@@ -163,6 +200,8 @@ def _print_trash_log(app: Clipdesk, as_json: bool) -> int:
     for t in log:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.trashed_at))
         where = printable(t.trash_path) if t.trash_path else "the system trash"
+        if t.restored:
+            where = "restored (the file is back at its place)"
         print(f"{when}  {printable(t.path)}  -> {where}")
     print("to undo, move a file back from the trash to where it was, then `clipdesk index`")
     return 0

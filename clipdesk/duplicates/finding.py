@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections import Counter
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 
@@ -15,7 +16,8 @@ from sqlalchemy import func, select
 
 from clipdesk.errors import ClipdeskError
 from clipdesk.library import Library, db
-from clipdesk.library.queries import in_chunks
+from clipdesk.library.queries import in_chunks, under_folder
+from clipdesk.library.tags import AUTO, tags_by_photo
 from clipdesk.progress import CancelToken, Progress, RateMeter
 from clipdesk.search.vector_index import VectorIndex, load_vectors
 
@@ -42,6 +44,10 @@ class Member:
     similarity: float
     keep: bool
     kept_fingerprint: str  # the suggested photo's content (an exact copy of it shares it)
+    # another member of the group has this one's content (byte for byte the same photo)
+    exact_copy: bool = False
+    # the user's tags (confirmed, added, imported) this photo has and the kept one lacks
+    tags_lost: tuple[str, ...] = ()
 
     @property
     def photo_id(self) -> int:
@@ -67,7 +73,8 @@ class Member:
             "sharpness": None if f.sharpness is None else round(f.sharpness, 4),
             "exif_fields": f.exif_fields,
             "edited": f.edited,
-            "exact_copy": f.fingerprint == self.kept_fingerprint,
+            "exact_copy": self.exact_copy,
+            "tags_lost": list(self.tags_lost),
         }
 
 
@@ -86,6 +93,16 @@ class DuplicateGroup:
     def kept(self) -> Member:
         return self.members[0]
 
+    @property
+    def kind(self) -> str:
+        """The kind of group: "exact copies" (one content), "burst", "near-duplicates"
+        (no two members share a content) or "mixed" (exact copies and near-duplicates)."""
+        if self.exact:
+            return "exact copies"
+        if self.burst:
+            return "burst"
+        return "mixed" if any(m.exact_copy for m in self.members) else "near-duplicates"
+
     def to_drop(self, keep: Iterable[int] | None = None) -> list[Member]:
         """The members to trash when ``keep`` (photo ids; default the suggestion) stay;
         at least one photo of a group always stays."""
@@ -103,6 +120,7 @@ class DuplicateGroup:
             "key": self.key,
             "exact": self.exact,
             "burst": self.burst,
+            "kind": self.kind,
             "why": self.why,
             "freed": self.freed(),
             "photos": [m.as_json() for m in self.members],
@@ -277,10 +295,12 @@ class DuplicateFinder:
             raise ClipdeskError(
                 f"the threshold is a cosine similarity, above 0 up to 1 (not {threshold})"
             )
+        if folder is not None and not os.path.isdir(folder):
+            raise ClipdeskError(f"no such folder: {folder}")
         by_content = self._exact_copies()
         groups: list[list[Facts]] = []
         chosen: Threshold | None = None
-        photos = self._photo_count()
+        photos = self._photo_count(folder)
         grouped: set[str] = set()
         vectors: dict[int, np.ndarray] = {}
         if not exact:
@@ -329,6 +349,8 @@ class DuplicateFinder:
         why = reasons(kept, [f for f, _ in order[1:]], tied)
         exact = len({f.fingerprint for f in full}) == 1
         similar = {kept.fingerprint: 1.0}
+        shared = Counter(f.fingerprint for f in full)
+        lost = self._tags_lost(index, kept, [f for f, _ in order[1:]])
         if not exact and index is not None:
             reps = self._rep_ids({f.fingerprint for f in full})
             found = self._vectors(index, sorted(reps.values()), vectors)
@@ -336,10 +358,34 @@ class DuplicateFinder:
             anchor = by_digest[kept.fingerprint]
             similar = {d: float(v @ anchor) for d, v in by_digest.items()}
         out = [
-            Member(f, score, similar.get(f.fingerprint, 1.0), i == 0, kept.fingerprint)
+            Member(
+                f,
+                score,
+                similar.get(f.fingerprint, 1.0),
+                i == 0,
+                kept.fingerprint,
+                exact_copy=shared[f.fingerprint] > 1,
+                tags_lost=lost.get(f.photo_id, ()),
+            )
             for i, (f, score) in enumerate(order)
         ]
         return DuplicateGroup(min(f.photo_id for f in full), out, exact, is_burst(full), why)
+
+    def _tags_lost(
+        self, index: VectorIndex | None, kept: Facts, others: list[Facts]
+    ) -> dict[int, tuple[str, ...]]:
+        """For each of ``others``, the tags the user gave it (confirmed, added by hand,
+        imported) that ``kept`` has not, by any source."""
+        model_id = None if index is None else index.model_id
+        kept_tags = tags_by_photo(self.library, model_id, [kept.photo_id]).get(kept.photo_id, [])
+        has = {t.label for t in kept_tags}
+        theirs = tags_by_photo(self.library, None, [o.photo_id for o in others])
+        out: dict[int, tuple[str, ...]] = {}
+        for pid, tags in theirs.items():
+            missing = tuple(t.label for t in tags if t.source != AUTO and t.label not in has)
+            if missing:
+                out[pid] = missing
+        return out
 
     def _full_facts(self, f: Facts) -> Facts:
         key = (f.photo_id, f.path, f.size, f.mtime_ns)
@@ -375,11 +421,13 @@ class DuplicateFinder:
                 cache.update(zip(found.tolist(), vectors, strict=True))
         return np.stack([cache[i] for i in ids])
 
-    def _photo_count(self) -> int:
+    def _photo_count(self, folder: str | None = None) -> int:
+        """The photos compared: the library's, or those under ``folder``."""
+        query = select(func.count(db.Photo.id)).where(db.Photo.error.is_(None))
+        if folder is not None:
+            query = query.where(under_folder(folder))
         with self.library.session() as s:
-            return int(
-                s.scalar(select(func.count(db.Photo.id)).where(db.Photo.error.is_(None))) or 0
-            )
+            return int(s.scalar(query) or 0)
 
     def _exact_copies(self) -> dict[str, list[Facts]]:
         """Every content that more than one photo has, with those photos."""

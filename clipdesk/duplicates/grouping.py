@@ -16,9 +16,11 @@ import numpy as np
 # Neighbours kept per photo content. A near-duplicate is among a photo's very nearest;
 # a burst of more similar frames than this still joins up through the members' own lists.
 NEIGHBOURS = 10
-# Fewer photos than this: too few to tell a library's usual neighbours from its
-# duplicates well, so the fence below is computed from what there is, but said to be rough.
+# Kept for callers that read it; the fence is now said to be rough from its own standard
+# error (fence_is_rough), not from a count of photos.
 FEW_PAIRS = 50
+# The two-sided 95% normal quantile: the interval the fence's standard error spans.
+_Z95 = 1.959964
 _FLOOR = 1e-7  # the smallest cosine distance the logarithm below sees (float32 noise)
 
 
@@ -79,12 +81,35 @@ def derived_threshold(lists: NeighbourLists) -> Threshold:
     if split is not None and split < fence:
         fence, rule = split, "Otsu's split below Tukey's lower fence"
     value = float(min(1.0, max(-1.0, 1.0 - np.exp(fence))))
-    rough = ", few photos: rough" if len(sims) < FEW_PAIRS else ""
+    rough = ": rough" if fence_is_rough(logs) else ""
     how = (
-        f"derived from the library: {rule} of the log distances from each photo to its "
-        f"nearest ({len(sims):,} photos{rough})"
+        f"derived from the library as it is now: {rule} of the log distances from each "
+        f"photo to its nearest (from {len(sims):,} photos{rough})"
     )
     return Threshold(round(value, 4), True, how)
+
+
+def quantile_se(values: np.ndarray, p: float) -> float:
+    """The standard error of the ``p`` quantile of sorted ``values``, distribution-free:
+    half the span between the order statistics one binomial standard deviation
+    (sqrt(n p (1-p)) ranks) either side of rank n p."""
+    n = len(values)
+    spread = np.sqrt(n * p * (1.0 - p))
+    low = int(np.clip(np.floor(n * p - spread), 0, n - 1))
+    high = int(np.clip(np.ceil(n * p + spread), 0, n - 1))
+    return float(values[high] - values[low]) / 2.0
+
+
+def fence_is_rough(logs: np.ndarray) -> bool:
+    """Whether the fence (5 median - 4 Q3 of the sorted log distances) is too uncertain to
+    tell apart from the library's ordinary distances: its 95% interval (from the quantiles'
+    standard errors) reaches the lower quartile (mirrored, 2 median - Q3), where a quarter
+    of the photos lie. So with few photos the fence is said to be rough, and how few
+    follows from how spread the library's distances are."""
+    median, q3 = np.percentile(logs, [50, 75])
+    fence = median - 4.0 * (q3 - median)
+    se = float(np.hypot(5.0 * quantile_se(logs, 0.5), 4.0 * quantile_se(logs, 0.75)))
+    return bool(fence + _Z95 * se >= 2.0 * median - q3)
 
 
 def otsu_split(values: np.ndarray) -> float | None:

@@ -148,9 +148,25 @@ def ranked(group: list[Facts]) -> list[tuple[Facts, float]]:
     )
 
 
+def tie_rule(kept: Facts, others: list[Facts]) -> str:
+    """Which of :func:`ranked`'s tie-breaks picked ``kept`` over ``others``, in words."""
+    if others and all(kept.mtime_ns < o.mtime_ns for o in others):
+        return "the oldest file"
+    if others and all((kept.mtime_ns, len(kept.path)) < (o.mtime_ns, len(o.path)) for o in others):
+        return "the oldest file, then the shortest path"
+    return "the oldest file, then the shortest path, then the first by name"
+
+
 def reasons(kept: Facts, others: list[Facts], tied: bool) -> list[str]:
     """Why ``kept`` is suggested over ``others``, in words (the facts where it leads);
     ``tied``: its score is no higher than another's."""
+    name = os.path.basename(kept.path)
+    if others and all(o.fingerprint == kept.fingerprint for o in others):
+        # exact copies: the same pixels, EXIF and bytes; only the name and the place differ
+        renamed = [o for o in others if os.path.basename(o.path) != name]
+        if not kept.edited and any(o.edited for o in renamed):
+            return ["same content; kept the original name (the others look like copies)"]
+        return [f"same content; kept {tie_rule(kept, others)}"]
     said = []
     if others and all(kept.pixels > o.pixels for o in others):
         said.append(f"most pixels ({kept.width}x{kept.height})")
@@ -158,12 +174,16 @@ def reasons(kept: Facts, others: list[Facts], tied: bool) -> list[str]:
         said.append("sharpest")
     if others and all(kept.exif_fields > o.exif_fields for o in others):
         said.append("most complete EXIF")
-    if not kept.edited and any(o.edited for o in others):
+    if not kept.edited and any(
+        o.edited and os.path.basename(o.path) != name for o in others
+    ):  # only where the names differ: a copy of the same name is no edit by its name
         said.append("original name (the others look like edits or copies)")
     if others and all(kept.size > o.size for o in others):
         said.append("largest file")
     if not said:
         said.append(
-            "as good as the others; the oldest file" if tied else "best on the facts together"
+            f"as good as the others; {tie_rule(kept, others)}"
+            if tied
+            else "best on the facts together"
         )
     return said

@@ -38,8 +38,13 @@ class Trashed:
     size: int
     photo_id: int
 
+    @property
+    def restored(self) -> bool:
+        """A file is at the photo's place again (put back from the trash, most likely)."""
+        return os.path.lexists(self.path)
+
     def as_json(self) -> dict[str, object]:
-        return asdict(self)
+        return {**asdict(self), "restored": self.restored}
 
 
 @dataclass
@@ -57,7 +62,12 @@ def trash_log(library: Library) -> list[Trashed]:
         entries = json.loads(raw)
     except ValueError:
         return []
-    return [Trashed(**entry) for entry in entries if isinstance(entry, dict)]
+    fields = {"path", "trashed_at", "trash_path", "size", "photo_id"}
+    return [
+        Trashed(**{k: v for k, v in entry.items() if k in fields})
+        for entry in entries
+        if isinstance(entry, dict)
+    ]
 
 
 def trash_photos(
@@ -134,8 +144,8 @@ def _words(exc: OSError) -> str:
 
 
 def _note(library: Library, trashed: list[Trashed]) -> None:
-    log = [t.as_json() for t in trash_log(library)]
-    log += [t.as_json() for t in trashed]
+    log = [asdict(t) for t in trash_log(library)]
+    log += [asdict(t) for t in trashed]
     library.set_setting(TRASH_LOG_SETTING, json.dumps(log))
 
 

@@ -12,7 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from clipdesk.library import Library, db
+from clipdesk.library.tags import MANUAL, set_marks
 from tests.helpers import CLOTHING_CONFIG, CLOTHING_SPEC, FIXTURE_PHOTOS, run_cli
 from tests.unit.test_duplicates import plant
 
@@ -142,3 +145,64 @@ def test_a_changed_file_and_a_broken_trash_are_errors_for_those_files_only(
     assert _state(photos) == before
     still = json.loads(run_cli("duplicates", "--json", library=library, env=env).stdout)
     assert still["groups"] == regrouped["groups"]  # the library forgot nothing
+
+
+def test_what_a_user_reads_before_trashing(
+    setup: tuple[Path, Path, dict[Path, set[Path]], dict[str, str]],
+) -> None:
+    library, photos, planted, env = setup
+    original = next(p for p, copies in planted.items() if len(copies) == 2)
+    exact = photos / "backup" / f"{original.stem} (1).jpg"
+    small = photos / "edits" / "small.jpg"
+
+    # text: an exact copy is called one, the merit column is explained
+    human = run_cli("duplicates", library=library, env=env).stdout
+    assert f"{exact}  exact copy" in human and "merit as the one to keep" in human
+    assert f"{small}  similarity" in human and "mixed" in human
+
+    # --exact has no threshold: the pair is refused, not half obeyed
+    both = run_cli(
+        "duplicates", "--exact", "--threshold", "0.5", library=library, env=env, check=False
+    )
+    assert both.returncode == 2 and "--exact" in both.stderr and "threshold" in both.stderr
+
+    # a folder that is not there, inside a library folder
+    missing = run_cli("duplicates", str(photos / "nosuch"), library=library, env=env, check=False)
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
+    assert missing.stdout == ""
+    edits = run_cli("duplicates", str(photos / "edits"), library=library, env=env).stdout
+    assert f"among {len(list((photos / 'edits').iterdir()))} photos" in edits
+
+    # a photo to be trashed with the user's own tags: warned, in words and in JSON
+    lib = Library(library)
+    try:
+        with lib.session() as s:
+            pid = s.scalar(select(db.Photo.id).where(db.Photo.path == str(small)))
+        assert pid is not None
+        set_marks(lib, [pid], "beach", MANUAL)
+    finally:
+        lib.close()
+    dry = run_cli("duplicates", "--trash-suggested", library=library, env=env).stdout
+    assert f"warning: {small} has tags the kept photo ({original}) lacks: beach" in dry
+    assert "derived from the library as it is now" in dry and "threshold" in dry
+    listed = json.loads(run_cli("duplicates", "--json", library=library, env=env).stdout)
+    lost = {p["path"]: p["tags_lost"] for g in listed["groups"] for p in g["photos"]}
+    assert lost[str(small)] == ["beach"] and lost[str(original)] == []
+    done = run_cli("duplicates", "--trash-suggested", "--yes", library=library, env=env)
+    assert done.stdout.index(f"warning: {small}") < done.stdout.index(f"trashed {small}")
+
+    # put one back from the trash and index again: the undo list says it is restored
+    log = json.loads(
+        run_cli("duplicates", "--undo-list", "--json", library=library, env=env).stdout
+    )
+    entry = next(e for e in log if e["path"] == str(small))
+    os.rename(entry["trash_path"], small)
+    run_cli("index", library=library, env=env)
+    again = json.loads(
+        run_cli("duplicates", "--undo-list", "--json", library=library, env=env).stdout
+    )
+    assert {e["path"]: e["restored"] for e in again} == {
+        e["path"]: e["path"] == str(small) for e in log
+    }
+    words = run_cli("duplicates", "--undo-list", library=library, env=env).stdout
+    assert f"{small}  -> restored" in words

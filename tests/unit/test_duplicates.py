@@ -14,6 +14,7 @@ from PIL import Image, ImageEnhance
 
 from clipdesk.errors import ClipdeskError
 from clipdesk.library import Library
+from clipdesk.library.tags import CONFIRMED, MANUAL, set_marks, undo_marks
 from clipdesk.models.encoder import ClipEncoder
 from clipdesk.search.vector_index import VectorIndex
 from clipdesk.services import Clipdesk
@@ -139,3 +140,57 @@ def test_regrouping_at_another_threshold_reuses_the_neighbour_lists(
     assert _groups_as_paths(loose) == _groups_as_paths(derived)
     with pytest.raises(ClipdeskError, match="cosine"):
         app.duplicates(threshold=1.5)
+
+
+def test_exact_copy_is_said_only_of_photos_that_share_their_content(
+    planted_library: tuple[Clipdesk, Path, dict[Path, set[Path]]],
+) -> None:
+    app, photos, planted = planted_library
+    report = app.duplicates()
+    by_kept = {Path(g.kept.path): g for g in report.groups}
+    for original, copies in planted.items():
+        group = by_kept[original]
+        exact = photos / "backup" / f"{original.stem} (1).jpg"
+        shares = {Path(m.path): m.exact_copy for m in group.members}
+        if exact in copies:  # the original, its byte-identical copy, and a smaller edit
+            assert shares == {original: True, exact: True, photos / "edits" / "small.jpg": False}
+            assert group.kind == "mixed"
+            assert all(m.as_json()["exact_copy"] == shares[Path(m.path)] for m in group.members)
+        else:  # only near-duplicates: the kept photo is no exact copy of anything
+            assert not any(shares.values()) and group.kind == "near-duplicates"
+            assert group.kept.as_json()["exact_copy"] is False
+    exact_only = app.duplicates(exact=True).groups[0]
+    assert exact_only.kind == "exact copies" and exact_only.as_json()["kind"] == "exact copies"
+    assert exact_only.why == ["same content; kept the original name (the others look like copies)"]
+
+
+def test_a_folder_that_is_not_there_is_said_and_a_folder_counts_its_own_photos(
+    planted_library: tuple[Clipdesk, Path, dict[Path, set[Path]]],
+) -> None:
+    app, photos, _ = planted_library
+    with pytest.raises(ClipdeskError, match="no such folder"):
+        app.duplicates(photos / "nosuch")
+    edits = app.duplicates(photos / "edits")
+    assert edits.photos == len(list((photos / "edits").iterdir())) < app.duplicates().photos
+
+
+def test_user_tags_the_kept_photo_lacks_are_listed_per_photo(
+    planted_library: tuple[Clipdesk, Path, dict[Path, set[Path]]],
+) -> None:
+    app, photos, planted = planted_library
+    small = photos / "edits" / "small.jpg"
+    ids = {Path(m.path): m.photo_id for g in app.duplicates().groups for m in g.members}
+    original = next(p for p, copies in planted.items() if small in copies)
+    added = set_marks(app.library, [ids[small]], "beach", MANUAL)
+    confirmed = set_marks(app.library, [ids[small]], "family", CONFIRMED)
+    both = set_marks(app.library, [ids[small], ids[original]], "summer", MANUAL)
+    try:
+        group = next(g for g in app.duplicates().groups if Path(g.kept.path) == original)
+        lost = {Path(m.path): m.tags_lost for m in group.members}
+        assert lost[original] == () and sorted(lost[small]) == ["beach", "family"]
+        member = next(m for m in group.members if Path(m.path) == small)
+        assert sorted(member.as_json()["tags_lost"]) == ["beach", "family"]  # type: ignore[call-overload]
+        assert all(lost[Path(m.path)] == () for m in group.members if Path(m.path) != small)
+    finally:
+        for change in (both, confirmed, added):
+            undo_marks(app.library, change)

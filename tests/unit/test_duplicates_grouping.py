@@ -6,8 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 from clipdesk.duplicates.finding import is_burst
-from clipdesk.duplicates.grouping import NeighbourLists, components, derived_threshold, near_groups
-from clipdesk.duplicates.keep import Facts, looks_edited, ranked
+from clipdesk.duplicates.grouping import (
+    NeighbourLists,
+    components,
+    derived_threshold,
+    fence_is_rough,
+    near_groups,
+    quantile_se,
+)
+from clipdesk.duplicates.keep import Facts, looks_edited, ranked, reasons
 
 
 def _lists(vectors: np.ndarray, k: int = 5) -> NeighbourLists:
@@ -150,3 +157,32 @@ def test_without_a_mode_of_duplicates_the_fence_holds_and_with_one_the_valley_is
     both = derived_threshold(_nearest_lists(np.concatenate([bulk, planted])))
     assert "Otsu" in both.how and both.value > alone.value
     assert (1.0 - planted >= both.value).all() and not (1.0 - bulk >= both.value).any()
+
+
+def test_exact_copies_of_one_name_are_not_said_to_differ_by_name() -> None:
+    kept = _facts(1, "/p/IMG_1.jpg", 5, (4, 3), 0.3, fingerprint="same", mtime_ns=10)
+    backup = _facts(2, "/p/backup copy/IMG_1.jpg", 5, (4, 3), 0.3, fingerprint="same", mtime_ns=10)
+    order = [f for f, _ in ranked([backup, kept])]
+    assert order[0] is kept  # the same time: the shorter path
+    said = reasons(kept, [backup], tied=True)
+    assert said == ["same content; kept the oldest file, then the shortest path"]
+    older = _facts(2, "/p/backup copy/IMG_1.jpg", 5, (4, 3), 0.3, fingerprint="same", mtime_ns=5)
+    assert reasons(older, [kept], tied=True) == ["same content; kept the oldest file"]
+    # near-duplicates with the same name: no word about names
+    smaller = _facts(3, "/p/backup copy/IMG_1.jpg", 2, (2, 1), 0.3, edited=True)
+    assert not any(
+        "name" in r for r in reasons(_facts(4, "/p/IMG_1.jpg", 5, (4, 3), 0.3), [smaller], False)
+    )
+
+
+def test_the_fence_is_said_to_be_rough_from_its_own_standard_error() -> None:
+    rng = np.random.default_rng(6)
+    few = derived_threshold(_nearest_lists(np.exp(rng.normal(np.log(0.1), 0.25, 39))))
+    many = derived_threshold(_nearest_lists(np.exp(rng.normal(np.log(0.1), 0.25, 2000))))
+    assert (
+        "(from 39 photos: rough)" in few.how and "derived from the library as it is now" in few.how
+    )
+    assert "(from 2,000 photos)" in many.how and "rough" not in many.how
+    logs = np.sort(rng.normal(0.0, 1.0, 39))
+    assert quantile_se(logs, 0.5) > quantile_se(np.sort(rng.normal(0.0, 1.0, 4000)), 0.5)
+    assert fence_is_rough(logs) and not fence_is_rough(np.sort(rng.normal(0.0, 1.0, 4000)))
