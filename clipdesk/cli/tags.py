@@ -63,14 +63,20 @@ def add_tags_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="--xmp writes each photo's tags to its XMP sidecar (IMG_1.jpg.xmp, or "
         "Lightroom's IMG_1.xmp where it exists): dc:subject, digiKam:TagsList and "
         "lr:hierarchicalSubject, merged with the keywords and fields already there. The "
-        "photos themselves are never written. --csv / --json write one row per photo.",
+        "photos themselves are never written; a keyword you rejected or removed for a photo is "
+        "taken out of its sidecar. --csv writes one row per photo and tag, --json one entry "
+        "per photo.",
     )
     export.add_argument(
         "folder", nargs="?", metavar="FOLDER", help="only photos under this folder (or one photo)"
     )
     form = export.add_mutually_exclusive_group(required=True)
     form.add_argument("--xmp", action="store_true", help="write XMP sidecars beside the photos")
-    form.add_argument("--csv", metavar="FILE", help="write a CSV file: path, tags, sources, scores")
+    form.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="write a CSV file: one row per photo and tag: path, tag, source, score",
+    )
     form.add_argument(
         "--json", metavar="FILE", help="write a JSON file: path and tags (label, score, source)"
     )
@@ -106,17 +112,55 @@ def run_tags_command(app: Clipdesk, args: argparse.Namespace) -> int:
     if with_set:
         app.check_label(args.labels, args.tag)
     photos, missing = app.photos_at(args.paths)
-    for path in missing:
-        print(
-            printable(f"error: {path}: not a photo of the library (see `clipdesk status`)"),
-            file=sys.stderr,
-        )
+    _say_missing(missing)
+    note = ""
+    if photos and command == "remove":
+        tags = app.tags_of([p.id for p in photos])
+        wanted = _same_tag(args.tag)
+        having = [p for p in photos if any(wanted(t.label) for t in tags.get(p.id, []))]
+        if not having:
+            theirs = sorted({t.label for ts in tags.values() for t in ts}, key=str.casefold)
+            listed = ", ".join(theirs) if theirs else "none"
+            print(
+                printable(
+                    f"error: {args.tag!r} is not a tag of these photos (their tags: {listed})"
+                ),
+                file=sys.stderr,
+            )
+            return 1
+        if len(having) < len(photos):
+            note = f" ({len(photos) - len(having)} did not have it)"
+        photos = having
     if photos:
         change = app.mark_tag(args.tag, [p.id for p in photos], source)
         unchanged = len(photos) - change.changed
-        note = f" ({unchanged} already so)" if unchanged else ""
-        print(printable(f"{done} {args.tag!r} on {plural(len(photos), 'photo')}{note}"))
+        if unchanged:
+            note = f" ({unchanged} already so)" + note
+        print(printable(f"{done} {change.name!r} on {plural(len(photos), 'photo')}{note}"))
     return 1 if missing else 0
+
+
+def _same_tag(name: str) -> Callable[[str], bool]:
+    """Whether a tag is the one ``name`` means: as the library keeps names (one Unicode
+    form, trimmed; differing only in case is the same tag)."""
+    from clipdesk.library.tags import clean_tag_name  # on use: --help starts fast
+
+    try:
+        cleaned = clean_tag_name(name).casefold()
+    except ValueError:  # no tag can have that name: mark_tag says why
+        return lambda _label: True
+    return lambda label: label.casefold() == cleaned
+
+
+def _say_missing(missing: list[str]) -> None:
+    """One error per path that is no photo of the library; a folder is told apart."""
+    for path in missing:
+        if Path(path).is_dir():
+            inside = Path(path) / "*"
+            why = f"is a folder: give its photos (e.g. {inside})"
+        else:
+            why = "not a photo of the library (see `clipdesk status`)"
+        print(printable(f"error: {path}: {why}"), file=sys.stderr)
 
 
 def _list(app: Clipdesk, args: argparse.Namespace) -> int:
@@ -131,16 +175,18 @@ def _list(app: Clipdesk, args: argparse.Namespace) -> int:
                 print(printable(f"{tag}: {plural(count, 'photo')}"))
         return 0
     photos, missing = app.photos_at(args.paths)
-    for path in missing:
-        print(printable(f"error: {path}: not a photo of the library"), file=sys.stderr)
+    _say_missing(missing)
     tags = app.tags_of([p.id for p in photos])
     if args.json:
         rows = [{"path": p.path, "tags": [t.as_json() for t in tags.get(p.id, [])]} for p in photos]
         print(json.dumps(rows, indent=1))
     else:
+        # One tag a line: a tag name may hold any separator ("; ", ", ").
         for photo in photos:
-            described = "; ".join(t.described for t in tags.get(photo.id, [])) or "no tags"
-            print(printable(f"{photo.path}: {described}"))
+            given = tags.get(photo.id, [])
+            print(printable(f"{photo.path}:" + ("" if given else " no tags")))
+            for one in given:
+                print(printable(f"  {one.described}"))
     return 1 if missing else 0
 
 
@@ -196,25 +242,28 @@ def _export(app: Clipdesk, args: argparse.Namespace) -> int:
 def _export_table(app: Clipdesk, args: argparse.Namespace, with_auto: bool) -> int:
     from clipdesk.files import atomic_write  # on use: --help starts fast
 
-    rows = app.tag_table(args.folder, with_auto)
     target = Path(args.csv or args.json)
+    folder = target.expanduser().absolute().parent
+    if not folder.is_dir():  # a typo in the path: no folder is made for it
+        print(printable(f"error: no such folder: {folder}"), file=sys.stderr)
+        return 2
+    rows = app.tag_table(args.folder, with_auto)
     if args.json:
         data = [{"path": path, "tags": [t.as_json() for t in tags]} for path, tags in rows]
         text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
     else:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["path", "tags", "sources", "scores"])
+        # One row per (photo, tag), so a tag holding any separator reads back whole; a
+        # photo without tags is one row with the tag empty.
+        writer.writerow(["path", "tag", "source", "score"])
         for path, tags in rows:
-            scores = ["" if t.score is None else f"{t.score:.6f}" for t in tags]
-            writer.writerow(
-                [
-                    path,
-                    "; ".join(t.label for t in tags),
-                    "; ".join(t.source for t in tags),
-                    "; ".join(scores),
-                ]
-            )
+            if not tags:
+                writer.writerow([path, "", "", ""])
+            for t in tags:
+                writer.writerow(
+                    [path, t.label, t.source, "" if t.score is None else f"{t.score:.6f}"]
+                )
         text = out.getvalue()
     atomic_write(target.expanduser().absolute(), text.encode(), shared=True)
     tagged = sum(1 for _path, tags in rows if tags)
@@ -239,6 +288,8 @@ def _import(app: Clipdesk, args: argparse.Namespace) -> int:
         f"{plural(report.added, 'tag')} imported ({plural(len(report.tags), 'name')})"
         f", {report.already} already there"
     )
+    if report.from_model:
+        summary += f", {report.from_model} already tags from the model"
     if report.rejected:
         summary += f", {report.rejected} left out because you rejected them"
     if report.failed:

@@ -69,3 +69,28 @@ def test_add_remove_and_list_by_hand(tagged_library: tuple[Path, Path]) -> None:
         "tags", "confirm", "--labels", "clothes", "hats", two[1], library=library, check=False
     )
     assert wrong.returncode == 2 and "not a label of 'clothes'" in wrong.stderr
+
+
+def test_removing_a_tag_a_photo_does_not_have_and_giving_a_folder(
+    tagged_library: tuple[Path, Path],
+) -> None:
+    library, photos = tagged_library
+    skirts = [str(p) for p in sorted((photos / "skirt").glob("*.jpg"))]
+    nothing = run_cli("tags", "remove", "nothinghere", skirts[0], library=library, check=False)
+    assert nothing.returncode == 1
+    assert "'nothinghere' is not a tag of these photos (their tags: " in nothing.stderr
+    assert "removed" not in nothing.stdout
+    with_it = run_cli_json("tags", "list", *skirts, library=library)
+    assert "nothinghere" not in {t["label"] for r in with_it for t in r["tags"]}
+    run_cli("tags", "add", "Picnic", skirts[0], library=library)
+    some = run_cli("tags", "remove", "picnic ", skirts[0], skirts[1], library=library)
+    assert "removed 'Picnic' on 1 photo (1 did not have it)" in some.stdout
+    assert "Picnic" not in _tags(library, Path(skirts[0]))
+    # Only the photo that had it is marked: adding it back to the other one is no "already so".
+    again = run_cli("tags", "add", "Picnic", skirts[1], library=library)
+    assert "added 'Picnic' on 1 photo" in again.stdout and "already" not in again.stdout
+    folder = run_cli("tags", "add", "foldertag", str(photos / "hat"), library=library, check=False)
+    assert folder.returncode == 1
+    assert f"{photos / 'hat'}: is a folder: give its photos (e.g. {photos / 'hat' / '*'})" in (
+        folder.stderr
+    )

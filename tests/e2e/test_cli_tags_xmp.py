@@ -70,10 +70,12 @@ def test_export_xmp_csv_json_and_a_read_only_folder(
 
     run_cli("tags", "export", "--csv", str(tmp_path / "tags.csv"), library=lib)
     rows = list(csv.DictReader((tmp_path / "tags.csv").read_text("utf-8").splitlines()))
-    assert len(rows) == 30
-    row = next(r for r in rows if r["path"] == str(shoes[0]))
-    assert row["tags"].split("; ") == ["Blue sky", "Places/Paris"]
-    assert row["sources"] == "manual; manual" and row["scores"] == "; "
+    assert len(rows) == 31  # a row per photo and tag; a photo without tags, one row
+    assert [(r["tag"], r["source"], r["score"]) for r in rows if r["path"] == str(shoes[0])] == [
+        ("Blue sky", "manual", ""),
+        ("Places/Paris", "manual", ""),
+    ]
+    assert [r["tag"] for r in rows if r["path"] == str(shoes[1])] == [""]
     out = run_cli(
         "tags", "export", str(photos / "shoes"), "--json", str(tmp_path / "t.json"), library=lib
     )
@@ -108,6 +110,7 @@ def test_import_from_a_sidecar_exiftool_wrote_and_from_the_photo(
         ["exiftool", "-q", "-overwrite_original", "-IPTC:Keywords=Picnic", str(skirts[1])],
         check=True,
     )
+    run_cli("tags", "add", "Picnic", str(skirts[1]), library=lib)
     run_cli("tags", "remove", "Picnic", str(skirts[1]), library=lib)  # the user said no
     before = _state(photos)
     done = run_cli("tags", "import", str(photos / "skirt"), library=lib)
@@ -122,3 +125,64 @@ def test_import_from_a_sidecar_exiftool_wrote_and_from_the_photo(
     assert _state(photos) == before  # read, never written
     counts = {r["tag"]: r["photos"] for r in run_cli_json("tags", "list", library=lib)}
     assert counts["Trips/Crete"] == 1
+
+
+def test_a_removed_tag_leaves_the_sidecar_and_a_tag_with_a_separator_reads_back_whole(
+    library: tuple[Path, Path], tmp_path: Path
+) -> None:
+    lib, photos = library
+    dresses = sorted((photos / "dress").glob("*.jpg"))
+    run_cli("tags", "add", "Family/Grandma", str(dresses[0]), str(dresses[1]), library=lib)
+    run_cli("tags", "add", "Work; Travel", str(dresses[1]), library=lib)
+    run_cli("tags", "export", "--xmp", str(photos / "dress"), library=lib)
+    assert keywords(Path(f"{dresses[0]}.xmp"))["tags_list"] == ["Family/Grandma"]
+    run_cli("tags", "remove", "Family/Grandma", str(dresses[0]), str(dresses[1]), library=lib)
+    done = run_cli("tags", "export", "--xmp", str(photos / "dress"), library=lib)
+    assert done.stdout.startswith("2 sidecars written")
+    assert not any(v != [""] and v for v in keywords(Path(f"{dresses[0]}.xmp")).values())
+    assert keywords(Path(f"{dresses[1]}.xmp")) == {
+        "subject": ["Work; Travel"],
+        "tags_list": ["Work; Travel"],
+        "lr": ["Work; Travel"],
+    }
+    run_cli("tags", "export", str(photos / "dress"), "--csv", str(tmp_path / "t.csv"), library=lib)
+    rows = list(csv.DictReader((tmp_path / "t.csv").read_text("utf-8").splitlines()))
+    assert [r["tag"] for r in rows if r["path"] == str(dresses[1])] == ["Work; Travel"]
+    listed = run_cli("tags", "list", str(dresses[1]), library=lib).stdout.splitlines()
+    assert listed == [f"{dresses[1]}:", "  Work; Travel (added by you)"]
+
+
+def test_mistyped_paths_are_errors_and_make_nothing(
+    library: tuple[Path, Path], tmp_path: Path
+) -> None:
+    lib, photos = library
+    nowhere = tmp_path / "no" / "dir"
+    out = run_cli("tags", "export", "--csv", str(nowhere / "x.csv"), library=lib, check=False)
+    assert out.returncode == 2 and f"no such folder: {nowhere}" in out.stderr
+    assert not (tmp_path / "no").exists()
+    for form in (["--csv", str(tmp_path / "x.csv")], ["--xmp"]):
+        typo = photos / "nosuchfolder"
+        out = run_cli("tags", "export", *form, str(typo), library=lib, check=False)
+        assert out.returncode == 2 and f"no such folder: {typo}" in out.stderr, out
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_broken_sidecar_is_named_itself_and_a_linked_one_written_through(
+    library: tuple[Path, Path], tmp_path: Path
+) -> None:
+    lib, photos = library
+    pants = sorted((photos / "pants").glob("*.jpg"))
+    run_cli("tags", "add", "Hiking", str(pants[0]), str(pants[1]), library=lib)
+    Path(f"{pants[0]}.xmp").write_bytes(b"not xmp at all\n")
+    elsewhere = tmp_path / "IMG.xmp"
+    subprocess.run(
+        ["exiftool", "-q", "-XMP-dc:Subject=kept", "-o", str(elsewhere), str(pants[1])],
+        check=True,
+    )
+    Path(f"{pants[1]}.xmp").symlink_to(elsewhere)
+    out = run_cli("tags", "export", "--xmp", str(photos / "pants"), library=lib, check=False)
+    assert out.returncode == 1
+    assert f"error: {pants[0]}: {pants[0].name}.xmp is no XMP that exiv2 reads" in out.stderr
+    assert ".tmp" not in out.stderr
+    assert Path(f"{pants[1]}.xmp").is_symlink()
+    assert keywords(elsewhere)["subject"] == ["kept", "Hiking"]
