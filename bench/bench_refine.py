@@ -13,7 +13,8 @@ Figures on the test half only: single-label top-1 over the 10 classes (the backg
 win, as in ``clipdesk tag``), and ``tag --multi`` with 100 labels (the 10 classes + 90 that
 fit no photo, as bench_multilabel.py; only the 10 get feedback): labels per photo, micro
 precision and recall, the share of (photo, absent label) pairs tagged. Mean over the seeds,
-and (in brackets) the worst seed's difference to zero-shot; the strengths chosen. "Photos
+and (in brackets) the worst seed's difference to zero-shot; the strengths chosen (0 where
+zero-shot is kept, among them where the leave-one-out gain is not significant). "Photos
 alone": top-1 of the class centroids of the whole pool (centred on the library mean), how
 well the image features separate the classes without any text.
 

@@ -12,7 +12,9 @@ import pytest
 from clipdesk.library import Library
 from clipdesk.services import Clipdesk
 from clipdesk.tagging.refine import (
+    SIGNIFICANCE,
     Feedback,
+    mcnemar_exact,
     moments,
     one_standard_error,
     refine,
@@ -161,6 +163,48 @@ def test_the_one_standard_error_rule_takes_a_strength_only_when_the_marks_ask_fo
     assert one_standard_error(noisy) == 0.0
     clear = {0.0: base, 1.0: base + 0.5 + rng.normal(scale=0.1, size=40)}
     assert one_standard_error(clear) == 1.0
+
+
+def _confirm_first(world: dict[str, np.ndarray], shots: int, labels: int) -> list[Feedback]:
+    """The first ``shots`` photos of each of the first ``labels`` classes confirmed."""
+    photos, truth = world["photos"], world["truth"]
+    chosen = [np.flatnonzero(truth == c)[:shots] for c in range(labels)]
+    return [Feedback(tuple(int(i) for i in rows), photos[rows]) for rows in chosen] + [
+        Feedback()
+    ] * (CLASSES - labels)
+
+
+def test_a_gain_that_is_not_significant_keeps_zero_shot_exactly() -> None:
+    world = _world(1, separation=2.0, text_noise=8.0)
+    photos = world["photos"]
+    lib, vectors = moments(photos), {i: photos[i] for i in range(len(photos))}
+    # three confirmed photos of two labels: leave-one-out favours a refinement, but six
+    # marks cannot make it significant
+    few = refine(
+        world["text"], world["background"], SCALE, lib, _confirm_first(world, 3, 2), vectors
+    )
+    assert max(few.scores, key=lambda r: few.scores[r]) > 0
+    assert SIGNIFICANCE < few.p_value < 1.0  # a strength was chosen, then not taken
+    assert few.strength == 0 and np.array_equal(few.vectors, world["text"])
+    # ten of each make the same gain significant: the labels are refined
+    many = refine(
+        world["text"], world["background"], SCALE, lib, _confirm_first(world, 10, 2), vectors
+    )
+    assert many.p_value <= SIGNIFICANCE and many.strength > 0
+    assert not np.allclose(many.vectors[:2], world["text"][:2])
+
+
+def test_mcnemar_exact_is_the_binomial_tail_of_the_discordant_marks() -> None:
+    def marks(wins: int, losses: int, ties: int) -> tuple[np.ndarray, np.ndarray]:
+        refined = np.array([True] * wins + [False] * losses + [True] * ties)
+        zero_shot = np.array([False] * wins + [True] * losses + [True] * ties)
+        return refined, zero_shot
+
+    assert mcnemar_exact(*marks(5, 0, 20)) == pytest.approx(1 / 32)  # ties do not count
+    assert mcnemar_exact(*marks(4, 0, 0)) == pytest.approx(1 / 16)
+    assert mcnemar_exact(*marks(6, 2, 3)) == pytest.approx((28 + 8 + 1) / 256)
+    assert mcnemar_exact(*marks(0, 3, 0)) == 1.0
+    assert mcnemar_exact(*marks(0, 0, 9)) == 1.0
 
 
 # Names the trained clothing model never saw (it knows English clothing words): its
