@@ -154,8 +154,8 @@ def _trash(app: Clipdesk, report: DuplicateReport, args: argparse.Namespace) -> 
         _print_threshold(report)
         if report.threshold.derived:
             print(
-                "  the threshold is derived from the library as it is now, so it moves after "
-                "each trash: look again before another --yes, or give --threshold T"
+                "  (it moves as the library changes, after each trash too: look again "
+                "before another --yes, or give --threshold T to keep it)"
             )
     _warn_tags(drops)
     if not args.yes:

@@ -174,10 +174,15 @@ def reasons(kept: Facts, others: list[Facts], tied: bool) -> list[str]:
         said.append("sharpest")
     if others and all(kept.exif_fields > o.exif_fields for o in others):
         said.append("most complete EXIF")
-    if not kept.edited and any(
-        o.edited and os.path.basename(o.path) != name for o in others
-    ):  # only where the names differ: a copy of the same name is no edit by its name
-        said.append("original name (the others look like edits or copies)")
+    # only where the names differ: a copy of the same name is no edit by its name
+    renamed = [o for o in others if o.edited and os.path.basename(o.path) != name]
+    if not kept.edited and renamed:
+        said.append(
+            "original name (the others look like edits or copies)"
+            if len(renamed) == len(others)
+            else f"original name ({len(renamed)} of the {len(others)} others look like "
+            "edits or copies)"
+        )
     if others and all(kept.size > o.size for o in others):
         said.append("largest file")
     if not said:

@@ -160,18 +160,25 @@ def test_without_a_mode_of_duplicates_the_fence_holds_and_with_one_the_valley_is
 
 
 def test_exact_copies_of_one_name_are_not_said_to_differ_by_name() -> None:
-    kept = _facts(1, "/p/IMG_1.jpg", 5, (4, 3), 0.3, fingerprint="same", mtime_ns=10)
-    backup = _facts(2, "/p/backup copy/IMG_1.jpg", 5, (4, 3), 0.3, fingerprint="same", mtime_ns=10)
+    kept = _facts(1, "/p/IMG_0001.jpg", 5, (4, 3), 0.3, fingerprint="same", mtime_ns=10)
+    backup = _facts(
+        2, "/p/backup copy/IMG_0001.jpg", 5, (4, 3), 0.3, fingerprint="same", mtime_ns=10
+    )
     order = [f for f, _ in ranked([backup, kept])]
     assert order[0] is kept  # the same time: the shorter path
     said = reasons(kept, [backup], tied=True)
     assert said == ["same content; kept the oldest file, then the shortest path"]
-    older = _facts(2, "/p/backup copy/IMG_1.jpg", 5, (4, 3), 0.3, fingerprint="same", mtime_ns=5)
+    older = _facts(2, "/p/backup copy/IMG_0001.jpg", 5, (4, 3), 0.3, fingerprint="same", mtime_ns=5)
     assert reasons(older, [kept], tied=True) == ["same content; kept the oldest file"]
     # near-duplicates with the same name: no word about names
-    smaller = _facts(3, "/p/backup copy/IMG_1.jpg", 2, (2, 1), 0.3, edited=True)
+    smaller = _facts(3, "/p/backup copy/IMG_0001.jpg", 2, (2, 1), 0.3, edited=True)
     assert not any(
-        "name" in r for r in reasons(_facts(4, "/p/IMG_1.jpg", 5, (4, 3), 0.3), [smaller], False)
+        "name" in r for r in reasons(_facts(4, "/p/IMG_0001.jpg", 5, (4, 3), 0.3), [smaller], False)
+    )
+    kept_too = _facts(4, "/p/IMG_0001.jpg", 5, (4, 3), 0.3)
+    edit = _facts(5, "/p/IMG_0001-edited.jpg", 2, (4, 3), 0.3)
+    assert "original name (1 of the 2 others look like edits or copies)" in reasons(
+        kept_too, [smaller, edit], False
     )
 
 
