@@ -94,3 +94,19 @@ def test_removing_a_tag_a_photo_does_not_have_and_giving_a_folder(
     assert f"{photos / 'hat'}: is a folder: give its photos (e.g. {photos / 'hat' / '*'})" in (
         folder.stderr
     )
+
+
+def test_export_then_import_keeps_the_models_guesses_automatic(
+    tagged_library: tuple[Path, Path],
+) -> None:
+    library, photos = tagged_library
+    shoes = photos / "shoes"
+    before = run_cli_json("tags", "list", *map(str, sorted(shoes.glob("*.jpg"))), library=library)
+    guesses = sum(1 for r in before for t in r["tags"] if t["source"] == "auto")
+    assert guesses  # (the test) the model tagged them
+    run_cli("tags", "export", "--xmp", str(shoes), library=library)
+    done = run_cli("tags", "import", str(shoes), library=library)
+    assert f"{guesses} already tags from the model" in done.stdout
+    assert "0 tags imported" in done.stdout
+    after = run_cli_json("tags", "list", *map(str, sorted(shoes.glob("*.jpg"))), library=library)
+    assert after == before
