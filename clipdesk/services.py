@@ -592,14 +592,7 @@ class Clipdesk:
         cosine from which two photos are near-duplicates (None: derived from the library,
         see :func:`clipdesk.duplicates.grouping.derived_threshold`). Runs
         :meth:`compare_photos` first when its lists are not current."""
-        target = None if folder is None else normalise_folder(folder)
-        if target is not None and not any(
-            target == r.path
-            or target.startswith(r.path.rstrip(os.sep) + os.sep)
-            or r.path.startswith(target.rstrip(os.sep) + os.sep)
-            for r in self.library.roots()
-        ):
-            raise ClipdeskError(f"{folder} is not inside a library folder")
+        target = self._within_library(folder)
         index = None if exact else self.vector_index()
         if index is not None:
             for _ in self._duplicates.compare(index):
@@ -734,6 +727,19 @@ class Clipdesk:
 
     # -- tagging -----------------------------------------------------------------------
 
+    def _within_library(self, folder: str | Path | None) -> str | None:
+        """``folder`` normalised (None: the whole library); a ClipdeskError unless it lies
+        inside a library folder or holds one."""
+        target = None if folder is None else normalise_folder(folder)
+        if target is not None and not any(
+            target == r.path
+            or target.startswith(r.path.rstrip(os.sep) + os.sep)
+            or r.path.startswith(target.rstrip(os.sep) + os.sep)
+            for r in self.library.roots()
+        ):
+            raise ClipdeskError(f"{folder} is not inside a library folder")
+        return target
+
     def create_label_set(self, name: str, labels: list[str]) -> int:
         return create_label_set(self.library, name, labels)
 
@@ -753,16 +759,9 @@ class Clipdesk:
     ) -> Iterator[Progress]:
         """Tag the indexed photos (under ``folder``) from their stored vectors."""
         index = self.vector_index()
-        target = None if folder is None else normalise_folder(folder)
-        if target is not None and os.path.isfile(target):
+        if folder is not None and os.path.isfile(normalise_folder(folder)):
             raise ClipdeskError(f"{folder} is a file: tag a folder, or the whole library")
-        if target is not None and not any(
-            target == r.path
-            or target.startswith(r.path.rstrip(os.sep) + os.sep)
-            or r.path.startswith(target.rstrip(os.sep) + os.sep)
-            for r in self.library.roots()
-        ):
-            raise ClipdeskError(f"{folder} is not inside a library folder")
+        target = self._within_library(folder)
         encoder = self.query_encoder()
         yield from tag_photos(
             self.library, encoder, index.model_id, label_set, target, multi, prompts, cancel
@@ -817,14 +816,7 @@ class Clipdesk:
 
     def _tag_scope(self, folder: str | Path | None) -> list[tuple[int, str]]:
         """The library's photos (id, path) under ``folder`` (a folder or one photo)."""
-        target = None if folder is None else normalise_folder(folder)
-        if target is not None and not any(
-            target == r.path
-            or target.startswith(r.path.rstrip(os.sep) + os.sep)
-            or r.path.startswith(target.rstrip(os.sep) + os.sep)
-            for r in self.library.roots()
-        ):
-            raise ClipdeskError(f"{folder} is not inside a library folder")
+        target = self._within_library(folder)
         photos = xmp.library_photos(self.library, target)
         if target is not None and not photos and not os.path.exists(target):
             raise ClipdeskError(f"no such folder: {folder}")  # a typo, not "0 photos"
