@@ -85,7 +85,7 @@ def test_tag_prints_a_summary_and_lists_photos_only_when_asked(
     assert len(listed) == 7 and all(".jpg: " in line for line in listed[:6])
     assert not any("\x1b" in line for line in listed)
     typo = run_cli("search", "x", "--tag", "a cpa", library=library, check=False)
-    assert "(labels: a cap, a dress, a shoe)" in typo.stderr  # "a cap" is in both sets: once
+    assert "(tags: a cap, a dress, a shoe)" in typo.stderr  # "a cap" is in both sets: once
 
 
 def _library_of_three(folder: Path, library: Path) -> None:
