@@ -786,7 +786,8 @@ class VectorIndex:
             else:
                 want = min(want, len(allowed))
                 selectivity = min(1.0, len(allowed) / self._live)
-                ef = filtered_ef(want, selectivity)
+                # never narrower than the breadth measured for the whole graph (breadth.py)
+                ef = max(self.ef, filtered_ef(want, selectivity))
             self._graph.set_ef(ef)
             started = time.perf_counter()
             try:

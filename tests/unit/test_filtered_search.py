@@ -142,6 +142,33 @@ def test_the_graph_route_raises_ef_as_the_filter_narrows(
         assert np.mean(recalls) >= 0.98, share
 
 
+def test_a_filtered_graph_search_is_never_narrower_than_the_measured_breadth(
+    built: tuple[Library, np.ndarray],
+) -> None:
+    library, _vectors = built
+    index = _index(library)
+    index.route_costs = vi.RouteCosts(score_row=1.0, read_row=1.0)  # every filter: the graph
+    index.ensure_current()
+    used: list[int] = []
+
+    class Spy:
+        def __init__(self, graph: object) -> None:
+            self.graph = graph
+
+        def set_ef(self, ef: int) -> None:
+            used.append(ef)
+            self.graph.set_ef(ef)  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.graph, name)
+
+    index._index = Spy(index._index)  # type: ignore[assignment]
+    index.ef = vi.EF_SEARCH + 300  # as a measured breadth wider than the default
+    half = set(range(1, PHOTOS + 1, 2))
+    index.search(_queries(1)[0], 10, None, half)
+    assert used and used[0] == vi.EF_SEARCH + 300  # k / selectivity alone would be 512
+
+
 def test_the_route_switches_where_the_estimated_costs_cross() -> None:
     """The exact route's cost grows with the allowed photos, the graph's falls as the filter
     widens: the switch point follows the measured costs and the library's size."""
