@@ -144,6 +144,17 @@ def recall_at_k(got: list[str], expected: list[str]) -> float:
     return len(set(got) & set(expected)) / max(len(expected), 1)
 
 
+def random_photos(folder: Path, count: int, seed: int) -> None:
+    """``count`` new 64 x 64 JPEGs of noise in ``folder`` (photos no library has seen)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        pixels = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"new-{seed}-{i}.jpg")
+
+
 def make_bad_files(folder: Path, good_jpeg: Path) -> dict[str, str]:
     """Write one file per kind of bad input; returns {file name: expected reason part}."""
     from PIL import Image

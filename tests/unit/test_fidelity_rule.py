@@ -33,7 +33,7 @@ from clipdesk.backends.runtimes import ImageBackend, TorchBackend
 from clipdesk.imaging import load_rgb
 from clipdesk.models.encoder import ClipEncoder
 from clipdesk.spec import ModelSpec
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, random_photos
 
 
 @pytest.fixture(scope="module")
@@ -169,16 +169,6 @@ def _one_candidate(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counted
 
 
-def _new_photos(folder: Path, count: int, seed: int) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        pixels = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"new-{seed}-{i}.jpg")
-
-
 def test_a_choice_judged_under_the_old_rule_is_measured_again_at_the_next_index(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -200,7 +190,7 @@ def test_a_choice_judged_under_the_old_rule_is_measured_again_at_the_next_index(
 
     # remembered under the current rule: kept
     (models / CHOICES_FILE).write_text(json.dumps(data))
-    _new_photos(photos / "more", 2, seed=1)
+    random_photos(photos / "more", 2, seed=1)
     assert main([*lib, "index"]) == 0
     assert len(counted) == 1
 
@@ -211,7 +201,7 @@ def test_a_choice_judged_under_the_old_rule_is_measured_again_at_the_next_index(
         for field in ("tie_band", "reordered_gap", "recall_at_10"):
             del m[field]
     (models / CHOICES_FILE).write_text(json.dumps(data))
-    _new_photos(photos / "more", 2, seed=2)
+    random_photos(photos / "more", 2, seed=2)
     assert main([*lib, "index"]) == 0
     assert len(counted) == 2
     (entry,) = json.loads((models / CHOICES_FILE).read_text())["choices"].values()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import hnswlib
-import numpy as np
 import pytest
 import threadpoolctl
 
@@ -31,6 +30,7 @@ from clipdesk.backends.measuring import LoadMeter, Measurement, watched
 from clipdesk.backends.runtimes import ImageBackend, TorchBackend
 from clipdesk.services import Clipdesk
 from clipdesk.throttle import Throttle, hnswlib_threads, usable_cores
+from tests.helpers import random_photos
 
 
 def _blas_threads() -> list[int]:
@@ -185,16 +185,6 @@ def _candidate_is_the_reference(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counted
 
 
-def _new_photos(folder: Path, count: int, seed: int) -> None:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        pixels = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"new-{seed}-{i}.jpg")
-
-
 def _entry(models: Path) -> dict[str, Any]:
     data = json.loads((models / CHOICES_FILE).read_text())
     assert data["version"] == 2
@@ -237,7 +227,7 @@ def test_a_choice_measured_under_load_is_measured_again_and_remeasure_measures(
     assert "measured under load" in capsys.readouterr().out
 
     # 2. the next index with photos to embed measures again (and records the new load)
-    _new_photos(photos / "more", 3, seed=1)
+    random_photos(photos / "more", 3, seed=1)
     assert main([*lib, "index"]) == 0
     assert len(counted) == 2
     entry = _entry(models)
@@ -248,7 +238,7 @@ def test_a_choice_measured_under_load_is_measured_again_and_remeasure_measures(
     for choice in data["choices"].values():
         choice.update(provisional=True, tries=MEASUREMENTS_UNDER_LOAD)
     (models / CHOICES_FILE).write_text(json.dumps(data))
-    _new_photos(photos / "more", 3, seed=2)
+    random_photos(photos / "more", 3, seed=2)
     assert main([*lib, "index"]) == 0
     assert len(counted) == 2
 
